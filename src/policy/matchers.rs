@@ -1,0 +1,1 @@
+//! Sender and recipient-domain matchers.

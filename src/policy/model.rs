@@ -1,0 +1,142 @@
+//! The validated policy: what the rest of smtpbind reads. Built only by
+//! [`super::parse`] / [`super::load`], so every value here has passed validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::matchers::{DomainMatcher, SenderMatcher};
+use super::pin::Pin;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub tenant: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: UpstreamPolicy,
+    pub credential: CredentialPolicy,
+    pub client: ClientPolicy,
+    pub senders: SenderMatcher,
+    pub header_from: HeaderFrom,
+    pub recipients: RecipientPolicy,
+    pub limits: Limits,
+    pub data: DataPolicy,
+    pub shutdown: ShutdownPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    StartTls,
+    Implicit,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamPolicy {
+    /// `host:port` as written.
+    pub address: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Only ever true together with `TlsMode::None`.
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    /// SNI and certificate name; defaults to `host`.
+    pub server_name: String,
+    /// Name sent in EHLO; defaults to `smtpbind-<tenant>`.
+    pub ehlo_name: String,
+    pub connect_timeout: Duration,
+    /// How long to wait for any single upstream reply (default 120s).
+    pub reply_timeout: Duration,
+    pub reuse: ReusePolicy,
+}
+
+/// Reuse of authenticated upstream connections across client sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct ReusePolicy {
+    /// Idle connections kept per credential; 0 disables reuse (default 4).
+    pub max_idle: usize,
+    /// An idle connection older than this is closed (default 30s).
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Auto,
+    Plain,
+    Login,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialPolicy {
+    pub secret_dir: PathBuf,
+    pub mechanism: Mechanism,
+    pub pins: Vec<Pin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientPolicy {
+    pub auth: ClientAuth,
+    /// Non-empty when `auth` is `Required`.
+    pub accept: Vec<AcceptRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcceptRule {
+    pub username: String,
+    pub password: PasswordMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordMatch {
+    /// Must equal the mounted credential's password (constant-time compare).
+    Mounted,
+    /// sha256 of the presented password must equal this.
+    Sha256([u8; 32]),
+    /// Any password (the username alone identifies the client).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFrom {
+    Enforce,
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientPolicy {
+    pub max_per_message: usize,
+    /// Empty matcher = any domain.
+    pub domains: DomainMatcher,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub max_sessions: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareLf {
+    Reject,
+    Normalize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DataPolicy {
+    pub bare_lf: BareLf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownPolicy {
+    /// How long sessions in a transaction may finish after SIGTERM (default 20s).
+    pub drain: Duration,
+}
