@@ -1,1 +1,66 @@
+//! smtpbind: an SMTP sidecar that binds every session to the pod's one
+//! mounted provider credential.
+//!
+//! The path of a message, top to bottom:
+//!
+//! ```text
+//! server     listener, one permit per session (max_sessions)
+//! session    per-client state machine: greeting, EHLO, AUTH → binding,
+//!            MAIL/RCPT relayed, DATA decoded, checked and streamed
+//! policy     YAML model, validation with file:line:col, matchers
+//! credential the mounted Secret, pin check, rotation
+//! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH, pool keyed by pin
+//! smtp       I/O-free protocol pieces: framing, commands, replies, DATA codec,
+//!            header From, SASL
+//! admin      /healthz /readyz /metrics (hyper)
+//! audit, log JSON-lines audit events and logs on stdout
+//! telemetry  Prometheus metrics
+//! app        process wiring: watchers, signals, drain
+//! capture    the recording upstream used by `demo`, `capture` and the tests
+//! demo       the one-command local demo
+//! ```
+#![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod capture;
+pub mod certs;
+pub mod credential;
+pub mod demo;
+pub mod log;
+pub mod policy;
+pub mod server;
+pub mod session;
+pub mod smtp;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::{run, RunOptions};
+
+/// Errors at the process boundary; `exit_code` maps them to the contract's
+/// exit codes (1 invalid input, 2 runtime failure).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyErrors),
+    #[error("{0}")]
+    Credential(#[from] credential::CredentialError),
+    #[error("{0}")]
+    Tls(#[from] upstream::tls::TlsConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot bind {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Policy(_) | Error::Credential(_) | Error::Tls(_) | Error::Usage(_) => 1,
+            Error::Bind { .. } | Error::Runtime(_) => 2,
+        }
+    }
+}

@@ -1,1 +1,204 @@
-fn main(){}
+//! The `smtpbind` command: a thin CLI over the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use smtpbind::credential::{fingerprint, Credential};
+use smtpbind::{policy, Error, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "smtpbind",
+    version,
+    about = "SMTP sidecar that binds every session to the pod's one mounted provider credential"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    policy::parse_duration(s)
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve: accept the local mailer on the policy's listen address and relay upstream.
+    Run {
+        /// Policy file (YAML, version 1).
+        #[arg(long, env = "SMTPBIND_POLICY")]
+        policy: PathBuf,
+        /// Override the policy's `listen` address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override the policy's `admin` address.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// How long transactions may finish after SIGTERM (default: the policy's `shutdown.drain`, 20s).
+        #[arg(long, value_parser = duration)]
+        drain: Option<Duration>,
+    },
+    /// Validate policy files; exit 1 with file:line:col errors.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also load each policy's mounted credential and verify its pin.
+        #[arg(long)]
+        credentials: bool,
+    },
+    /// Print the pin ("sha256:<64 hex>") of a password file's bytes.
+    Fingerprint { file: PathBuf },
+    /// One-command local demo: capture upstream + a sidecar for a demo tenant.
+    Demo {
+        /// Sidecar SMTP address.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: SocketAddr,
+        /// Sidecar admin address.
+        #[arg(long, default_value = "127.0.0.1:9525")]
+        admin: SocketAddr,
+        /// Where the demo writes its secrets, policy, CA and the upstream's activity logs.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run the capture upstream alone (a recording SMTP server with STARTTLS
+    /// and AUTH), for the pod simulation and the kind harness.
+    Capture {
+        #[arg(long, default_value = "127.0.0.1:2587")]
+        listen: SocketAddr,
+        /// starttls | implicit | none
+        #[arg(long, default_value = "starttls")]
+        tls: String,
+        /// Name in the generated certificate.
+        #[arg(long, default_value = "localhost")]
+        hostname: String,
+        /// Write the generated CA certificate (PEM) here.
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
+        /// NAME=SECRET_DIR: an account whose `username`/`password` files are in SECRET_DIR.
+        #[arg(long = "account", required = true)]
+        accounts: Vec<String>,
+        /// Append one JSON line per accepted message to DIR/<account>.jsonl.
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Check { files, credentials } => return check(&files, credentials),
+        Cmd::Fingerprint { file } => match fingerprint(&file) {
+            Ok(pin) => {
+                println!("{pin}");
+                Ok(())
+            }
+            Err(e) => Err(Error::from(e)),
+        },
+        Cmd::Run {
+            policy,
+            listen,
+            admin,
+            drain,
+        } => runtime().and_then(|rt| {
+            rt.block_on(smtpbind::run(
+                RunOptions {
+                    policy_path: policy,
+                    listen,
+                    admin,
+                    drain,
+                },
+                shutdown_signal(),
+            ))
+        }),
+        Cmd::Demo { listen, admin, dir } => {
+            runtime().and_then(|rt| rt.block_on(smtpbind::demo::run(listen, admin, dir, shutdown_signal())))
+        }
+        Cmd::Capture {
+            listen,
+            tls,
+            hostname,
+            ca_out,
+            accounts,
+            log_dir,
+        } => runtime().and_then(|rt| {
+            rt.block_on(smtpbind::demo::capture_command(
+                smtpbind::demo::CaptureArgs {
+                    listen,
+                    tls,
+                    hostname,
+                    ca_out,
+                    accounts,
+                    log_dir,
+                },
+                shutdown_signal(),
+            ))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            smtpbind::log::error("fatal", serde_json::json!({ "error": e.to_string() }));
+            eprintln!("smtpbind: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("tokio runtime: {e}")))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `smtpbind check`: every error of every file, `file:line:col: key: message`.
+fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match policy::load(file) {
+            Ok(p) => {
+                if credentials {
+                    match Credential::load(&p.credential.secret_dir, &p.credential.pins) {
+                        Ok(c) => println!("{}: ok (tenant {}, credential {})", file.display(), p.tenant, c.pin().short()),
+                        Err(e) => {
+                            failed = true;
+                            eprintln!("{}: credential.secret_dir: {e}", file.display());
+                        }
+                    }
+                } else {
+                    println!("{}: ok (tenant {})", file.display(), p.tenant);
+                }
+            }
+            Err(errors) => {
+                failed = true;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -12,6 +12,9 @@ use super::pin::Pin;
 pub struct Policy {
     pub tenant: String,
     pub listen: SocketAddr,
+    /// `listen_insecure_ok`: a non-loopback `listen` address is allowed. The
+    /// policy's own `listen` was checked against it; a `--listen` override must be too.
+    pub listen_insecure_ok: bool,
     pub admin: SocketAddr,
     pub upstream: UpstreamPolicy,
     pub credential: CredentialPolicy,

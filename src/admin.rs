@@ -1,0 +1,174 @@
+//! The admin endpoint (hyper 1.x): a small path router.
+//!
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 only when the policy is loaded, the credential
+//!   matches a pin and the listener is bound; otherwise 503 with a one-line
+//!   reason — and 503 from the moment shutdown starts.
+//! - `GET /metrics`: Prometheus text.
+//!
+//! Anything else is 404 (405 for other methods). Requests are bounded: only
+//! HTTP/1.1 GETs without a body are served, headers are read within 5 s.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::credential::CredentialState;
+
+/// The readiness latch: released when every condition holds.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listener_bound: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_listener_bound(&self) {
+        self.listener_bound.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok(())` when ready, else the one-line reason.
+    pub fn check(&self, credential: &CredentialState) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        if !self.listener_bound.load(Ordering::SeqCst) {
+            return Err("listener not bound".into());
+        }
+        match credential {
+            CredentialState::Ready(_) => Ok(()),
+            CredentialState::NotReady(reason) => Err(format!("credential: {reason}")),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    pub readiness: Arc<Readiness>,
+    pub credentials: watch::Receiver<CredentialState>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+impl Admin {
+    /// Routes one request (no I/O: testable directly).
+    pub fn route(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+        }
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => {
+                let state = self.credentials.borrow().clone();
+                match self.readiness.check(&state) {
+                    Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                    Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+                }
+            }
+            "/metrics" => match &self.metrics {
+                Some(handle) => {
+                    let mut resp = text(StatusCode::OK, handle.render());
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    resp
+                }
+                None => text(StatusCode::NOT_FOUND, "metrics not enabled\n".into()),
+            },
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(self.route(req.method(), req.uri().path()))
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let conns = Arc::new(tokio::sync::Semaphore::new(64));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok(permit) = conns.clone().try_acquire_owned() else { continue };
+                    let admin = self.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| admin.clone().handle(req));
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(5))
+                            .max_buf_size(16 * 1024)
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service);
+                        let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+                        drop(permit);
+                    });
+                }
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::Credential;
+
+    fn admin(state: CredentialState) -> (Admin, watch::Sender<CredentialState>) {
+        let (tx, rx) = watch::channel(state);
+        (
+            Admin {
+                readiness: Arc::new(Readiness::default()),
+                credentials: rx,
+                metrics: None,
+            },
+            tx,
+        )
+    }
+
+    #[test]
+    fn readiness_latch() {
+        let (a, tx) = admin(CredentialState::NotReady("mounted password sha256:abc matches none".into()));
+        assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
+        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        a.readiness.set_listener_bound();
+        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        let _ = tx.send(CredentialState::Ready(Arc::new(Credential::from_parts("u", "p"))));
+        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::OK);
+        a.readiness.set_shutting_down();
+        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        let (a, _tx) = admin(CredentialState::NotReady("x".into()));
+        assert_eq!(a.route(&Method::GET, "/").status(), StatusCode::NOT_FOUND);
+        assert_eq!(a.route(&Method::POST, "/healthz").status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,225 @@
+//! Process wiring for `smtpbind run`: load the policy and the credential,
+//! bind the listener and the admin endpoint, watch the mounted Secret and
+//! the policy file, and drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{Admin, Readiness};
+use crate::credential::{Credential, CredentialState};
+use crate::policy::{self, Pin, Policy};
+use crate::server::{self, Channels, Phase, Runtime};
+use crate::{log, telemetry, Error};
+
+/// How often the mounted Secret and the policy file are re-read when no
+/// inotify event arrives (kubelet swaps are also caught by inotify).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy_path: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub drain: Option<Duration>,
+}
+
+/// Addresses actually bound (port 0 resolved), reported once listening.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub smtp: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+fn load_credential(policy: &Policy) -> CredentialState {
+    let result = Credential::load(&policy.credential.secret_dir, &policy.credential.pins);
+    let state = CredentialState::from_load(result);
+    match &state {
+        CredentialState::Ready(c) => {
+            metrics::counter!("smtpbind_credential_reloads_total", "result" => "ok").increment(1);
+            log::info(
+                "credential",
+                json!({ "result": "ok", "credential": c.pin().short(), "username": c.username() }),
+            );
+        }
+        CredentialState::NotReady(reason) => {
+            metrics::counter!("smtpbind_credential_reloads_total", "result" => "error").increment(1);
+            log::error("credential", json!({ "result": "error", "error": reason }));
+        }
+    }
+    state
+}
+
+fn pin_of(state: &CredentialState) -> Option<Pin> {
+    state.ready().map(|c| c.pin())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|error| Error::Bind {
+        addr: addr.to_string(),
+        error,
+    })
+}
+
+/// Runs until `shutdown` resolves, then drains and returns.
+pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let policy = policy::load(&opts.policy_path)?;
+    log::set_tenant(&policy.tenant);
+    let metrics = telemetry::install(&policy.tenant);
+    let drain = opts.drain.unwrap_or(policy.shutdown.drain);
+
+    let cred_state = load_credential(&policy);
+    let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
+    let (runtime_tx, runtime_rx) = watch::channel(runtime);
+    let (cred_tx, cred_rx) = watch::channel(cred_state);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+
+    let listener = bind(opts.listen.unwrap_or(policy.listen)).await?;
+    let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
+    let bound = Bound {
+        smtp: listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?,
+        admin: admin_listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?,
+    };
+
+    let readiness = Arc::new(Readiness::default());
+    let admin = Admin {
+        readiness: readiness.clone(),
+        credentials: cred_rx.clone(),
+        metrics,
+    };
+    let mut admin_stop = phase_rx.clone();
+    let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
+        let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
+    }));
+
+    let watcher = tokio::spawn(watch_files(
+        opts.policy_path.clone(),
+        runtime_tx,
+        cred_tx,
+        policy.credential.secret_dir.clone(),
+    ));
+
+    let channels = Channels {
+        runtime: runtime_rx,
+        credentials: cred_rx,
+        phase: phase_rx,
+    };
+    let server = tokio::spawn(server::serve(listener, channels, drain));
+    readiness.set_listener_bound();
+    log::info(
+        "listening",
+        json!({ "addr": bound.smtp.to_string(), "admin": bound.admin.to_string(), "upstream": policy.upstream.address, "version": env!("CARGO_PKG_VERSION") }),
+    );
+
+    shutdown.await;
+    readiness.set_shutting_down();
+    let _ = phase_tx.send(Phase::Draining);
+    log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
+    let closing = async {
+        tokio::time::sleep(drain).await;
+        let _ = phase_tx.send(Phase::Closing);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = closing => {}
+        _ = server => {}
+    }
+    let _ = phase_tx.send(Phase::Closing);
+    watcher.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    log::info("stopped", json!({}));
+    Ok(())
+}
+
+/// Watches the mounted Secret and the policy file. A changed credential is
+/// pin-checked; the pool keeps only connections of the credential in force
+/// (set before the new credential is published, so no session can reuse an
+/// old one). A changed policy is validated and applied to new sessions; an
+/// invalid one is refused and the last good policy stays.
+async fn watch_files(
+    policy_path: PathBuf,
+    runtime_tx: watch::Sender<Arc<Runtime>>,
+    cred_tx: watch::Sender<CredentialState>,
+    mut secret_dir: PathBuf,
+) {
+    let mut policy_bytes = std::fs::read(&policy_path).ok();
+    let mut cred_fingerprint = secret_fingerprint(&secret_dir);
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Policy file.
+        let bytes = std::fs::read(&policy_path).ok();
+        if bytes.is_some() && bytes != policy_bytes {
+            policy_bytes = bytes;
+            reload_policy(&policy_path, &runtime_tx, &cred_tx);
+            let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
+            if dir != secret_dir {
+                secret_dir = dir;
+                cred_fingerprint = None;
+            }
+        }
+        // Credential: compare the files' identity, reload on any change.
+        let fp = secret_fingerprint(&secret_dir);
+        if fp != cred_fingerprint {
+            cred_fingerprint = fp;
+            let policy = runtime_tx.borrow().policy.clone();
+            let state = load_credential(&policy);
+            runtime_tx.borrow().pool.set_current(pin_of(&state));
+            cred_tx.send_replace(state);
+        }
+    }
+}
+
+/// What identifies the mounted credential's content without keeping it:
+/// the pin of the password and the username's length and hash.
+fn secret_fingerprint(dir: &Path) -> Option<(Pin, Pin)> {
+    let cred = Credential::read(dir).ok()?;
+    Some((cred.pin(), Pin::of(cred.username().as_bytes())))
+}
+
+fn reload_policy(path: &Path, runtime_tx: &watch::Sender<Arc<Runtime>>, cred_tx: &watch::Sender<CredentialState>) {
+    let result = policy::load(path).map_err(Error::from).and_then(|new| {
+        let old = &runtime_tx.borrow().policy;
+        if new.tenant != old.tenant {
+            return Err(Error::Usage(format!(
+                "{}: tenant cannot change without a restart ({} → {})",
+                path.display(),
+                old.tenant,
+                new.tenant
+            )));
+        }
+        if new.listen != old.listen || new.admin != old.admin || new.limits.max_sessions != old.limits.max_sessions {
+            log::warn(
+                "policy",
+                json!({ "result": "partial", "message": "listen, admin and max_sessions take effect at the next restart" }),
+            );
+        }
+        // Re-check the credential against the new pins.
+        let state = CredentialState::from_load(Credential::load(&new.credential.secret_dir, &new.credential.pins));
+        let rt = Runtime::new(new, pin_of(&state))?;
+        Ok((rt, state))
+    });
+    match result {
+        Ok((rt, state)) => {
+            runtime_tx.borrow().pool.set_current(None);
+            runtime_tx.send_replace(Arc::new(rt));
+            cred_tx.send_replace(state);
+            metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
+            log::info("policy", json!({ "result": "ok", "file": path.display().to_string() }));
+        }
+        Err(e) => {
+            metrics::counter!("smtpbind_policy_reloads_total", "result" => "error").increment(1);
+            log::error(
+                "policy",
+                json!({ "result": "error", "file": path.display().to_string(), "error": e.to_string() }),
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The listener: accepts clients, bounds them with a semaphore permit each
+//! (`max_sessions`; past it a client gets `421` and is closed), and gives
+//! every session one snapshot of the runtime (policy, connector, pool).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::credential::CredentialState;
+use crate::policy::Policy;
+use crate::session::Session;
+use crate::smtp::reply::local;
+use crate::upstream::pool::Pool;
+use crate::upstream::Connector;
+
+/// Everything built from one policy. Replaced whole on reload; a session
+/// keeps the snapshot it started with.
+pub struct Runtime {
+    pub policy: Policy,
+    pub connector: Connector,
+    pub pool: Pool,
+}
+
+impl Runtime {
+    pub fn new(policy: Policy, current_pin: Option<crate::policy::Pin>) -> Result<Runtime, crate::Error> {
+        let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
+        let pool = Pool::new(policy.upstream.reuse);
+        pool.set_current(current_pin);
+        Ok(Runtime {
+            policy,
+            connector,
+            pool,
+        })
+    }
+}
+
+/// Process lifecycle, published to sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// SIGTERM: not ready, listener closed, transactions may finish.
+    Draining,
+    /// Drain deadline passed: every session closes now.
+    Closing,
+}
+
+/// Shared channels the listener hands to each session.
+#[derive(Clone)]
+pub struct Channels {
+    pub runtime: watch::Receiver<Arc<Runtime>>,
+    pub credentials: watch::Receiver<CredentialState>,
+    pub phase: watch::Receiver<Phase>,
+}
+
+static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn session_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // A per-process random prefix (RandomState is seeded from the OS) plus a counter.
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        h.finish() as u32
+    });
+    format!("{prefix:08x}-{:06}", SESSION_SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Accepts sessions until the phase leaves `Running`, then waits for the
+/// open sessions (they close themselves per the drain rules), at most
+/// `drain` plus a grace second.
+pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
+    let mut phase = channels.phase.clone();
+    let max_sessions = channels.runtime.borrow().policy.limits.max_sessions;
+    let permits = Arc::new(Semaphore::new(max_sessions));
+    let mut sessions = JoinSet::new();
+    let active = metrics::gauge!("smtpbind_active_sessions");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        crate::log::warn("accept_error", serde_json::json!({ "error": e.to_string() }));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    sessions.spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &local::too_many_sessions().to_bytes()).await;
+                        metrics::counter!("smtpbind_sessions_total", "result" => "rejected").increment(1);
+                    });
+                    continue;
+                };
+                let rt = channels.runtime.borrow().clone();
+                let session = Session::new(
+                    stream,
+                    peer.to_string(),
+                    rt,
+                    channels.credentials.clone(),
+                    channels.phase.clone(),
+                    session_id(),
+                );
+                let active = active.clone();
+                sessions.spawn(async move {
+                    active.increment(1.0);
+                    session.run().await;
+                    active.decrement(1.0);
+                    drop(permit);
+                });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() != Phase::Running {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let wait_all = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain + Duration::from_secs(2), wait_all).await.is_err() {
+        sessions.abort_all();
+    }
+}

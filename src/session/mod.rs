@@ -1,0 +1,959 @@
+//! One client session: the per-connection state machine.
+//!
+//! A message's path, top to bottom: the listener hands a socket here; the
+//! ingest loop answers every pipelined command of a read in order (one
+//! handler per verb); AUTH binds the session to an identity allowed by the
+//! policy (`binding`); MAIL takes an upstream connection — from the pool,
+//! keyed by the credential's pin, or newly authenticated with the mounted
+//! credential — and the envelope is relayed command by command; DATA is
+//! decoded, policy-checked (bare line endings, size, header From) and
+//! streamed to the upstream, whose final reply is what the client sees.
+//!
+//! No upstream connection exists before the session is bound, and a message
+//! the policy refuses mid-stream is aborted by dropping the upstream
+//! connection, so the upstream never receives that message's end.
+
+pub mod binding;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::audit::{self, MessageEvent, MessageResult, Reason, SessionInfo};
+use crate::credential::{Credential, CredentialState};
+use crate::policy::{BareLf, ClientAuth, HeaderFrom};
+use crate::server::{Phase, Runtime};
+use crate::smtp::command::{self, Command, CommandError, Mechanism};
+use crate::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed};
+use crate::smtp::header::{header_from_addresses, Gate, HeaderGate};
+use crate::smtp::line::{Line, LineBuffer};
+use crate::smtp::reply::{local, Reply};
+use crate::smtp::{sasl, MAX_AUTH_LINE, MAX_COMMAND_LINE};
+use crate::upstream::{Connection, UpstreamError};
+
+/// Bad commands tolerated before the session is closed.
+const MAX_ERRORS: u32 = 10;
+/// Failed AUTH attempts tolerated before the session is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
+/// The header section of a message is buffered (to check From) up to this size.
+const MAX_HEADER_BYTES: usize = 128 * 1024;
+/// Read size from the client.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a session ended: the `result` label of `smtpbind_sessions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client said QUIT.
+    Quit,
+    /// The client closed the connection without QUIT.
+    Closed,
+    /// smtpbind refused the session (not ready, too many AUTH failures or errors).
+    Rejected,
+    /// Command or data timeout.
+    Timeout,
+    /// Closed by shutdown.
+    Shutdown,
+    /// I/O error on the client connection.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Quit => "quit",
+            Outcome::Closed => "closed",
+            Outcome::Rejected => "rejected",
+            Outcome::Timeout => "timeout",
+            Outcome::Shutdown => "shutdown",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What a handler tells the ingest loop.
+enum Flow {
+    Continue,
+    End(Outcome),
+}
+
+/// An open transaction.
+struct Transaction {
+    sender_domain: String,
+    /// RCPTs that passed local policy (the `max_per_message` count).
+    recipients: usize,
+    /// RCPTs the upstream accepted.
+    accepted: usize,
+}
+
+/// Why a message was not relayed (decided while streaming DATA).
+enum Refusal {
+    Policy(Reason, Reply),
+    /// The upstream refused DATA; its reply goes to the client.
+    Upstream(Reply),
+    /// The upstream connection broke.
+    UpstreamLost,
+}
+
+pub struct Session<S> {
+    io: S,
+    rt: Arc<Runtime>,
+    credentials: watch::Receiver<CredentialState>,
+    phase: watch::Receiver<Phase>,
+    /// The credential this session's upstream work uses (refreshed at MAIL).
+    cred: Option<Arc<Credential>>,
+    info: SessionInfo,
+    inbuf: LineBuffer,
+    out: Vec<u8>,
+    greeted: bool,
+    bound: bool,
+    auth_failures: u32,
+    errors: u32,
+    upstream: Option<Connection>,
+    tx: Option<Transaction>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(
+        io: S,
+        peer: String,
+        rt: Arc<Runtime>,
+        credentials: watch::Receiver<CredentialState>,
+        phase: watch::Receiver<Phase>,
+        id: String,
+    ) -> Self {
+        let info = SessionInfo {
+            session: id,
+            peer,
+            client_identity: None,
+            credential: None,
+            upstream: rt.connector.address().to_string(),
+        };
+        Session {
+            io,
+            rt,
+            credentials,
+            phase,
+            cred: None,
+            info,
+            inbuf: LineBuffer::new(),
+            out: Vec::with_capacity(1024),
+            greeted: false,
+            bound: false,
+            auth_failures: 0,
+            errors: 0,
+            upstream: None,
+            tx: None,
+        }
+    }
+
+    /// Runs the session to its end and returns how it ended.
+    pub async fn run(mut self) -> Outcome {
+        let outcome = self.serve().await;
+        let _ = self.flush().await;
+        if let Some(conn) = self.upstream.take() {
+            if let Some(conn) = self.rt.pool.checkin(conn) {
+                tokio::spawn(conn.quit());
+            }
+        }
+        let _ = self.io.shutdown().await;
+        metrics::counter!("smtpbind_sessions_total", "result" => outcome.as_str()).increment(1);
+        outcome
+    }
+
+    async fn serve(&mut self) -> Outcome {
+        let state = self.credentials.borrow().clone();
+        match state {
+            CredentialState::Ready(cred) => {
+                self.info.credential = Some(cred.pin().short());
+                self.cred = Some(cred);
+            }
+            CredentialState::NotReady(_) => {
+                audit::reject(&self.info, Reason::CredentialNotPinned, &local::not_ready().last_line(), json!({}));
+                self.reply(local::not_ready());
+                return Outcome::Rejected;
+            }
+        }
+        if self.rt.policy.client.auth == ClientAuth::None {
+            self.bound = true;
+        }
+        self.reply(local::greeting(&self.rt.policy.upstream.ehlo_name));
+        loop {
+            // Answer every complete command already buffered, in order.
+            loop {
+                let line = self.inbuf.next_line(MAX_COMMAND_LINE);
+                let flow = match line {
+                    Line::Ok(line) => self.handle(&line).await,
+                    Line::TooLong => self.bad_command(local::line_too_long()),
+                    Line::Flood => {
+                        self.reply(local::line_too_long());
+                        Flow::End(Outcome::Rejected)
+                    }
+                    Line::NeedMore => break,
+                };
+                if let Flow::End(outcome) = flow {
+                    return outcome;
+                }
+            }
+            if self.flush().await.is_err() {
+                return Outcome::Error;
+            }
+            if let Some(outcome) = self.shutdown_check() {
+                return outcome;
+            }
+            let timeout = self.rt.policy.limits.command_timeout;
+            match self.read_more(timeout, true).await {
+                Ok(()) => {}
+                Err(outcome) => return outcome,
+            }
+        }
+    }
+
+    /// Between commands: during drain a session without an open transaction
+    /// is closed; once the drain deadline passed every session is.
+    fn shutdown_check(&mut self) -> Option<Outcome> {
+        let phase = *self.phase.borrow();
+        let close = match phase {
+            Phase::Running => false,
+            Phase::Draining => self.tx.is_none(),
+            Phase::Closing => true,
+        };
+        if close {
+            self.reply(local::shutting_down());
+            return Some(Outcome::Shutdown);
+        }
+        None
+    }
+
+    /// Reads more client bytes into the buffer, bounded by `timeout`.
+    /// `watch_phase`: also return early when shutdown asks this session to close.
+    async fn read_more(&mut self, timeout: Duration, watch_phase: bool) -> Result<(), Outcome> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                read = self.io.read(&mut chunk) => {
+                    return match read {
+                        Ok(0) => Err(Outcome::Closed),
+                        Ok(n) => {
+                            self.inbuf.extend(&chunk[..n]);
+                            Ok(())
+                        }
+                        Err(_) => Err(Outcome::Error),
+                    };
+                }
+                _ = &mut deadline => {
+                    self.reply(local::timeout());
+                    return Err(Outcome::Timeout);
+                }
+                changed = self.phase.changed(), if watch_phase => {
+                    if changed.is_err() {
+                        return Err(Outcome::Shutdown);
+                    }
+                    if let Some(outcome) = self.shutdown_check() {
+                        return Err(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn bad_command(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.reply(local::too_many_errors());
+            return Flow::End(Outcome::Rejected);
+        }
+        self.reply(reply);
+        Flow::Continue
+    }
+
+    async fn handle(&mut self, line: &[u8]) -> Flow {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let reply = match e {
+                    CommandError::Unknown => local::unknown_command(),
+                    CommandError::Syntax(s) => local::syntax(s),
+                    CommandError::BadSender => local::bad_sender_address(),
+                    CommandError::BadRecipient => local::bad_recipient_address(),
+                    CommandError::Parameter(p) => local::parameter(&p),
+                };
+                return self.bad_command(reply);
+            }
+        };
+        match cmd {
+            Command::Ehlo(_) => self.ehlo(true).await,
+            Command::Helo(_) => self.ehlo(false).await,
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
+            Command::Mail {
+                address,
+                size,
+                eight_bit,
+            } => self.mail(&address, size, eight_bit).await,
+            Command::Rcpt { address } => self.rcpt(&address).await,
+            Command::Data => self.data().await,
+            Command::Rset => {
+                self.reset_transaction().await;
+                self.reply(local::ok());
+                Flow::Continue
+            }
+            Command::Noop => {
+                self.reply(local::ok());
+                Flow::Continue
+            }
+            Command::Quit => {
+                self.reset_transaction().await;
+                self.reply(local::bye());
+                Flow::End(Outcome::Quit)
+            }
+            Command::Vrfy => {
+                self.reply(local::vrfy());
+                Flow::Continue
+            }
+            Command::Help => {
+                self.reply(local::help());
+                Flow::Continue
+            }
+            Command::StartTls => self.bad_command(local::starttls_not_offered()),
+            Command::Bdat | Command::NotImplemented => self.bad_command(local::not_implemented()),
+        }
+    }
+
+    async fn ehlo(&mut self, extended: bool) -> Flow {
+        self.reset_transaction().await;
+        self.greeted = true;
+        let name = self.rt.policy.upstream.ehlo_name.clone();
+        if !extended {
+            self.reply(Reply::new(250, name));
+            return Flow::Continue;
+        }
+        let mut lines = vec![
+            name,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.rt.policy.limits.max_message_bytes),
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+        ];
+        if self.rt.policy.client.auth == ClientAuth::Required {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        lines.push("HELP".to_string());
+        self.reply(Reply { code: 250, lines });
+        Flow::Continue
+    }
+
+    // ---- AUTH ----------------------------------------------------------
+
+    async fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Flow {
+        if self.rt.policy.client.auth == ClientAuth::None {
+            return self.bad_command(local::auth_not_offered());
+        }
+        if !self.greeted {
+            return self.bad_command(local::need_ehlo());
+        }
+        if self.bound {
+            return self.bad_command(local::already_authenticated());
+        }
+        if self.tx.is_some() {
+            return self.bad_command(local::nested_mail());
+        }
+        let identity = match mechanism {
+            Mechanism::Plain => {
+                let response = match initial {
+                    Some(r) => zeroize::Zeroizing::new(r),
+                    None => match self.auth_continue("").await {
+                        Ok(r) => r,
+                        Err(flow) => return flow,
+                    },
+                };
+                sasl::decode_plain(&response)
+            }
+            Mechanism::Login => {
+                let user = match initial {
+                    Some(r) => zeroize::Zeroizing::new(r),
+                    None => match self.auth_continue(sasl::LOGIN_USERNAME_CHALLENGE).await {
+                        Ok(r) => r,
+                        Err(flow) => return flow,
+                    },
+                };
+                match sasl::decode_login_field(&user) {
+                    Ok(username) => match self.auth_continue(sasl::LOGIN_PASSWORD_CHALLENGE).await {
+                        Ok(pass) => sasl::decode_login_field(&pass).map(|password| sasl::Identity {
+                            username: username.to_string(),
+                            password,
+                        }),
+                        Err(flow) => return flow,
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Mechanism::Other => return self.bad_command(local::auth_mechanism()),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(sasl::SaslError::Cancelled) => {
+                self.reply(local::auth_cancelled());
+                return Flow::Continue;
+            }
+            Err(sasl::SaslError::Authzid) => return self.auth_failed(None),
+            Err(_) => return self.bad_command(local::auth_malformed()),
+        };
+        let Some(cred) = self.cred.clone() else {
+            self.reply(local::not_ready());
+            return Flow::End(Outcome::Rejected);
+        };
+        let accept = &self.rt.policy.client.accept;
+        if binding::identity_allowed(accept, &cred, &identity.username, identity.password.as_bytes()) {
+            self.bound = true;
+            self.info.client_identity = Some(identity.username.clone());
+            self.reply(local::auth_ok());
+            Flow::Continue
+        } else {
+            self.auth_failed(Some(&identity.username))
+        }
+    }
+
+    fn auth_failed(&mut self, username: Option<&str>) -> Flow {
+        self.auth_failures += 1;
+        let reply = local::auth_failed();
+        audit::reject(
+            &self.info,
+            Reason::IdentityMismatch,
+            &reply.last_line(),
+            json!({ "presented_username": username }),
+        );
+        self.reply(reply);
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            self.reply(local::too_many_errors());
+            return Flow::End(Outcome::Rejected);
+        }
+        Flow::Continue
+    }
+
+    /// Sends a `334` challenge and reads one response line (up to 12288 octets).
+    async fn auth_continue(&mut self, challenge: &str) -> Result<zeroize::Zeroizing<String>, Flow> {
+        self.reply(Reply::new(334, challenge));
+        if self.flush().await.is_err() {
+            return Err(Flow::End(Outcome::Error));
+        }
+        loop {
+            match self.inbuf.next_line(MAX_AUTH_LINE) {
+                Line::Ok(line) => {
+                    let line = zeroize::Zeroizing::new(line);
+                    return match std::str::from_utf8(&line) {
+                        Ok(s) => Ok(zeroize::Zeroizing::new(s.to_string())),
+                        Err(_) => Err(self.bad_command(local::auth_malformed())),
+                    };
+                }
+                Line::TooLong => return Err(self.bad_command(local::line_too_long())),
+                Line::Flood => {
+                    self.reply(local::line_too_long());
+                    return Err(Flow::End(Outcome::Rejected));
+                }
+                Line::NeedMore => {
+                    let timeout = self.rt.policy.limits.command_timeout;
+                    if let Err(outcome) = self.read_more(timeout, false).await {
+                        return Err(Flow::End(outcome));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Envelope ------------------------------------------------------
+
+    async fn mail(&mut self, address: &str, size: Option<u64>, eight_bit: bool) -> Flow {
+        if !self.greeted {
+            return self.bad_command(local::need_ehlo());
+        }
+        if !self.bound {
+            let reply = local::auth_required();
+            audit::reject(&self.info, Reason::AuthRequired, &reply.last_line(), json!({}));
+            self.reply(reply);
+            return Flow::Continue;
+        }
+        if self.tx.is_some() {
+            return self.bad_command(local::nested_mail());
+        }
+        let sender_domain = domain_of(address);
+        if !self.rt.policy.senders.allows(address) {
+            let reply = local::sender_not_allowed();
+            audit::reject(
+                &self.info,
+                Reason::SenderNotAllowed,
+                &reply.last_line(),
+                json!({ "sender_domain": sender_domain }),
+            );
+            self.reply(reply);
+            return Flow::Continue;
+        }
+        let max = self.rt.policy.limits.max_message_bytes;
+        if size.is_some_and(|s| s > max) {
+            let reply = local::message_too_large();
+            audit::reject(&self.info, Reason::MessageTooLarge, &reply.last_line(), json!({ "size": size }));
+            self.reply(reply);
+            return Flow::Continue;
+        }
+        // Credential in force now (a rotation since the last message means a
+        // new upstream connection with the new credential).
+        if let Err(flow) = self.refresh_credential() {
+            return flow;
+        }
+        let conn = match self.upstream_connection().await {
+            Ok(conn) => conn,
+            Err(reply) => {
+                self.reply(reply);
+                return Flow::Continue;
+            }
+        };
+        if eight_bit && !conn.capabilities().eight_bit_mime {
+            self.reply(local::eight_bit_unsupported());
+            return Flow::Continue;
+        }
+        let mut line = format!("MAIL FROM:<{address}>");
+        if let (Some(s), Some(_)) = (size, conn.capabilities().size) {
+            line.push_str(&format!(" SIZE={s}"));
+        }
+        if eight_bit {
+            line.push_str(" BODY=8BITMIME");
+        }
+        line.push_str("\r\n");
+        conn.set_clean(false);
+        match conn.command(line.as_bytes()).await {
+            Ok(reply) => {
+                if reply.is_positive() {
+                    self.tx = Some(Transaction {
+                        sender_domain,
+                        recipients: 0,
+                        accepted: 0,
+                    });
+                } else {
+                    conn.set_clean(true);
+                }
+                self.reply(reply);
+            }
+            Err(e) => self.upstream_lost(&e),
+        }
+        Flow::Continue
+    }
+
+    fn refresh_credential(&mut self) -> Result<(), Flow> {
+        let state = self.credentials.borrow().clone();
+        match state {
+            CredentialState::Ready(cred) => {
+                let changed = self.cred.as_ref().map(|c| c.pin()) != Some(cred.pin());
+                if changed {
+                    // Never reuse a connection authenticated with another credential.
+                    self.upstream = None;
+                    self.info.credential = Some(cred.pin().short());
+                    self.cred = Some(cred);
+                }
+                Ok(())
+            }
+            CredentialState::NotReady(_) => {
+                self.upstream = None;
+                let reply = local::not_ready();
+                audit::reject(&self.info, Reason::CredentialNotPinned, &reply.last_line(), json!({}));
+                self.reply(reply);
+                Err(Flow::End(Outcome::Rejected))
+            }
+        }
+    }
+
+    /// The session's upstream connection: the one it has, an idle one from
+    /// the pool authenticated with this exact credential, or a new one.
+    async fn upstream_connection(&mut self) -> Result<&mut Connection, Reply> {
+        if self.upstream.is_none() {
+            let Some(cred) = self.cred.clone() else {
+                return Err(local::not_ready());
+            };
+            let conn = match self.rt.pool.checkout(cred.pin()).await {
+                Some(conn) => conn,
+                None => match self.rt.connector.connect(&cred).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        crate::log::warn(
+                            "upstream_error",
+                            json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
+                        );
+                        return Err(if e.is_tls() {
+                            local::tls_required()
+                        } else if e.is_auth() {
+                            local::upstream_auth_failed()
+                        } else {
+                            local::upstream_unavailable()
+                        });
+                    }
+                },
+            };
+            self.upstream = Some(conn);
+        }
+        self.upstream.as_mut().ok_or_else(local::upstream_unavailable)
+    }
+
+    /// The upstream broke: drop it, forget the transaction, tell the client 4xx.
+    fn upstream_lost(&mut self, e: &UpstreamError) {
+        crate::log::warn(
+            "upstream_error",
+            json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
+        );
+        self.upstream = None;
+        self.tx = None;
+        self.reply(local::upstream_failed());
+    }
+
+    async fn rcpt(&mut self, address: &str) -> Flow {
+        let max = self.rt.policy.recipients.max_per_message;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.bad_command(local::need_mail());
+        };
+        if tx.recipients >= max {
+            let reply = local::too_many_recipients();
+            audit::reject(&self.info, Reason::TooManyRecipients, &reply.last_line(), json!({ "max": max }));
+            self.reply(reply);
+            return Flow::Continue;
+        }
+        if !self.rt.policy.recipients.domains.allows_address(address) {
+            let reply = local::recipient_not_allowed();
+            audit::reject(
+                &self.info,
+                Reason::RecipientNotAllowed,
+                &reply.last_line(),
+                json!({ "recipient_domain": domain_of(address) }),
+            );
+            self.reply(reply);
+            return Flow::Continue;
+        }
+        tx.recipients += 1;
+        let Some(conn) = self.upstream.as_mut() else {
+            self.tx = None;
+            self.reply(local::upstream_failed());
+            return Flow::Continue;
+        };
+        match conn.command(format!("RCPT TO:<{address}>\r\n").as_bytes()).await {
+            Ok(reply) => {
+                if reply.is_positive() {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.accepted += 1;
+                    }
+                }
+                self.reply(reply);
+            }
+            Err(e) => self.upstream_lost(&e),
+        }
+        Flow::Continue
+    }
+
+    /// Ends any open transaction, upstream included (RSET, or drop the
+    /// connection if RSET fails).
+    async fn reset_transaction(&mut self) {
+        self.tx = None;
+        if let Some(conn) = self.upstream.as_mut() {
+            if !conn.is_clean() {
+                match conn.command(b"RSET\r\n").await {
+                    Ok(r) if r.code == 250 => conn.set_clean(true),
+                    _ => self.upstream = None,
+                }
+            }
+        }
+    }
+
+    // ---- DATA ----------------------------------------------------------
+
+    async fn data(&mut self) -> Flow {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.bad_command(local::need_mail());
+        };
+        if tx.accepted == 0 {
+            let reply = if tx.recipients == 0 {
+                local::need_rcpt()
+            } else {
+                local::no_valid_recipients()
+            };
+            return self.bad_command(reply);
+        }
+        self.reply(local::start_data());
+        if self.flush().await.is_err() {
+            return Flow::End(Outcome::Error);
+        }
+        let policy = &self.rt.policy;
+        let mode = match policy.data.bare_lf {
+            BareLf::Reject => BareLineEndings::Reject,
+            BareLf::Normalize => BareLineEndings::Normalize,
+        };
+        let max = policy.limits.max_message_bytes;
+        let data_timeout = policy.limits.data_timeout;
+        let mut gate = (policy.header_from == HeaderFrom::Enforce).then(|| HeaderGate::new(MAX_HEADER_BYTES));
+        let mut decoder = DataDecoder::new(mode);
+        let mut stuffer = DotStuffer::new();
+        let mut content = Vec::with_capacity(READ_CHUNK);
+        let mut wire = Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8);
+        let mut size: u64 = 0;
+        let mut refusal: Option<Refusal> = None;
+        // The upstream answered 354 to our DATA: it is receiving this message.
+        let mut upstream_open = false;
+
+        loop {
+            if !self.inbuf.has_pending() {
+                if let Err(outcome) = self.read_data(data_timeout).await {
+                    // Client gone or too slow mid-message: the upstream must not
+                    // receive an end for it.
+                    if upstream_open {
+                        self.upstream = None;
+                    }
+                    self.tx = None;
+                    return Flow::End(outcome);
+                }
+            }
+            let feed = decoder.feed(self.inbuf.pending(), &mut content);
+            let ended = match feed {
+                Feed::Ended { consumed } => {
+                    self.inbuf.consume(consumed);
+                    true
+                }
+                Feed::More => {
+                    let n = self.inbuf.pending().len();
+                    self.inbuf.consume(n);
+                    false
+                }
+            };
+            size += content.len() as u64;
+            if refusal.is_none() {
+                if mode == BareLineEndings::Reject && decoder.saw_bare_line_ending() {
+                    refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
+                } else if size > max {
+                    refusal = Some(Refusal::Policy(Reason::MessageTooLarge, local::message_too_large()));
+                }
+            }
+            if refusal.is_none() {
+                let mut forward: Option<Vec<u8>> = None;
+                match gate.as_mut() {
+                    Some(g) => {
+                        let state = if ended {
+                            let s = g.push(&content);
+                            if matches!(s, Gate::NeedMore) {
+                                g.finish()
+                            } else {
+                                s
+                            }
+                        } else {
+                            g.push(&content)
+                        };
+                        match state {
+                            Gate::NeedMore => {}
+                            Gate::TooLarge => {
+                                refusal = Some(Refusal::Policy(Reason::MessageTooLarge, local::headers_too_large()))
+                            }
+                            Gate::Complete => {
+                                if self.header_from_allowed(g.headers()) {
+                                    forward = gate.take().map(HeaderGate::into_buffer);
+                                } else {
+                                    refusal =
+                                        Some(Refusal::Policy(Reason::HeaderFromMismatch, local::header_from_mismatch()));
+                                }
+                            }
+                        }
+                    }
+                    None => forward = Some(std::mem::take(&mut content)),
+                }
+                if let Some(bytes) = forward {
+                    if !upstream_open {
+                        match self.upstream_data().await {
+                            Ok(()) => upstream_open = true,
+                            Err(r) => refusal = Some(r),
+                        }
+                    }
+                    if upstream_open && refusal.is_none() {
+                        wire.clear();
+                        stuffer.encode(&bytes, &mut wire);
+                        if let Err(r) = self.upstream_write(&wire).await {
+                            refusal = Some(r);
+                        }
+                    }
+                    if content.capacity() == 0 {
+                        content = bytes;
+                    }
+                }
+            }
+            content.clear();
+            if ended {
+                break;
+            }
+            // A client that keeps sending long after the limit is cut off.
+            if size > max.saturating_mul(2).saturating_add(1 << 20) {
+                self.reply(local::message_too_large());
+                if upstream_open {
+                    self.upstream = None;
+                }
+                self.tx = None;
+                return Flow::End(Outcome::Rejected);
+            }
+        }
+        self.finish_message(refusal, upstream_open, stuffer, size).await
+    }
+
+    fn header_from_allowed(&self, headers: &[u8]) -> bool {
+        match header_from_addresses(headers) {
+            Ok(addresses) => !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a)),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends DATA upstream and expects 354.
+    async fn upstream_data(&mut self) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        match conn.command(b"DATA\r\n").await {
+            Ok(r) if r.code == 354 => Ok(()),
+            Ok(r) => Err(Refusal::Upstream(r)),
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+                Err(Refusal::UpstreamLost)
+            }
+        }
+    }
+
+    async fn upstream_write(&mut self, wire: &[u8]) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        if let Err(e) = conn.write(wire).await {
+            self.log_upstream_error(&e);
+            self.upstream = None;
+            return Err(Refusal::UpstreamLost);
+        }
+        Ok(())
+    }
+
+    fn log_upstream_error(&self, e: &UpstreamError) {
+        crate::log::warn(
+            "upstream_error",
+            json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
+        );
+    }
+
+    async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
+        // During DATA, shutdown only interrupts once the drain deadline passed.
+        let mut phase = self.phase.clone();
+        let read = self.read_more(timeout, false);
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => return r,
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Closing {
+                        return Err(Outcome::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// End of data: either the upstream gets the end of the message and its
+    /// final reply goes to the client, or the message is refused and the
+    /// upstream connection (if it was receiving) is dropped mid-message.
+    async fn finish_message(
+        &mut self,
+        refusal: Option<Refusal>,
+        upstream_open: bool,
+        mut stuffer: DotStuffer,
+        size: u64,
+    ) -> Flow {
+        let Some(tx) = self.tx.take() else {
+            return Flow::Continue;
+        };
+        let (result, reply, reason) = match refusal {
+            Some(Refusal::Policy(reason, reply)) => {
+                if upstream_open {
+                    // Abort: the upstream never sees this message's end.
+                    self.upstream = None;
+                }
+                audit::reject(&self.info, reason, &reply.last_line(), json!({ "sender_domain": tx.sender_domain }));
+                (MessageResult::Rejected, reply, Some(reason))
+            }
+            Some(Refusal::Upstream(reply)) => (MessageResult::Failed, reply, None),
+            Some(Refusal::UpstreamLost) => {
+                self.upstream = None;
+                (MessageResult::Failed, local::upstream_failed(), None)
+            }
+            None => {
+                let mut wire = Vec::with_capacity(8);
+                stuffer.finish(&mut wire);
+                match self.upstream.as_mut() {
+                    Some(conn) => {
+                        let sent = match conn.write(&wire).await {
+                            Ok(()) => conn.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        match sent {
+                            Ok(()) => match conn.read_reply().await {
+                                Ok(reply) => {
+                                    conn.set_clean(true);
+                                    let result = if reply.code == 250 {
+                                        MessageResult::Relayed
+                                    } else {
+                                        MessageResult::Failed
+                                    };
+                                    (result, reply, None)
+                                }
+                                Err(e) => {
+                                    self.log_upstream_error(&e);
+                                    self.upstream = None;
+                                    (MessageResult::Failed, local::upstream_failed(), None)
+                                }
+                            },
+                            Err(e) => {
+                                self.log_upstream_error(&e);
+                                self.upstream = None;
+                                (MessageResult::Failed, local::upstream_failed(), None)
+                            }
+                        }
+                    }
+                    None => (MessageResult::Failed, local::upstream_failed(), None),
+                }
+            }
+        };
+        // Whatever happened, the upstream transaction is over or gone.
+        self.reset_transaction().await;
+        audit::message(
+            &self.info,
+            &MessageEvent {
+                result,
+                sender_domain: &tx.sender_domain,
+                recipients: tx.accepted,
+                bytes: size,
+                reply: &reply.last_line(),
+                reason,
+            },
+        );
+        self.reply(reply);
+        Flow::Continue
+    }
+}
+
+/// The domain of an address (lowercased), `""` for the null sender.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}

@@ -1,0 +1,599 @@
+//! Header block gate and header-From extraction.
+//!
+//! With `header_from: enforce` the header `From` must be checked before the
+//! upstream is allowed to see the end of the message. DATA is otherwise
+//! streamed, so [`HeaderGate`] holds back only the decoded content up to the
+//! end of the header block (the first empty line), bounded by a byte limit so
+//! that a client cannot make smtpbind buffer a whole message by never sending
+//! the blank line.
+//!
+//! [`header_from_addresses`] returns every mailbox address of the single From
+//! field. Parsing is done by `mail-parser` (display names, quoted strings,
+//! comments, folding, RFC 2047 encoded words, groups), but because a sender
+//! check is only as good as the agreement between our reading of the headers
+//! and the reading of whoever displays the message, it fails closed:
+//!
+//! * From fields are counted independently (a line, not a continuation line,
+//!   whose field name before `:` is `from` case-insensitively, trailing WSP
+//!   allowed) and that count must agree with mail-parser's, field for field
+//!   (same offsets); two From fields are [`FromError::Multiple`], any
+//!   disagreement is [`FromError::Unparseable`].
+//! * Every mailbox must have an address of the form `local@domain` with a
+//!   plausible dot-atom or quoted local part and a host name or address
+//!   literal domain; anything mail-parser salvaged from garbage (two `@`,
+//!   spaces, empty parts, `<>`) is [`FromError::Unparseable`]. An empty group
+//!   or `From: <>` yields no address and is also unparseable.
+//!
+//! Domains are returned lowercased; local parts are kept as written.
+
+use mail_parser::{Addr, Address, HeaderName, MessageParser};
+use memchr::memmem;
+use std::borrow::Cow;
+
+/// Result of feeding the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The header block is not complete yet.
+    NeedMore,
+    /// Header block complete: [`HeaderGate::headers`] holds the headers (incl.
+    /// the blank line, or all of the content if the message ended first);
+    /// [`HeaderGate::buffered`] may hold some body bytes after them.
+    Complete,
+    /// The header block exceeds the limit.
+    TooLarge,
+}
+
+/// Buffers decoded content until the end of the header block.
+#[derive(Debug, Clone)]
+pub struct HeaderGate {
+    limit: usize,
+    buf: Vec<u8>,
+    state: Gate,
+    header_len: usize,
+}
+
+impl HeaderGate {
+    /// A gate that accepts a header block of at most `limit` bytes (the blank
+    /// line included).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            buf: Vec::new(),
+            state: Gate::NeedMore,
+            header_len: 0,
+        }
+    }
+
+    /// Append decoded content. Once the gate has answered `Complete` or
+    /// `TooLarge` it buffers nothing more and keeps giving that answer: the
+    /// caller forwards later content directly. The buffer never grows past
+    /// `limit` + the size of one pushed chunk.
+    pub fn push(&mut self, content: &[u8]) -> Gate {
+        if self.state != Gate::NeedMore {
+            return self.state;
+        }
+        // A "\r\n\r\n" may straddle the previous chunk and this one.
+        let scan_from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(content);
+        let end = if self.buf.starts_with(b"\r\n") {
+            Some(2)
+        } else {
+            memmem::find(&self.buf[scan_from..], b"\r\n\r\n").map(|p| scan_from + p + 4)
+        };
+        match end {
+            Some(len) if len <= self.limit => {
+                self.header_len = len;
+                self.state = Gate::Complete;
+            }
+            Some(_) => self.state = Gate::TooLarge,
+            None if self.buf.len() > self.limit => self.state = Gate::TooLarge,
+            None => {}
+        }
+        self.state
+    }
+
+    /// The message ended: whatever was buffered is the header block.
+    pub fn finish(&mut self) -> Gate {
+        if self.state == Gate::NeedMore {
+            if self.buf.len() > self.limit {
+                self.state = Gate::TooLarge;
+            } else {
+                self.header_len = self.buf.len();
+                self.state = Gate::Complete;
+            }
+        }
+        self.state
+    }
+
+    /// Everything buffered so far (headers and possibly the start of the body).
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Take the buffer (headers and possibly the start of the body).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The header block once `Complete`; empty before that or when `TooLarge`.
+    pub fn headers(&self) -> &[u8] {
+        match self.state {
+            Gate::Complete => self.buf.get(..self.header_len).unwrap_or(&[]),
+            Gate::NeedMore | Gate::TooLarge => &[],
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> Gate {
+        self.state
+    }
+}
+
+/// Why the header From could not be turned into addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromError {
+    /// No From field.
+    Missing,
+    /// More than one From field.
+    Multiple,
+    /// A From field without a usable mailbox address.
+    Unparseable,
+}
+
+impl std::fmt::Display for FromError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FromError::Missing => "no From header",
+            FromError::Multiple => "more than one From header",
+            FromError::Unparseable => "From header has no valid mailbox",
+        })
+    }
+}
+
+impl std::error::Error for FromError {}
+
+/// A From field found by our own line scan.
+struct RawField {
+    /// Offset of the field name's first byte.
+    start: usize,
+    /// The value: after the colon up to the end of the field (folded lines included).
+    value: std::ops::Range<usize>,
+}
+
+/// Find every From field: a line that does not start with WSP whose field
+/// name (before `:`, trailing WSP ignored) is `from`, case-insensitively.
+fn scan_from_fields(headers: &[u8]) -> Vec<RawField> {
+    let mut fields: Vec<RawField> = Vec::new();
+    let mut pos = 0;
+    let mut open = false; // the last field seen is a From field still collecting continuation lines
+    while pos < headers.len() {
+        let line_end =
+            memchr::memchr(b'\n', &headers[pos..]).map_or(headers.len(), |k| pos + k + 1);
+        let line = &headers[pos..line_end];
+        let is_continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if is_continuation {
+            if open {
+                if let Some(f) = fields.last_mut() {
+                    f.value.end = line_end;
+                }
+            }
+        } else {
+            open = false;
+            if let Some(colon) = memchr::memchr(b':', line) {
+                let name = trim_wsp_end(&line[..colon]);
+                if name.eq_ignore_ascii_case(b"from") {
+                    fields.push(RawField {
+                        start: pos,
+                        value: pos + colon + 1..line_end,
+                    });
+                    open = true;
+                }
+            }
+        }
+        pos = line_end;
+    }
+    fields
+}
+
+fn trim_wsp_end(mut s: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// All mailbox addresses of the single From header (groups flattened),
+/// lowercased domain.
+pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
+    // mail-parser drops the value of a last field that has no line ending; the
+    // decoder's content always ends in CRLF, but be independent of that.
+    let terminated: Cow<'_, [u8]> = if headers.is_empty() || headers.ends_with(b"\n") {
+        Cow::Borrowed(headers)
+    } else {
+        let mut v = Vec::with_capacity(headers.len() + 2);
+        v.extend_from_slice(headers);
+        v.extend_from_slice(b"\r\n");
+        Cow::Owned(v)
+    };
+    let headers: &[u8] = &terminated;
+    let ours = scan_from_fields(headers);
+    let message = MessageParser::new().parse_headers(headers);
+    let theirs: Vec<&mail_parser::Header<'_>> = message
+        .as_ref()
+        .map(|m| {
+            m.headers()
+                .iter()
+                .filter(|h| h.name == HeaderName::From)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    match (ours.len(), theirs.len()) {
+        (0, 0) => return Err(FromError::Missing),
+        (a, b) if a > 1 || b > 1 => return Err(FromError::Multiple),
+        _ => {}
+    }
+    let (Some(field), Some(header)) = (ours.first(), theirs.first()) else {
+        return Err(FromError::Unparseable);
+    };
+    // Same field, and mail-parser's reading did not run past its end.
+    let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
+    let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
+    if !same_start || !within {
+        return Err(FromError::Unparseable);
+    }
+    let address = header.value.as_address().ok_or(FromError::Unparseable)?;
+    let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
+
+    let mut out = Vec::new();
+    let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
+        out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
+        Ok(())
+    };
+    match address {
+        Address::List(list) => list.iter().try_for_each(&mut push)?,
+        Address::Group(groups) => groups
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .try_for_each(&mut push)?,
+    }
+    if out.is_empty() {
+        return Err(FromError::Unparseable);
+    }
+    Ok(out)
+}
+
+/// The field value with line breaks removed (RFC 5322 §2.2.3 unfolding).
+fn unfold(value: &[u8]) -> String {
+    let bytes: Vec<u8> = value
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Validate one parsed mailbox and normalise its domain.
+fn mailbox(addr: &Addr<'_>, raw_value: &str) -> Option<String> {
+    let address = addr.address.as_deref()?.trim();
+    if address.starts_with('@') {
+        // mail-parser reads a bare quoted local part (`"john doe"@x.example`)
+        // as display name + "@domain". Accept it only if exactly that text is
+        // in the field; otherwise (e.g. an obsolete source route) fail closed.
+        let name = addr.name.as_deref()?;
+        let candidate = format!("\"{}\"{}", quote_escape(name), address);
+        if !raw_value.contains(&candidate) {
+            return None;
+        }
+        return normalize_address(&candidate);
+    }
+    normalize_address(address)
+}
+
+fn quote_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `local@domain` with a dot-atom or quoted-string local part and a host name
+/// or address-literal domain; returns it with the domain lowercased.
+fn normalize_address(address: &str) -> Option<String> {
+    let (local, domain) = if let Some(rest) = address.strip_prefix('"') {
+        let close = closing_quote(rest)?;
+        let quoted = rest.get(..close)?;
+        if quoted.chars().any(|c| c.is_control()) {
+            return None;
+        }
+        let domain = rest.get(close + 1..)?.strip_prefix('@')?;
+        (address.get(..close + 2)?, domain)
+    } else {
+        let (local, domain) = address.split_once('@')?;
+        if !valid_dot_atom(local, |c| !"()<>[]:;@\\,\"".contains(c)) {
+            return None;
+        }
+        (local, domain)
+    };
+    if !valid_domain(domain) {
+        return None;
+    }
+    Some(format!("{local}@{}", domain.to_lowercase()))
+}
+
+/// Index in `s` (the text after an opening quote) of the closing quote.
+fn closing_quote(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Non-empty dot-separated atoms of printable characters accepted by `ok`.
+fn valid_dot_atom(s: &str, ok: impl Fn(char) -> bool) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && ok(c))
+        })
+}
+
+fn valid_domain(domain: &str) -> bool {
+    if let Some(inner) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        return !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ':');
+    }
+    valid_dot_atom(domain, |c| c.is_alphanumeric() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(h: &str) -> Result<Vec<String>, FromError> {
+        header_from_addresses(h.as_bytes())
+    }
+
+    fn one(h: &str) -> String {
+        match from(h) {
+            Ok(v) if v.len() == 1 => v[0].clone(),
+            other => panic!("{h:?} => {other:?}"),
+        }
+    }
+
+    #[test]
+    fn real_world_from_headers() {
+        let cases: &[(&str, &[&str])] = &[
+            ("From: John Doe <John.Doe@X.Example>\r\nTo: a@b.example\r\n\r\n", &["John.Doe@x.example"]),
+            ("From: \"Doe, John\" <john@x.example>\r\n\r\n", &["john@x.example"]),
+            ("From: john@x.example (John)\r\n\r\n", &["john@x.example"]),
+            ("From: \"a <b@evil.example>, c\" <real@x.example>\r\n\r\n", &["real@x.example"]),
+            ("From: John\r\n <john@x.example>\r\n\r\n", &["john@x.example"]),
+            ("From:\r\n\t\"Doe, John\"\r\n <john@x.example>\r\n\r\n", &["john@x.example"]),
+            ("From: =?UTF-8?B?SsO2cmc=?= <jorg@x.example>\r\n\r\n", &["jorg@x.example"]),
+            ("From: =?utf-8?q?evil=40y.example?= <a@x.example>\r\n\r\n", &["a@x.example"]),
+            ("From: Team: a@x.example, B <b@Y.example>;\r\n\r\n", &["a@x.example", "b@y.example"]),
+            ("From: \"Smith, J\" <j@x.example>, \"O'Brien\" <o@y.example>\r\n\r\n", &["j@x.example", "o@y.example"]),
+            (
+                "From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.onmicrosoft.com>\r\n\r\n",
+                &["MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.onmicrosoft.com"],
+            ),
+            ("MIME-Version: 1.0\r\nFrom: Gmail User <user@gmail.com>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n", &["user@gmail.com"]),
+            ("from:a@X.EXAMPLE\r\n\r\n", &["a@x.example"]),
+            ("FROM : a@x.example\r\n\r\n", &["a@x.example"]),
+            ("From: a@x.example (comment <evil@y.example>)\r\n\r\n", &["a@x.example"]),
+            ("From: Doe <\"john doe\"@x.example>\r\n\r\n", &["\"john doe\"@x.example"]),
+            ("From: \"john doe\"@X.example\r\n\r\n", &["\"john doe\"@x.example"]),
+            ("From: a@[192.0.2.1]\r\n\r\n", &["a@[192.0.2.1]"]),
+            ("From: jörg@BÜCHER.example\r\n\r\n", &["jörg@bücher.example"]),
+            // No blank line: the message ended inside the headers.
+            ("Subject: x\r\nFrom: <a@x.example>", &["a@x.example"]),
+            ("Subject: x\r\nFrom: a@x.example", &["a@x.example"]),
+            ("From: a@x.example\r\n\t(c)\r\nTo: b@y.example\r\n\r\n", &["a@x.example"]),
+            // Resent-From and a From-like body line do not count.
+            ("Resent-From: r@z.example\r\nFrom: a@x.example\r\nX-From: q@z.example\r\n\r\n", &["a@x.example"]),
+        ];
+        for (h, want) in cases {
+            let got = from(h).unwrap_or_else(|e| panic!("{h:?} => {e:?}"));
+            assert_eq!(&got, want, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn missing_multiple_unparseable() {
+        assert_eq!(
+            from("Subject: x\r\nTo: a@x.example\r\n\r\n"),
+            Err(FromError::Missing)
+        );
+        assert_eq!(from(""), Err(FromError::Missing));
+        assert_eq!(from("\r\n"), Err(FromError::Missing));
+        assert_eq!(
+            from("From: a@x.example\r\nFrom: b@y.example\r\n\r\n"),
+            Err(FromError::Multiple)
+        );
+        assert_eq!(
+            from("From: a@x.example\r\nfrom : b@y.example\r\n\r\n"),
+            Err(FromError::Multiple)
+        );
+        assert_eq!(from("From: <>\r\n\r\n"), Err(FromError::Unparseable));
+        assert_eq!(from("From: x <>\r\n\r\n"), Err(FromError::Unparseable));
+        assert_eq!(from("From: \r\n\r\n"), Err(FromError::Unparseable));
+        assert_eq!(from("From: john\r\n\r\n"), Err(FromError::Unparseable));
+        assert_eq!(
+            from("From: undisclosed-recipients:;\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(
+            from("From: a@b@c.example\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(
+            from("From: foo bar@x.example\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(
+            from("From: <a@x.example> junk <b@y.example>\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(
+            from("From: @x.example\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(from("From: a@\r\n\r\n"), Err(FromError::Unparseable));
+        assert_eq!(
+            from("From: a@x.example, john\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        // mail-parser reads "Fr om" as From; we do not: disagreement fails closed.
+        assert_eq!(
+            from("Fr om: a@x.example\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        assert_eq!(
+            from("Fr om: a@x.example\r\nFrom: b@y.example\r\n\r\n"),
+            Err(FromError::Multiple)
+        );
+        // A From hidden in a continuation line is not a From field.
+        assert_eq!(
+            from("X-A: y\r\n From: evil@y.example\r\n\r\n"),
+            Err(FromError::Missing)
+        );
+        assert_eq!(
+            from(" From: evil@y.example\r\n\r\n"),
+            Err(FromError::Unparseable)
+        );
+        // Unbalanced syntax never borrows an address from the next field.
+        for h in [
+            "From: \"x\r\nSubject: <evil@y.example>\r\n\r\n",
+            "From: real@forbidden.example \"\r\nX: <allowed@ok.example>\r\n\r\n",
+            "From: (x\r\nX: <allowed@ok.example>\r\n\r\n",
+            "From: <x\r\nX: allowed@ok.example>\r\n\r\n",
+            "From: G:\r\nX: allowed@ok.example;\r\n\r\n",
+        ] {
+            assert_eq!(from(h), Err(FromError::Unparseable), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn domain_lowercased_local_kept() {
+        assert_eq!(
+            one("From: MixedCase@MiXeD.Example\r\n\r\n"),
+            "MixedCase@mixed.example"
+        );
+    }
+
+    #[test]
+    fn error_display() {
+        assert_eq!(FromError::Missing.to_string(), "no From header");
+    }
+
+    #[test]
+    fn gate_simple() {
+        let mut g = HeaderGate::new(1024);
+        assert_eq!(
+            g.push(b"Subject: x\r\nFrom: a@x.example\r\n"),
+            Gate::NeedMore
+        );
+        assert_eq!(g.headers(), b"");
+        assert_eq!(g.push(b"\r\nbody\r\n"), Gate::Complete);
+        assert_eq!(g.headers(), b"Subject: x\r\nFrom: a@x.example\r\n\r\n");
+        assert_eq!(
+            g.buffered(),
+            b"Subject: x\r\nFrom: a@x.example\r\n\r\nbody\r\n"
+        );
+        // After completion nothing more is buffered.
+        assert_eq!(g.push(b"more"), Gate::Complete);
+        assert_eq!(
+            g.into_buffer(),
+            b"Subject: x\r\nFrom: a@x.example\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn gate_every_split() {
+        let msg: &[u8] = b"From: a@x.example\r\nSubject: y\r\n\r\nbody\r\n\r\nmore\r\n";
+        let hdr_len = 33;
+        assert_eq!(&msg[hdr_len - 4..hdr_len], b"\r\n\r\n");
+        for a in 0..=msg.len() {
+            for b in a..=msg.len() {
+                let mut g = HeaderGate::new(1024);
+                let mut state = Gate::NeedMore;
+                for chunk in [&msg[..a], &msg[a..b], &msg[b..]] {
+                    state = g.push(chunk);
+                }
+                assert_eq!(state, Gate::Complete, "{a},{b}");
+                assert_eq!(g.headers(), &msg[..hdr_len], "{a},{b}");
+                assert!(msg.starts_with(g.buffered()));
+            }
+        }
+    }
+
+    #[test]
+    fn gate_empty_header_block() {
+        let mut g = HeaderGate::new(100);
+        assert_eq!(g.push(b"\r"), Gate::NeedMore);
+        assert_eq!(g.push(b"\nbody"), Gate::Complete);
+        assert_eq!(g.headers(), b"\r\n");
+        assert_eq!(header_from_addresses(g.headers()), Err(FromError::Missing));
+    }
+
+    #[test]
+    fn gate_finish_without_blank_line() {
+        let mut g = HeaderGate::new(100);
+        assert_eq!(g.push(b"From: a@x.example\r\n"), Gate::NeedMore);
+        assert_eq!(g.finish(), Gate::Complete);
+        assert_eq!(g.headers(), b"From: a@x.example\r\n");
+        assert_eq!(
+            header_from_addresses(g.headers()),
+            Ok(vec!["a@x.example".to_owned()])
+        );
+        let mut g = HeaderGate::new(100);
+        assert_eq!(g.finish(), Gate::Complete);
+        assert_eq!(g.headers(), b"");
+    }
+
+    #[test]
+    fn gate_limit() {
+        // Exactly at the limit is fine.
+        let msg = b"A: b\r\n\r\n";
+        let mut g = HeaderGate::new(msg.len());
+        assert_eq!(g.push(msg), Gate::Complete);
+        let mut g = HeaderGate::new(msg.len() - 1);
+        assert_eq!(g.push(msg), Gate::TooLarge);
+        assert_eq!(g.headers(), b"");
+        // Never-ending headers.
+        let mut g = HeaderGate::new(64);
+        let mut state = Gate::NeedMore;
+        for _ in 0..100 {
+            state = g.push(b"X-Filler: aaaaaaaa\r\n");
+            if state != Gate::NeedMore {
+                break;
+            }
+        }
+        assert_eq!(state, Gate::TooLarge);
+        assert!(g.buffered().len() <= 64 + 20);
+        assert_eq!(g.push(b"\r\n"), Gate::TooLarge);
+        assert_eq!(g.finish(), Gate::TooLarge);
+        // Ended while too large.
+        let mut g = HeaderGate::new(4);
+        assert_eq!(g.push(b"ab"), Gate::NeedMore);
+        assert_eq!(g.push(b"cdef"), Gate::TooLarge);
+        let mut g = HeaderGate::new(4);
+        assert_eq!(g.push(b"abcd"), Gate::NeedMore);
+        assert_eq!(g.finish(), Gate::Complete);
+    }
+}

@@ -1,0 +1,165 @@
+//! Bounded line framing for client commands.
+//!
+//! A [`LineBuffer`] owns the bytes read from a client. It hands out complete
+//! lines (ending in LF, CR stripped) no longer than the caller's limit. A line
+//! over the limit is discarded as it streams in and reported once, as
+//! [`Line::TooLong`], when its LF arrives; a "line" that never ends is reported
+//! as [`Line::Flood`] once [`MAX_DISCARD`] bytes were thrown away, and the
+//! session disconnects. Memory stays bounded by the limit plus one read.
+
+/// How many bytes of one over-long line we discard before giving up on the client.
+pub const MAX_DISCARD: usize = 64 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its CRLF / LF.
+    Ok(Vec<u8>),
+    /// A line longer than the limit ended; its bytes were discarded.
+    TooLong,
+    /// More than [`MAX_DISCARD`] bytes without a line end.
+    Flood,
+    /// No complete line buffered yet.
+    NeedMore,
+}
+
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    /// Bytes discarded from an over-long line so far (0 = not discarding).
+    discarding: usize,
+}
+
+impl LineBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Unconsumed bytes.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    /// Marks `n` pending bytes as consumed (used by the DATA phase).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        self.compact();
+    }
+
+    /// Drops everything buffered (after STARTTLS-like boundaries or errors).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.discarding = 0;
+    }
+
+    /// Space to read into: the caller appends with [`LineBuffer::extend`].
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 4096 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Next complete line no longer than `limit` bytes including its line end.
+    pub fn next_line(&mut self, limit: usize) -> Line {
+        let pending = &self.buf[self.start..];
+        match pending.iter().position(|&b| b == b'\n') {
+            Some(lf) => {
+                let was_discarding = self.discarding > 0;
+                let len = lf + 1;
+                let line = pending[..lf].strip_suffix(b"\r").unwrap_or(&pending[..lf]);
+                let result = if was_discarding || len > limit {
+                    Line::TooLong
+                } else {
+                    Line::Ok(line.to_vec())
+                };
+                self.discarding = 0;
+                self.start += len;
+                self.compact();
+                result
+            }
+            None if pending.len() > limit || self.discarding > 0 => {
+                self.discarding += pending.len();
+                self.buf.clear();
+                self.start = 0;
+                if self.discarding > MAX_DISCARD {
+                    Line::Flood
+                } else {
+                    Line::NeedMore
+                }
+            }
+            None => Line::NeedMore,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pipelined_lines_and_strips_crlf() {
+        let mut b = LineBuffer::new();
+        b.extend(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\nDA");
+        assert_eq!(b.next_line(512), Line::Ok(b"MAIL FROM:<a@b>".to_vec()));
+        assert_eq!(b.next_line(512), Line::Ok(b"RCPT TO:<c@d>".to_vec()));
+        assert_eq!(b.next_line(512), Line::NeedMore);
+        b.extend(b"TA\r\n");
+        assert_eq!(b.next_line(512), Line::Ok(b"DATA".to_vec()));
+        assert!(!b.has_pending());
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_is_accepted_one_more_is_not() {
+        let mut b = LineBuffer::new();
+        let mut line = vec![b'a'; 510];
+        line.extend_from_slice(b"\r\n");
+        b.extend(&line);
+        assert!(matches!(b.next_line(512), Line::Ok(_)));
+        let mut line = vec![b'a'; 511];
+        line.extend_from_slice(b"\r\nNOOP\r\n");
+        b.extend(&line);
+        assert_eq!(b.next_line(512), Line::TooLong);
+        assert_eq!(b.next_line(512), Line::Ok(b"NOOP".to_vec()));
+    }
+
+    #[test]
+    fn overlong_line_is_discarded_while_streaming_and_reported_at_its_end() {
+        let mut b = LineBuffer::new();
+        for _ in 0..10 {
+            b.extend(&[b'x'; 1000]);
+            assert_eq!(b.next_line(512), Line::NeedMore);
+            assert!(b.pending().len() <= 1000, "buffer must not grow");
+        }
+        b.extend(b"yyy\r\nQUIT\r\n");
+        assert_eq!(b.next_line(512), Line::TooLong);
+        assert_eq!(b.next_line(512), Line::Ok(b"QUIT".to_vec()));
+    }
+
+    #[test]
+    fn endless_line_is_a_flood() {
+        let mut b = LineBuffer::new();
+        let mut last = Line::NeedMore;
+        for _ in 0..100 {
+            b.extend(&[b'x'; 1024]);
+            last = b.next_line(512);
+            if last != Line::NeedMore {
+                break;
+            }
+        }
+        assert_eq!(last, Line::Flood);
+    }
+}

@@ -1,0 +1,339 @@
+//! SMTP replies: the ones smtpbind writes itself, and a bounded parser for
+//! the upstream's (possibly multi-line) replies.
+
+use std::fmt::Write as _;
+
+/// A reply as sent on the wire: a code and one or more text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            lines: vec![text.into()],
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// The last line, as `code text` (what audit events record: it carries
+    /// the queue id in the upstream's final reply to DATA).
+    pub fn last_line(&self) -> String {
+        format!("{} {}", self.code, self.lines.last().map(String::as_str).unwrap_or(""))
+    }
+
+    /// Appends the wire form (`250-a\r\n250 b\r\n`).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut s = String::new();
+        let n = self.lines.len().max(1);
+        for i in 0..n {
+            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            let _ = write!(s, "{}{}{}\r\n", self.code, sep, text);
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        v
+    }
+}
+
+/// Every reply smtpbind writes on its own, in one place so the README's
+/// reply-code table and the code agree.
+pub mod local {
+    use super::Reply;
+
+    pub fn greeting(host: &str) -> Reply {
+        Reply::new(220, format!("{host} ESMTP smtpbind ready"))
+    }
+    pub fn not_ready() -> Reply {
+        Reply::new(421, "4.3.0 credential not ready, try again later")
+    }
+    pub fn too_many_sessions() -> Reply {
+        Reply::new(421, "4.3.2 too many sessions, try again later")
+    }
+    pub fn shutting_down() -> Reply {
+        Reply::new(421, "4.3.2 shutting down, try again later")
+    }
+    pub fn timeout() -> Reply {
+        Reply::new(421, "4.4.2 timeout, closing connection")
+    }
+    pub fn too_many_errors() -> Reply {
+        Reply::new(421, "4.7.0 too many errors, closing connection")
+    }
+    pub fn bye() -> Reply {
+        Reply::new(221, "2.0.0 bye")
+    }
+    pub fn ok() -> Reply {
+        Reply::new(250, "2.0.0 ok")
+    }
+    pub fn vrfy() -> Reply {
+        Reply::new(252, "2.5.2 cannot verify, send some mail")
+    }
+    pub fn help() -> Reply {
+        Reply::new(
+            214,
+            "2.0.0 commands: EHLO HELO AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+        )
+    }
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, "2.7.0 authentication successful")
+    }
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, "5.7.8 authentication credentials invalid")
+    }
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, "5.7.0 authentication cancelled")
+    }
+    pub fn auth_malformed() -> Reply {
+        Reply::new(501, "5.5.2 malformed authentication response")
+    }
+    pub fn auth_mechanism() -> Reply {
+        Reply::new(504, "5.5.4 unrecognized authentication mechanism")
+    }
+    pub fn auth_not_offered() -> Reply {
+        Reply::new(503, "5.5.1 authentication is not enabled")
+    }
+    pub fn already_authenticated() -> Reply {
+        Reply::new(503, "5.5.1 already authenticated")
+    }
+    pub fn auth_required() -> Reply {
+        Reply::new(530, "5.7.0 authentication required")
+    }
+    pub fn need_ehlo() -> Reply {
+        Reply::new(503, "5.5.1 send EHLO or HELO first")
+    }
+    pub fn nested_mail() -> Reply {
+        Reply::new(503, "5.5.1 sender already given")
+    }
+    pub fn need_mail() -> Reply {
+        Reply::new(503, "5.5.1 need MAIL first")
+    }
+    pub fn need_rcpt() -> Reply {
+        Reply::new(503, "5.5.1 need RCPT first")
+    }
+    pub fn no_valid_recipients() -> Reply {
+        Reply::new(554, "5.5.1 no valid recipients")
+    }
+    pub fn sender_not_allowed() -> Reply {
+        Reply::new(550, "5.7.1 sender not allowed for this tenant")
+    }
+    pub fn recipient_not_allowed() -> Reply {
+        Reply::new(550, "5.7.1 recipient domain not allowed for this tenant")
+    }
+    pub fn too_many_recipients() -> Reply {
+        Reply::new(452, "4.5.3 too many recipients")
+    }
+    pub fn header_from_mismatch() -> Reply {
+        Reply::new(550, "5.7.1 header From not allowed for this tenant")
+    }
+    pub fn message_too_large() -> Reply {
+        Reply::new(552, "5.3.4 message too large")
+    }
+    pub fn headers_too_large() -> Reply {
+        Reply::new(552, "5.3.4 header section too large")
+    }
+    pub fn bare_line_ending() -> Reply {
+        Reply::new(550, "5.6.11 bare CR or LF not allowed, use CRLF")
+    }
+    pub fn eight_bit_unsupported() -> Reply {
+        Reply::new(554, "5.6.3 upstream does not accept 8BITMIME")
+    }
+    pub fn start_data() -> Reply {
+        Reply::new(354, "end data with <CR><LF>.<CR><LF>")
+    }
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2 line too long")
+    }
+    pub fn unknown_command() -> Reply {
+        Reply::new(500, "5.5.2 command not recognized")
+    }
+    pub fn not_implemented() -> Reply {
+        Reply::new(502, "5.5.1 command not implemented")
+    }
+    pub fn syntax(what: &str) -> Reply {
+        Reply::new(501, format!("5.5.4 syntax: {what}"))
+    }
+    pub fn bad_sender_address() -> Reply {
+        Reply::new(553, "5.1.7 bad sender address syntax")
+    }
+    pub fn bad_recipient_address() -> Reply {
+        Reply::new(553, "5.1.3 bad recipient address syntax")
+    }
+    pub fn parameter(param: &str) -> Reply {
+        Reply::new(555, format!("5.5.4 unsupported parameter {param}"))
+    }
+    pub fn tls_required() -> Reply {
+        Reply::new(451, "4.7.0 upstream TLS could not be established, not sent")
+    }
+    pub fn upstream_auth_failed() -> Reply {
+        Reply::new(454, "4.7.0 upstream rejected the pod credential, not sent")
+    }
+    pub fn upstream_unavailable() -> Reply {
+        Reply::new(451, "4.4.1 upstream unavailable, try again later")
+    }
+    pub fn upstream_failed() -> Reply {
+        Reply::new(451, "4.4.2 upstream connection lost, message not sent")
+    }
+    pub fn starttls_not_offered() -> Reply {
+        Reply::new(502, "5.5.1 STARTTLS not offered on loopback")
+    }
+}
+
+/// Errors of the upstream reply parser.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("malformed reply line")]
+    Malformed,
+    #[error("reply line too long")]
+    LineTooLong,
+    #[error("reply has too many lines")]
+    TooManyLines,
+    #[error("continuation lines disagree on the reply code")]
+    CodeMismatch,
+}
+
+/// Longest upstream reply line we accept.
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one upstream reply (EHLO replies are the longest).
+pub const MAX_REPLY_LINES: usize = 64;
+
+/// Incremental parser for one upstream reply. Feed it the bytes read; it
+/// consumes exactly the bytes of one reply and leaves the rest (which the
+/// caller keeps, or discards at a TLS boundary).
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    code: Option<u16>,
+    lines: Vec<String>,
+}
+
+impl ReplyParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses from `buf`; returns the reply and how many bytes it used, or
+    /// `Ok(None)` when more bytes are needed (nothing consumed).
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                if rest.len() > MAX_REPLY_LINE {
+                    return Err(ReplyError::LineTooLong);
+                }
+                // Nothing consumed: the caller retries with more bytes.
+                self.code = None;
+                self.lines.clear();
+                return Ok(None);
+            };
+            if lf + 1 > MAX_REPLY_LINE {
+                return Err(ReplyError::LineTooLong);
+            }
+            let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+            pos += lf + 1;
+            let (code, last, text) = parse_line(line)?;
+            match self.code {
+                Some(c) if c != code => return Err(ReplyError::CodeMismatch),
+                _ => self.code = Some(code),
+            }
+            self.lines.push(text);
+            if self.lines.len() > MAX_REPLY_LINES {
+                return Err(ReplyError::TooManyLines);
+            }
+            if last {
+                let reply = Reply {
+                    code,
+                    lines: std::mem::take(&mut self.lines),
+                };
+                self.code = None;
+                return Ok(Some((reply, pos)));
+            }
+        }
+    }
+}
+
+fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
+    if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
+        return Err(ReplyError::Malformed);
+    }
+    let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+    if !(200..600).contains(&code) {
+        return Err(ReplyError::Malformed);
+    }
+    let (last, text) = match line.get(3) {
+        None => (true, &[][..]),
+        Some(b' ') => (true, &line[4..]),
+        Some(b'-') => (false, &line[4..]),
+        Some(_) => return Err(ReplyError::Malformed),
+    };
+    // Replies are passed back to the client: keep them printable.
+    let text: String = String::from_utf8_lossy(text)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    Ok((code, last, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_of_multiline_reply() {
+        let r = Reply {
+            code: 250,
+            lines: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(r.to_bytes(), b"250-a\r\n250 b\r\n");
+        assert_eq!(local::ok().to_bytes(), b"250 2.0.0 ok\r\n");
+    }
+
+    #[test]
+    fn parses_multiline_and_leaves_the_rest() {
+        let mut p = ReplyParser::new();
+        let buf = b"250-mx.example\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n220 next";
+        let (r, used) = p.parse(buf).expect("valid").expect("complete");
+        assert_eq!(r.code, 250);
+        assert_eq!(r.lines, vec!["mx.example", "PIPELINING", "AUTH PLAIN"]);
+        assert_eq!(&buf[used..], b"220 next");
+    }
+
+    #[test]
+    fn needs_more_without_consuming() {
+        let mut p = ReplyParser::new();
+        assert_eq!(p.parse(b"250-a\r\n250 b"), Ok(None));
+        let (r, used) = p.parse(b"250-a\r\n250 b\r\n").expect("ok").expect("complete");
+        assert_eq!(r.lines.len(), 2);
+        assert_eq!(used, 14);
+    }
+
+    #[test]
+    fn rejects_garbage_mismatch_and_bounds() {
+        assert_eq!(ReplyParser::new().parse(b"hello\r\n"), Err(ReplyError::Malformed));
+        assert_eq!(ReplyParser::new().parse(b"250-a\r\n251 b\r\n"), Err(ReplyError::CodeMismatch));
+        assert_eq!(ReplyParser::new().parse(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
+        let many: Vec<u8> = b"250-x\r\n".repeat(100);
+        assert_eq!(ReplyParser::new().parse(&many), Err(ReplyError::TooManyLines));
+        assert_eq!(ReplyParser::new().parse(b"099 x\r\n"), Err(ReplyError::Malformed));
+    }
+
+    #[test]
+    fn control_characters_are_not_passed_through() {
+        let (r, _) = ReplyParser::new().parse(b"250 ok\x1b[31m\r\n").expect("ok").expect("complete");
+        assert_eq!(r.lines[0], "ok?[31m");
+    }
+}

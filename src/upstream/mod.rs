@@ -1,0 +1,368 @@
+//! The upstream side: connect, TLS (STARTTLS or implicit, always verified),
+//! EHLO, AUTH with the pod's mounted credential, then commands and replies.
+//!
+//! Order of a new connection: TCP connect → (implicit TLS handshake) → 220
+//! greeting → EHLO → (STARTTLS: required when `tls: starttls`; anything the
+//! server sent after its 220 is discarded; handshake; EHLO again, and only
+//! these capabilities count) → AUTH. AUTH is only ever written on a verified
+//! TLS stream, or with `tls: none` + `insecure: true`.
+
+pub mod caps;
+pub mod pool;
+pub mod tls;
+
+use std::io;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::credential::Credential;
+use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
+use crate::smtp::reply::{Reply, ReplyError, ReplyParser};
+use crate::smtp::sasl;
+pub use caps::Capabilities;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to upstream failed: {0}")]
+    Connect(io::ErrorKind),
+    #[error("upstream timed out during {0}")]
+    Timeout(&'static str),
+    #[error("upstream TLS failed: {0}")]
+    Tls(String),
+    #[error("upstream does not offer STARTTLS")]
+    StartTlsNotOffered,
+    #[error("upstream refused STARTTLS: {0}")]
+    StartTlsRefused(String),
+    #[error("upstream greeting refused: {0}")]
+    Greeting(String),
+    #[error("upstream refused EHLO: {0}")]
+    Ehlo(String),
+    #[error("upstream offers no usable AUTH mechanism")]
+    AuthNotOffered,
+    #[error("upstream rejected the pod credential: {0}")]
+    AuthRejected(String),
+    #[error("upstream I/O: {0}")]
+    Io(io::ErrorKind),
+    #[error("upstream closed the connection")]
+    Closed,
+    #[error("upstream reply: {0}")]
+    Protocol(#[from] ReplyError),
+}
+
+impl UpstreamError {
+    /// Errors caused by TLS policy: the client gets `451 4.7.0`.
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Tls(_) | UpstreamError::StartTlsNotOffered | UpstreamError::StartTlsRefused(_)
+        )
+    }
+
+    pub fn is_auth(&self) -> bool {
+        matches!(self, UpstreamError::AuthNotOffered | UpstreamError::AuthRejected(_))
+    }
+}
+
+/// A plain or TLS stream to the upstream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// While a TLS handshake owns the socket, or after it failed.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "upstream stream closed")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: StdPin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => StdPin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: StdPin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => StdPin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => StdPin::new(s).poll_flush(cx),
+            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => StdPin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+/// Everything needed to open upstream connections for one policy.
+pub struct Connector {
+    policy: UpstreamPolicy,
+    mechanism: Mechanism,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl Connector {
+    pub fn new(policy: &UpstreamPolicy, mechanism: Mechanism) -> Result<Connector, tls::TlsConfigError> {
+        let config = tls::client_config(policy.ca_file.as_deref())?;
+        let server_name = ServerName::try_from(policy.server_name.clone())
+            .map_err(|e| tls::TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+        Ok(Connector {
+            policy: policy.clone(),
+            mechanism,
+            tls: TlsConnector::from(config),
+            server_name,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.policy.address
+    }
+
+    /// Opens, secures and authenticates a new connection with `cred`.
+    pub async fn connect(&self, cred: &Credential) -> Result<Connection, UpstreamError> {
+        let started = Instant::now();
+        let p = &self.policy;
+        let tcp = tokio::time::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
+            .await
+            .map_err(|_| UpstreamError::Timeout("connect"))?
+            .map_err(|e| UpstreamError::Connect(e.kind()))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            stream: Stream::Plain(tcp),
+            buf: Vec::with_capacity(4096),
+            caps: Capabilities::default(),
+            pin: cred.pin(),
+            reply_timeout: p.reply_timeout,
+            tls: false,
+            clean: true,
+        };
+        // Handshake and greeting share the connect timeout.
+        let setup = async {
+            if p.tls == TlsMode::Implicit {
+                conn.start_tls(&self.tls, &self.server_name).await?;
+            }
+            let greeting = conn.read_reply().await?;
+            if greeting.code != 220 {
+                return Err(UpstreamError::Greeting(greeting.last_line()));
+            }
+            conn.ehlo(&p.ehlo_name).await?;
+            if p.tls == TlsMode::StartTls {
+                if !conn.caps.starttls {
+                    return Err(UpstreamError::StartTlsNotOffered);
+                }
+                let reply = conn.command(b"STARTTLS\r\n").await?;
+                if reply.code != 220 {
+                    return Err(UpstreamError::StartTlsRefused(reply.last_line()));
+                }
+                // Anything pipelined after the 220 came before TLS: discard it.
+                conn.buf.clear();
+                conn.start_tls(&self.tls, &self.server_name).await?;
+                conn.caps = Capabilities::default();
+                conn.ehlo(&p.ehlo_name).await?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(p.connect_timeout, setup)
+            .await
+            .map_err(|_| UpstreamError::Timeout("TLS handshake or greeting"))??;
+        let may_auth = conn.tls || (p.tls == TlsMode::None && p.insecure);
+        if !may_auth {
+            // Unreachable by construction; kept as the last line of defence.
+            return Err(UpstreamError::Tls("refusing to authenticate without TLS".into()));
+        }
+        conn.authenticate(cred, self.mechanism).await?;
+        metrics::histogram!("smtpbind_upstream_connect_seconds").record(started.elapsed().as_secs_f64());
+        Ok(conn)
+    }
+}
+
+/// One authenticated upstream SMTP connection.
+pub struct Connection {
+    stream: Stream,
+    buf: Vec<u8>,
+    caps: Capabilities,
+    pin: Pin,
+    reply_timeout: Duration,
+    tls: bool,
+    /// No transaction open: safe to hand to another session.
+    clean: bool,
+}
+
+impl Connection {
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Pin of the credential this connection authenticated with.
+    pub fn pin(&self) -> Pin {
+        self.pin
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
+    pub fn set_clean(&mut self, clean: bool) {
+        self.clean = clean;
+    }
+
+    async fn start_tls(&mut self, connector: &TlsConnector, name: &ServerName<'static>) -> Result<(), UpstreamError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(UpstreamError::Tls("TLS already active".into()));
+        };
+        let tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        self.stream = Stream::Tls(Box::new(tls));
+        self.tls = true;
+        Ok(())
+    }
+
+    async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
+        let reply = self.command(format!("EHLO {name}\r\n").as_bytes()).await?;
+        if reply.code != 250 {
+            return Err(UpstreamError::Ehlo(reply.last_line()));
+        }
+        self.caps = Capabilities::from_ehlo(&reply);
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, cred: &Credential, mechanism: Mechanism) -> Result<(), UpstreamError> {
+        let use_plain = match mechanism {
+            Mechanism::Plain => true,
+            Mechanism::Login => false,
+            Mechanism::Auto if self.caps.auth_plain => true,
+            Mechanism::Auto if self.caps.auth_login => false,
+            Mechanism::Auto => return Err(UpstreamError::AuthNotOffered),
+        };
+        let reply = if use_plain {
+            let payload = sasl::encode_plain(cred.username(), cred.password());
+            let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
+            line.extend_from_slice(b"AUTH PLAIN ");
+            line.extend_from_slice(payload.as_bytes());
+            line.extend_from_slice(b"\r\n");
+            self.command(&line).await?
+        } else {
+            let first = self.command(b"AUTH LOGIN\r\n").await?;
+            if first.code != 334 {
+                return Err(UpstreamError::AuthRejected(first.last_line()));
+            }
+            let user = self.login_step(&sasl::encode_login_field(cred.username())).await?;
+            if user.code != 334 {
+                return Err(UpstreamError::AuthRejected(user.last_line()));
+            }
+            self.login_step(&sasl::encode_login_field(cred.password())).await?
+        };
+        if reply.code != 235 {
+            metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
+            return Err(UpstreamError::AuthRejected(reply.last_line()));
+        }
+        Ok(())
+    }
+
+    async fn login_step(&mut self, field: &str) -> Result<Reply, UpstreamError> {
+        let mut line = zeroize::Zeroizing::new(Vec::with_capacity(field.len() + 2));
+        line.extend_from_slice(field.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        self.command(&line).await
+    }
+
+    /// Writes `bytes` and flushes.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.stream.write_all(bytes).await.map_err(|e| UpstreamError::Io(e.kind()))?;
+        self.stream.flush().await.map_err(|e| UpstreamError::Io(e.kind()))
+    }
+
+    /// Writes without flushing (for streaming DATA; call [`Connection::flush`]).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.stream.write_all(bytes).await.map_err(|e| UpstreamError::Io(e.kind()))
+    }
+
+    pub async fn flush(&mut self) -> Result<(), UpstreamError> {
+        self.stream.flush().await.map_err(|e| UpstreamError::Io(e.kind()))
+    }
+
+    /// Sends one command and waits for its reply.
+    pub async fn command(&mut self, line: &[u8]) -> Result<Reply, UpstreamError> {
+        self.send(line).await?;
+        self.read_reply().await
+    }
+
+    /// Reads the next reply, bounded by size and the reply timeout.
+    pub async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
+        let mut parser = ReplyParser::new();
+        loop {
+            if let Some((reply, used)) = parser.parse(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(reply);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(self.reply_timeout, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| UpstreamError::Timeout("reply"))?
+                .map_err(|e| UpstreamError::Io(e.kind()))?;
+            if n == 0 {
+                return Err(UpstreamError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// True when an idle connection was closed or spoke unprompted (e.g. a
+    /// `421` idle timeout): it must not be reused. Polls the socket once
+    /// without waiting.
+    pub async fn is_stale(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut chunk = [0u8; 512];
+        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut chunk)).await {
+            Err(_) => false,
+            Ok(_) => true,
+        }
+    }
+
+    /// Best-effort QUIT and close.
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if self.stream.write_all(b"QUIT\r\n").await.is_ok() {
+                let _ = self.stream.flush().await;
+                let _ = self.read_reply().await;
+            }
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Connection>();
+    is_send::<Arc<Connector>>();
+}
