@@ -76,7 +76,10 @@ impl Admin {
     /// Routes one request (no I/O: testable directly).
     pub fn route(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            );
         }
         match path {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
@@ -84,7 +87,10 @@ impl Admin {
                 let state = self.credentials.borrow().clone();
                 match self.readiness.check(&state) {
                     Ok(()) => text(StatusCode::OK, "ready\n".into()),
-                    Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+                    Err(reason) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {reason}\n"),
+                    ),
                 }
             }
             "/metrics" => match &self.metrics {
@@ -92,7 +98,9 @@ impl Admin {
                     let mut resp = text(StatusCode::OK, handle.render());
                     resp.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        hyper::header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
                     );
                     resp
                 }
@@ -107,7 +115,11 @@ impl Admin {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let conns = Arc::new(tokio::sync::Semaphore::new(64));
         loop {
@@ -153,15 +165,28 @@ mod tests {
 
     #[test]
     fn readiness_latch() {
-        let (a, tx) = admin(CredentialState::NotReady("mounted password sha256:abc matches none".into()));
+        let (a, tx) = admin(CredentialState::NotReady(
+            "mounted password sha256:abc matches none".into(),
+        ));
         assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
-        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            a.route(&Method::GET, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         a.readiness.set_listener_bound();
-        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
-        let _ = tx.send(CredentialState::Ready(Arc::new(Credential::from_parts("u", "p"))));
+        assert_eq!(
+            a.route(&Method::GET, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let _ = tx.send(CredentialState::Ready(Arc::new(Credential::from_parts(
+            "u", "p",
+        ))));
         assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::OK);
         a.readiness.set_shutting_down();
-        assert_eq!(a.route(&Method::GET, "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            a.route(&Method::GET, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
     }
 
@@ -169,6 +194,9 @@ mod tests {
     fn unknown_paths_and_methods() {
         let (a, _tx) = admin(CredentialState::NotReady("x".into()));
         assert_eq!(a.route(&Method::GET, "/").status(), StatusCode::NOT_FOUND);
-        assert_eq!(a.route(&Method::POST, "/healthz").status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            a.route(&Method::POST, "/healthz").status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

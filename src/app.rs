@@ -49,7 +49,8 @@ fn load_credential(policy: &Policy) -> CredentialState {
             );
         }
         CredentialState::NotReady(reason) => {
-            metrics::counter!("smtpbind_credential_reloads_total", "result" => "error").increment(1);
+            metrics::counter!("smtpbind_credential_reloads_total", "result" => "error")
+                .increment(1);
             log::error("credential", json!({ "result": "error", "error": reason }));
         }
     }
@@ -80,11 +81,19 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let (cred_tx, cred_rx) = watch::channel(cred_state);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
 
+    if let Some(listen) = opts.listen {
+        policy::check_listen(listen, policy.listen_insecure_ok)
+            .map_err(|e| Error::Usage(format!("--listen: {e}")))?;
+    }
     let listener = bind(opts.listen.unwrap_or(policy.listen)).await?;
     let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
     let bound = Bound {
-        smtp: listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?,
-        admin: admin_listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?,
+        smtp: listener
+            .local_addr()
+            .map_err(|e| Error::Runtime(e.to_string()))?,
+        admin: admin_listener
+            .local_addr()
+            .map_err(|e| Error::Runtime(e.to_string()))?,
     };
 
     let readiness = Arc::new(Readiness::default());
@@ -184,7 +193,11 @@ fn secret_fingerprint(dir: &Path) -> Option<(Pin, Pin)> {
     Some((cred.pin(), Pin::of(cred.username().as_bytes())))
 }
 
-fn reload_policy(path: &Path, runtime_tx: &watch::Sender<Arc<Runtime>>, cred_tx: &watch::Sender<CredentialState>) {
+fn reload_policy(
+    path: &Path,
+    runtime_tx: &watch::Sender<Arc<Runtime>>,
+    cred_tx: &watch::Sender<CredentialState>,
+) {
     let result = policy::load(path).map_err(Error::from).and_then(|new| {
         let old = &runtime_tx.borrow().policy;
         if new.tenant != old.tenant {
@@ -212,7 +225,10 @@ fn reload_policy(path: &Path, runtime_tx: &watch::Sender<Arc<Runtime>>, cred_tx:
             runtime_tx.send_replace(Arc::new(rt));
             cred_tx.send_replace(state);
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
-            log::info("policy", json!({ "result": "ok", "file": path.display().to_string() }));
+            log::info(
+                "policy",
+                json!({ "result": "ok", "file": path.display().to_string() }),
+            );
         }
         Err(e) => {
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "error").increment(1);

@@ -72,7 +72,10 @@ fn merge(mut base: Value, extra: Value) -> Value {
 pub fn reject(info: &SessionInfo, reason: Reason, reply: &str, extra: Value) {
     metrics::counter!("smtpbind_rejections_total", "reason" => reason.as_str()).increment(1);
     let fields = merge(
-        merge(info.fields(), json!({"reason": reason.as_str(), "reply": reply})),
+        merge(
+            info.fields(),
+            json!({"reason": reason.as_str(), "reply": reply}),
+        ),
         extra,
     );
     log::warn("reject", fields);

@@ -94,6 +94,9 @@ pub struct Captured {
     pub account: String,
     pub username: String,
     pub mail_from: String,
+    /// The MAIL command line exactly as received (to check forwarded parameters).
+    #[serde(skip)]
+    pub mail_line: String,
     pub rcpt_to: Vec<String>,
     #[serde(skip)]
     pub data: Vec<u8>,
@@ -124,7 +127,10 @@ pub enum CaptureError {
     #[error("{0}")]
     Cert(#[from] crate::certs::CertError),
     #[error("cannot bind {addr}: {error}")]
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("log dir {0}: {1}")]
     LogDir(PathBuf, std::io::Error),
 }
@@ -156,10 +162,13 @@ impl CaptureServer {
         if let Some(dir) = &config.log_dir {
             std::fs::create_dir_all(dir).map_err(|e| CaptureError::LogDir(dir.clone(), e))?;
         }
-        let listener = TcpListener::bind(config.listen).await.map_err(|error| CaptureError::Bind {
-            addr: config.listen,
-            error,
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| CaptureError::Bind {
+                    addr: config.listen,
+                    error,
+                })?;
         let addr = listener.local_addr().map_err(|error| CaptureError::Bind {
             addr: config.listen,
             error,
@@ -169,7 +178,9 @@ impl CaptureServer {
         let rec = record.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (config, acceptor, rec) = (config.clone(), acceptor.clone(), rec.clone());
                 tokio::spawn(async move {
                     lock(&rec).connections += 1;
@@ -219,6 +230,7 @@ struct Conn {
     tls: bool,
     account: Option<Account>,
     mail_from: Option<String>,
+    mail_line: String,
     rcpts: Vec<String>,
     data_seen: usize,
 }
@@ -240,6 +252,7 @@ impl Conn {
             tls: false,
             account: None,
             mail_from: None,
+            mail_line: String::new(),
             rcpts: Vec::new(),
             data_seen: 0,
         }
@@ -324,14 +337,23 @@ impl Conn {
         let f = &self.config.faults;
         let reply: String = match verb {
             "EHLO" => {
-                let mut caps = vec![self.config.hostname.clone(), "8BITMIME".into(), "SIZE 52428800".into()];
+                let mut caps = vec![
+                    self.config.hostname.clone(),
+                    "8BITMIME".into(),
+                    "SIZE 52428800".into(),
+                ];
                 if !f.no_pipelining {
                     caps.push("PIPELINING".into());
                 }
                 if self.config.tls == CaptureTls::StartTls && !self.tls && !f.no_starttls {
                     caps.push("STARTTLS".into());
                 }
-                caps.push(format!("AUTH {}", f.only_mechanism.clone().unwrap_or_else(|| "PLAIN LOGIN".into())));
+                caps.push(format!(
+                    "AUTH {}",
+                    f.only_mechanism
+                        .clone()
+                        .unwrap_or_else(|| "PLAIN LOGIN".into())
+                ));
                 let n = caps.len();
                 caps.iter()
                     .enumerate()
@@ -362,6 +384,7 @@ impl Conn {
                     format!("{r}\r\n")
                 } else {
                     self.mail_from = Some(between_brackets(line));
+                    self.mail_line = line.to_string();
                     self.rcpts.clear();
                     "250 2.1.0 sender ok\r\n".into()
                 }
@@ -419,7 +442,9 @@ impl Conn {
                         None => return Next::Close,
                     },
                 };
-                sasl::decode_plain(&resp).ok().map(|i| (i.username, i.password.to_string()))
+                sasl::decode_plain(&resp)
+                    .ok()
+                    .map(|i| (i.username, i.password.to_string()))
             }
             "LOGIN" => {
                 let user = match self.challenge("334 VXNlcm5hbWU6\r\n", io).await {
@@ -430,7 +455,10 @@ impl Conn {
                     Some(r) => r,
                     None => return Next::Close,
                 };
-                match (sasl::decode_login_field(&user), sasl::decode_login_field(&pass)) {
+                match (
+                    sasl::decode_login_field(&user),
+                    sasl::decode_login_field(&pass),
+                ) {
                     (Ok(u), Ok(p)) => Some((u.to_string(), p.to_string())),
                     _ => None,
                 }
@@ -515,6 +543,7 @@ impl Conn {
                 account: account.name.clone(),
                 username: account.username.clone(),
                 mail_from: self.mail_from.clone().unwrap_or_default(),
+                mail_line: self.mail_line.clone(),
                 rcpt_to: self.rcpts.clone(),
                 bytes: data.len(),
                 data,
@@ -531,19 +560,23 @@ impl Conn {
     }
 
     fn log(&self, msg: &Captured) {
-        let line = crate::log::line(
-            crate::log::Level::Info,
-            "captured",
-            json!({
-                "account": msg.account, "username": msg.username, "mail_from": msg.mail_from,
-                "rcpt_to": msg.rcpt_to, "bytes": msg.bytes, "queue_id": msg.queue_id, "tls": msg.tls,
-            }),
-        );
+        // The provider's activity log: no tenant label, it is the upstream's view.
+        let line = json!({
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": "captured",
+            "account": msg.account, "username": msg.username, "mail_from": msg.mail_from,
+            "rcpt_to": msg.rcpt_to, "bytes": msg.bytes, "queue_id": msg.queue_id, "tls": msg.tls,
+        })
+        .to_string();
         println!("{line}");
         if let Some(dir) = &self.config.log_dir {
             use std::io::Write;
             let path = dir.join(format!("{}.jsonl", msg.account));
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = writeln!(f, "{line}");
             }
         }

@@ -30,14 +30,17 @@ impl Pki {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
         let ca = ca_params.self_signed(&ca_key)?;
 
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(hostnames.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, hostnames.first().map(String::as_str).unwrap_or("localhost"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            hostnames.first().map(String::as_str).unwrap_or("localhost"),
+        );
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         Ok(Pki {
             ca_pem: ca.pem(),

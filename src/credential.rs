@@ -21,7 +21,10 @@ const MAX_FIELD_BYTES: u64 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error("{path}: cannot read ({kind})")]
-    Io { path: PathBuf, kind: std::io::ErrorKind },
+    Io {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+    },
     #[error("{path}: empty")]
     Empty { path: PathBuf },
     #[error("{path}: larger than {MAX_FIELD_BYTES} bytes")]
@@ -64,7 +67,10 @@ impl Credential {
     /// Reads and checks the pin: the only way to get a usable credential.
     pub fn load(dir: &Path, pins: &[Pin]) -> Result<Credential, CredentialError> {
         let cred = Self::read(dir)?;
-        if pins.iter().any(|p| bool::from(p.as_bytes().ct_eq(cred.pin.as_bytes()))) {
+        if pins
+            .iter()
+            .any(|p| bool::from(p.as_bytes().ct_eq(cred.pin.as_bytes())))
+        {
             Ok(cred)
         } else {
             Err(CredentialError::NotPinned {
@@ -194,10 +200,16 @@ mod tests {
     #[test]
     fn missing_and_empty_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(Credential::read(dir.path()), Err(CredentialError::Io { .. })));
+        assert!(matches!(
+            Credential::read(dir.path()),
+            Err(CredentialError::Io { .. })
+        ));
         std::fs::write(dir.path().join("username"), "u").expect("write");
         std::fs::write(dir.path().join("password"), "").expect("write");
-        assert!(matches!(Credential::read(dir.path()), Err(CredentialError::Empty { .. })));
+        assert!(matches!(
+            Credential::read(dir.path()),
+            Err(CredentialError::Empty { .. })
+        ));
     }
 
     #[test]
@@ -207,7 +219,8 @@ mod tests {
         std::fs::create_dir(&ts).expect("mkdir");
         std::fs::write(ts.join("username"), "apikey").expect("write");
         std::fs::write(ts.join("password"), "k1").expect("write");
-        std::os::unix::fs::symlink("..2026_11_25_13_00_00.000000001", dir.path().join("..data")).expect("link");
+        std::os::unix::fs::symlink("..2026_11_25_13_00_00.000000001", dir.path().join("..data"))
+            .expect("link");
         std::os::unix::fs::symlink("..data/username", dir.path().join("username")).expect("link");
         std::os::unix::fs::symlink("..data/password", dir.path().join("password")).expect("link");
         let cred = Credential::load(dir.path(), &[Pin::of(b"k1")]).expect("load");

@@ -67,7 +67,8 @@ pub async fn run(
     let mut accounts = Vec::new();
     for name in ["acme", "globex"] {
         let password = demo_key(name);
-        write_kubelet_secret(&secrets.join(name), "apikey", &password).map_err(|e| io_err("secret", e))?;
+        write_kubelet_secret(&secrets.join(name), "apikey", &password)
+            .map_err(|e| io_err("secret", e))?;
         accounts.push(Account {
             name: name.to_string(),
             username: "apikey".into(),
@@ -83,8 +84,11 @@ pub async fn run(
     std::fs::write(&ca, &upstream.ca_pem).map_err(|e| io_err("CA file", e))?;
     let acme = Credential::read(&secrets.join("acme"))?;
     let policy_path = dir.join("acme-policy.yaml");
-    std::fs::write(&policy_path, demo_policy(upstream.addr, &ca, &secrets.join("acme"), acme.pin()))
-        .map_err(|e| io_err("policy", e))?;
+    std::fs::write(
+        &policy_path,
+        demo_policy(upstream.addr, &ca, &secrets.join("acme"), acme.pin()),
+    )
+    .map_err(|e| io_err("policy", e))?;
 
     let d = dir.display();
     let swaks_common = format!(
@@ -176,17 +180,26 @@ pub struct CaptureArgs {
 }
 
 /// `smtpbind capture`: the capture upstream alone, until `shutdown`.
-pub async fn capture_command(args: CaptureArgs, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn capture_command(
+    args: CaptureArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let tls = match args.tls.as_str() {
         "starttls" => CaptureTls::StartTls,
         "implicit" => CaptureTls::Implicit,
         "none" => CaptureTls::None,
-        other => return Err(Error::Usage(format!("--tls: expected starttls, implicit or none, got {other:?}"))),
+        other => {
+            return Err(Error::Usage(format!(
+                "--tls: expected starttls, implicit or none, got {other:?}"
+            )))
+        }
     };
     let mut accounts = Vec::new();
     for spec in &args.accounts {
         let Some((name, dir)) = spec.split_once('=') else {
-            return Err(Error::Usage(format!("--account {spec:?}: expected NAME=SECRET_DIR")));
+            return Err(Error::Usage(format!(
+                "--account {spec:?}: expected NAME=SECRET_DIR"
+            )));
         };
         let cred = Credential::read(Path::new(dir))?;
         accounts.push(Account {
@@ -204,9 +217,13 @@ pub async fn capture_command(args: CaptureArgs, shutdown: impl Future<Output = (
         .await
         .map_err(|e| Error::Runtime(format!("capture: {e}")))?;
     if let Some(path) = &args.ca_out {
-        std::fs::write(path, &server.ca_pem).map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, &server.ca_pem)
+            .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
     }
-    log::info("listening", json!({ "addr": server.addr.to_string(), "role": "capture" }));
+    log::info(
+        "listening",
+        json!({ "addr": server.addr.to_string(), "role": "capture" }),
+    );
     shutdown.await;
     Ok(())
 }

@@ -84,7 +84,11 @@ mod tests {
 
     #[test]
     fn one_json_object_with_the_fixed_fields_first() {
-        let l = line(Level::Warn, "reject", serde_json::json!({"reason": "bare_lf", "level": "spoofed"}));
+        let l = line(
+            Level::Warn,
+            "reject",
+            serde_json::json!({"reason": "bare_lf", "level": "spoofed"}),
+        );
         let v: Value = serde_json::from_str(&l).expect("json");
         assert_eq!(v["event"], "reject");
         assert_eq!(v["level"], "warn", "fields cannot override the fixed keys");

@@ -115,9 +115,8 @@ fn main() -> ExitCode {
                 shutdown_signal(),
             ))
         }),
-        Cmd::Demo { listen, admin, dir } => {
-            runtime().and_then(|rt| rt.block_on(smtpbind::demo::run(listen, admin, dir, shutdown_signal())))
-        }
+        Cmd::Demo { listen, admin, dir } => runtime()
+            .and_then(|rt| rt.block_on(smtpbind::demo::run(listen, admin, dir, shutdown_signal()))),
         Cmd::Capture {
             listen,
             tls,
@@ -159,7 +158,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -180,7 +182,12 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
             Ok(p) => {
                 if credentials {
                     match Credential::load(&p.credential.secret_dir, &p.credential.pins) {
-                        Ok(c) => println!("{}: ok (tenant {}, credential {})", file.display(), p.tenant, c.pin().short()),
+                        Ok(c) => println!(
+                            "{}: ok (tenant {}, credential {})",
+                            file.display(),
+                            p.tenant,
+                            c.pin().short()
+                        ),
                         Err(e) => {
                             failed = true;
                             eprintln!("{}: credential.secret_dir: {e}", file.display());

@@ -26,7 +26,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(policy: Policy, current_pin: Option<crate::policy::Pin>) -> Result<Runtime, crate::Error> {
+    pub fn new(
+        policy: Policy,
+        current_pin: Option<crate::policy::Pin>,
+    ) -> Result<Runtime, crate::Error> {
         let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
         let pool = Pool::new(policy.upstream.reuse);
         pool.set_current(current_pin);
@@ -67,7 +70,10 @@ fn session_id() -> String {
         h.write_u64(std::process::id().into());
         h.finish() as u32
     });
-    format!("{prefix:08x}-{:06}", SESSION_SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix:08x}-{:06}",
+        SESSION_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Accepts sessions until the phase leaves `Running`, then waits for the
@@ -126,7 +132,10 @@ pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
     }
     drop(listener);
     let wait_all = async { while sessions.join_next().await.is_some() {} };
-    if tokio::time::timeout(drain + Duration::from_secs(2), wait_all).await.is_err() {
+    if tokio::time::timeout(drain + Duration::from_secs(2), wait_all)
+        .await
+        .is_err()
+    {
         sessions.abort_all();
     }
 }

@@ -27,12 +27,18 @@ pub fn install(tenant: &str) -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("smtpbind_sessions_total", "Client sessions by how they ended");
+    describe_counter!(
+        "smtpbind_sessions_total",
+        "Client sessions by how they ended"
+    );
     describe_counter!(
         "smtpbind_messages_total",
         "Messages by outcome: relayed (upstream 250), rejected (by policy), failed (upstream refused or broke)"
     );
-    describe_counter!("smtpbind_rejections_total", "Refused session steps by reason");
+    describe_counter!(
+        "smtpbind_rejections_total",
+        "Refused session steps by reason"
+    );
     describe_counter!(
         "smtpbind_upstream_auth_failures_total",
         "Upstream AUTH attempts with the mounted credential that failed"
@@ -42,9 +48,16 @@ fn describe() {
         Unit::Seconds,
         "Time to a ready upstream connection: TCP, TLS, EHLO, AUTH"
     );
-    describe_counter!("smtpbind_message_bytes_total", Unit::Bytes, "Bytes of relayed messages");
+    describe_counter!(
+        "smtpbind_message_bytes_total",
+        Unit::Bytes,
+        "Bytes of relayed messages"
+    );
     describe_gauge!("smtpbind_active_sessions", "Client sessions open now");
-    describe_counter!("smtpbind_credential_reloads_total", "Credential (re)loads by result");
+    describe_counter!(
+        "smtpbind_credential_reloads_total",
+        "Credential (re)loads by result"
+    );
     describe_counter!("smtpbind_policy_reloads_total", "Policy reloads by result");
     describe_counter!(
         "smtpbind_upstream_reuse_total",

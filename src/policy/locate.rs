@@ -140,7 +140,14 @@ impl Locator {
     pub(crate) fn locate_duplicate(&self, dotted: &str) -> Pos {
         let path = parse_path(dotted);
         if let Some((Seg::Key(last), parent)) = path.split_last() {
-            if let (_, Some(Node { kind: Kind::Map(entries), .. })) = self.walk_path(parent) {
+            if let (
+                _,
+                Some(Node {
+                    kind: Kind::Map(entries),
+                    ..
+                }),
+            ) = self.walk_path(parent)
+            {
                 if let Some(e) = entries.iter().filter(|e| e.key == *last).nth(1) {
                     return e.pos;
                 }
@@ -229,7 +236,8 @@ fn strip_comment(line: &str) -> Vec<char> {
                     end = i;
                     break;
                 }
-                let starts_scalar = matches!(prev_sig, None | Some(':' | '-' | '[' | '{' | ',' | '?'));
+                let starts_scalar =
+                    matches!(prev_sig, None | Some(':' | '-' | '[' | '{' | ',' | '?'));
                 if (c == '"' || c == '\'') && starts_scalar && after_space_or_indicator(&chars, i) {
                     quote = Some(c);
                 }
@@ -310,9 +318,8 @@ fn split_key(text: &[char]) -> Option<(String, usize)> {
         }
         '[' | '{' | '?' | '&' | '*' | '!' | '|' | '>' => return None,
         _ => {
-            let colon = (0..text.len()).find(|&k| {
-                text[k] == ':' && text.get(k + 1).is_none_or(|c| c.is_whitespace())
-            })?;
+            let colon = (0..text.len())
+                .find(|&k| text[k] == ':' && text.get(k + 1).is_none_or(|c| c.is_whitespace()))?;
             let key: String = text[..colon].iter().collect();
             (key.trim_end().to_string(), colon)
         }
@@ -454,12 +461,22 @@ impl Parser<'_> {
     }
 
     /// The value of the key on `v` whose inline value starts at `val_off`.
-    fn value(&mut self, v: VLine, indent: usize, val_off: usize, key_pos: Pos, depth: usize) -> Node {
+    fn value(
+        &mut self,
+        v: VLine,
+        indent: usize,
+        val_off: usize,
+        key_pos: Pos,
+        depth: usize,
+    ) -> Node {
         let line = &self.lines[v.line];
         let mut col = v.col + val_off;
         // anchors and tags before the value: `&a`, `!!str`
         while matches!(line.get(col), Some('&' | '!')) {
-            let tok = line[col..].iter().take_while(|c| !c.is_whitespace()).count();
+            let tok = line[col..]
+                .iter()
+                .take_while(|c| !c.is_whitespace())
+                .count();
             let sp = line[col + tok..]
                 .iter()
                 .take_while(|c| c.is_whitespace())
@@ -538,10 +555,12 @@ struct Flow<'a> {
     c: usize,
 }
 
-
 impl Flow<'_> {
     fn peek(&self) -> Option<char> {
-        self.lines.get(self.l).and_then(|line| line.get(self.c)).copied()
+        self.lines
+            .get(self.l)
+            .and_then(|line| line.get(self.c))
+            .copied()
     }
 
     fn pos(&self) -> Pos {
@@ -902,20 +921,32 @@ c: 3
                 Seg::Key("password".into())
             ]
         );
-        assert_eq!(parse_path("senders[12]"), vec![Seg::Key("senders".into()), Seg::Index(12)]);
-        assert_eq!(parse_path("a[1][2]"), vec![Seg::Key("a".into()), Seg::Index(1), Seg::Index(2)]);
+        assert_eq!(
+            parse_path("senders[12]"),
+            vec![Seg::Key("senders".into()), Seg::Index(12)]
+        );
+        assert_eq!(
+            parse_path("a[1][2]"),
+            vec![Seg::Key("a".into()), Seg::Index(1), Seg::Index(2)]
+        );
         assert_eq!(parse_path("."), vec![]);
     }
 
     #[test]
     fn key_at_finds_enclosing_key() {
         let l = Locator::new(BLOCK);
-        assert_eq!(l.key_at(Pos { line: 5, col: 8 }).as_deref(), Some("upstream.tls"));
+        assert_eq!(
+            l.key_at(Pos { line: 5, col: 8 }).as_deref(),
+            Some("upstream.tls")
+        );
         assert_eq!(
             l.key_at(Pos { line: 15, col: 5 }).as_deref(),
             Some("client.accept[0].username")
         );
-        assert_eq!(l.key_at(Pos { line: 12, col: 20 }).as_deref(), Some("credential.pins[1]"));
+        assert_eq!(
+            l.key_at(Pos { line: 12, col: 20 }).as_deref(),
+            Some("credential.pins[1]")
+        );
         assert_eq!(Locator::new("").key_at(Pos { line: 3, col: 1 }), None);
     }
 
@@ -925,9 +956,19 @@ c: 3
         assert_eq!(locate(&deep, "a"), (1, 1));
         let dashes = "- ".repeat(10_000);
         assert_eq!(locate(&dashes, "a"), (1, 1));
-        let nested: String = (0..5_000).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let nested: String = (0..5_000)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         assert_eq!(locate(&nested, "k0.k1"), (2, 2));
-        for text in ["- - -", ":", "a: [}{]", "{a: {b: [c, {d: e}]}}", "\"unterminated", "a:\n\tb: 1", "- a: b\n  - c"] {
+        for text in [
+            "- - -",
+            ":",
+            "a: [}{]",
+            "{a: {b: [c, {d: e}]}}",
+            "\"unterminated",
+            "a:\n\tb: 1",
+            "- a: b\n  - c",
+        ] {
             let _ = locate(text, "a.b[0].d");
         }
         assert_eq!(locate("{a: {b: [c, {d: e}]}}", "a.b[1].d"), (1, 14));

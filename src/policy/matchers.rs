@@ -55,7 +55,10 @@ impl SenderMatcher {
             SenderPattern::AnySubdomain(suffix) => {
                 domain.len() > suffix.len() && domain.ends_with(suffix.as_str())
             }
-            SenderPattern::Exact { local: l, domain: d } => local == *l && domain == *d,
+            SenderPattern::Exact {
+                local: l,
+                domain: d,
+            } => local == *l && domain == *d,
         })
     }
 
@@ -120,7 +123,9 @@ fn parse_sender(pattern: &str) -> Result<SenderPattern, String> {
         return Err(format!("local part contains the invalid character {c:?}"));
     }
     if domain.starts_with("*.") {
-        return Err("a `*.` subdomain wildcard needs the local part `*` (`*@*.domain`)".to_string());
+        return Err(
+            "a `*.` subdomain wildcard needs the local part `*` (`*@*.domain`)".to_string(),
+        );
     }
     Ok(SenderPattern::Exact {
         local: local.to_ascii_lowercase(),
@@ -185,8 +190,9 @@ impl DomainMatcher {
             .enumerate()
             .map(|(i, p)| {
                 let parsed = match p.strip_prefix("*.") {
-                    Some(parent) => normalize_domain(parent)
-                        .map(|d| DomainPattern::Subdomains(format!(".{d}"))),
+                    Some(parent) => {
+                        normalize_domain(parent).map(|d| DomainPattern::Subdomains(format!(".{d}")))
+                    }
                     None => normalize_domain(p).map(DomainPattern::Exact),
                 };
                 parsed.map_err(|m| (i, format!("{m}; expected `example.com` or `*.example.com`")))
@@ -223,13 +229,18 @@ impl DomainMatcher {
         if self.is_any() {
             return true;
         }
-        let d = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
+        let d = domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .to_ascii_lowercase();
         if d.is_empty() {
             return false;
         }
         self.patterns.iter().any(|p| match p {
             DomainPattern::Exact(e) => d == *e,
-            DomainPattern::Subdomains(suffix) => d.len() > suffix.len() && d.ends_with(suffix.as_str()),
+            DomainPattern::Subdomains(suffix) => {
+                d.len() > suffix.len() && d.ends_with(suffix.as_str())
+            }
         })
     }
 }
@@ -302,16 +313,26 @@ mod tests {
         assert_eq!(sender_err(&["acme.example"]).0, 0);
         assert!(sender_err(&["a@b@c"]).1.contains("exactly one `@`"));
         assert!(sender_err(&["*@"]).1.contains("empty domain"));
-        assert!(sender_err(&["@acme.example"]).1.contains("empty local part"));
+        assert!(sender_err(&["@acme.example"])
+            .1
+            .contains("empty local part"));
         assert!(sender_err(&["a*@acme.example"]).1.contains("exactly `*`"));
         assert!(sender_err(&["*@a.*.example"]).1.contains("leading label"));
         assert!(sender_err(&["*@*"]).1.contains("leading label"));
-        assert!(sender_err(&["a@*.acme.example"]).1.contains("local part `*`"));
+        assert!(sender_err(&["a@*.acme.example"])
+            .1
+            .contains("local part `*`"));
         assert!(sender_err(&["*@acme..example"]).1.contains("empty label"));
-        assert!(sender_err(&["*@acme example"]).1.contains("invalid character"));
-        assert!(sender_err(&["a b@acme.example"]).1.contains("invalid character"));
+        assert!(sender_err(&["*@acme example"])
+            .1
+            .contains("invalid character"));
+        assert!(sender_err(&["a b@acme.example"])
+            .1
+            .contains("invalid character"));
         assert!(sender_err(&["*@-acme.example"]).1.contains("`-`"));
-        assert!(sender_err(&["<a>@acme.example"]).1.contains("invalid character"));
+        assert!(sender_err(&["<a>@acme.example"])
+            .1
+            .contains("invalid character"));
     }
 
     #[test]

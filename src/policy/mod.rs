@@ -105,7 +105,8 @@ pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
             "policy file is larger than {MAX_POLICY_BYTES} bytes"
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))?;
     parse(&text, path)
 }
 
@@ -132,7 +133,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
 /// Parses a duration: an integer followed by `ms`, `s` or `m` (`500ms`,
 /// `10s`, `5m`), greater than zero and at most 24 hours.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const FORMAT: &str = "expected an integer followed by `ms`, `s` or `m` (e.g. `500ms`, `10s`, `5m`)";
+    const FORMAT: &str =
+        "expected an integer followed by `ms`, `s` or `m` (e.g. `500ms`, `10s`, `5m`)";
     let digits = s.chars().take_while(|c| c.is_ascii_digit()).count();
     let (number, unit) = s.split_at(digits);
     if number.is_empty() {
@@ -251,8 +253,9 @@ fn strip_locations(msg: &str) -> String {
 fn split_serde_path(msg: &str) -> (Option<&str>, &str) {
     if let Some((p, m)) = msg.split_once(": ") {
         let path_like = !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']' | '?'));
+            && p.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']' | '?')
+            });
         if path_like {
             return (Some(p), m);
         }
@@ -385,9 +388,9 @@ impl Validator<'_> {
         let tenant = raw.tenant.unwrap_or_default();
         let tenant_ok = !tenant.is_empty()
             && tenant.len() <= 63
-            && tenant
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+            && tenant.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
         if !tenant_ok {
             self.err(
                 "tenant",
@@ -431,7 +434,13 @@ impl Validator<'_> {
         };
 
         let rr = raw.recipients.unwrap_or_default();
-        let max_per_message = self.int("recipients.max_per_message", rr.max_per_message, 1, 1000, 100);
+        let max_per_message = self.int(
+            "recipients.max_per_message",
+            rr.max_per_message,
+            1,
+            1000,
+            100,
+        );
         let domains = match DomainMatcher::parse(&rr.domains.unwrap_or_default()) {
             Ok(m) => m,
             Err((i, m)) => {
@@ -442,11 +451,25 @@ impl Validator<'_> {
 
         let rl = raw.limits.unwrap_or_default();
         let limits = Limits {
-            max_message_bytes: self.int("limits.max_message_bytes", rl.max_message_bytes, 1024, ONE_GIB, 31_457_280)
-                as u64,
-            max_sessions: self.int("limits.max_sessions", rl.max_sessions, 1, 100_000, 128) as usize,
-            command_timeout: self.duration("limits.command_timeout", rl.command_timeout, Duration::from_secs(300)),
-            data_timeout: self.duration("limits.data_timeout", rl.data_timeout, Duration::from_secs(600)),
+            max_message_bytes: self.int(
+                "limits.max_message_bytes",
+                rl.max_message_bytes,
+                1024,
+                ONE_GIB,
+                31_457_280,
+            ) as u64,
+            max_sessions: self.int("limits.max_sessions", rl.max_sessions, 1, 100_000, 128)
+                as usize,
+            command_timeout: self.duration(
+                "limits.command_timeout",
+                rl.command_timeout,
+                Duration::from_secs(300),
+            ),
+            data_timeout: self.duration(
+                "limits.data_timeout",
+                rl.data_timeout,
+                Duration::from_secs(600),
+            ),
         };
 
         let bare_lf = match raw.data.and_then(|d| d.bare_lf) {
@@ -547,12 +570,24 @@ impl Validator<'_> {
             }
         };
 
-        let connect_timeout = self.duration("upstream.connect_timeout", ru.connect_timeout, Duration::from_secs(10));
-        let reply_timeout = self.duration("upstream.reply_timeout", ru.reply_timeout, Duration::from_secs(120));
+        let connect_timeout = self.duration(
+            "upstream.connect_timeout",
+            ru.connect_timeout,
+            Duration::from_secs(10),
+        );
+        let reply_timeout = self.duration(
+            "upstream.reply_timeout",
+            ru.reply_timeout,
+            Duration::from_secs(120),
+        );
         let rr = ru.reuse.unwrap_or_default();
         let reuse = ReusePolicy {
             max_idle: self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 4) as usize,
-            idle_timeout: self.duration("upstream.reuse.idle_timeout", rr.idle_timeout, Duration::from_secs(30)),
+            idle_timeout: self.duration(
+                "upstream.reuse.idle_timeout",
+                rr.idle_timeout,
+                Duration::from_secs(30),
+            ),
         };
 
         UpstreamPolicy {
@@ -612,7 +647,10 @@ impl Validator<'_> {
                                 pins.push(pin);
                             }
                         }
-                        Err(m) => self.err(&format!("credential.pins[{i}]"), format!("invalid pin: {m}")),
+                        Err(m) => self.err(
+                            &format!("credential.pins[{i}]"),
+                            format!("invalid pin: {m}"),
+                        ),
                     }
                 }
             }
@@ -641,7 +679,10 @@ impl Validator<'_> {
             let username = match a.username {
                 Some(u) if !u.is_empty() => u,
                 _ => {
-                    self.err(&format!("client.accept[{i}].username"), "required, non-empty");
+                    self.err(
+                        &format!("client.accept[{i}].username"),
+                        "required, non-empty",
+                    );
                     String::new()
                 }
             };
@@ -682,7 +723,8 @@ fn check_readable_file(path: &Path) -> Result<(), String> {
         return Err("empty path".to_string());
     }
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{shown}`: {}", e.kind()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read `{shown}`: {}", e.kind()))?;
     if !meta.is_file() {
         return Err(format!("`{shown}` is not a regular file"));
     }
@@ -792,7 +834,12 @@ senders: [ "*@acme.example" ]
     /// Exactly one error; returns (line, col, key, message).
     fn err1(text: &str) -> (usize, usize, String, String) {
         let e = errs(text);
-        assert_eq!(e.len(), 1, "expected one error, got:\n{}", PolicyErrors(e.clone()));
+        assert_eq!(
+            e.len(),
+            1,
+            "expected one error, got:\n{}",
+            PolicyErrors(e.clone())
+        );
         let e = e.into_iter().next().unwrap();
         (e.line, e.col, e.key, e.message)
     }
@@ -800,7 +847,11 @@ senders: [ "*@acme.example" ]
     #[track_caller]
     fn assert_err(text: &str, line: usize, col: usize, key: &str, msg_part: &str) {
         let (l, c, k, m) = err1(text);
-        assert_eq!((l, c, k.as_str()), (line, col, key), "message: {m}\n--- in:\n{text}");
+        assert_eq!(
+            (l, c, k.as_str()),
+            (line, col, key),
+            "message: {m}\n--- in:\n{text}"
+        );
         assert!(m.contains(msg_part), "{m:?} does not contain {msg_part:?}");
     }
 
@@ -894,15 +945,39 @@ senders: [ "*@acme.example" ]
 
     #[test]
     fn version_must_be_1() {
-        assert_err(&edit(&[("version: 1", "version: 2")]), 1, 1, "version", "must be 1");
+        assert_err(
+            &edit(&[("version: 1", "version: 2")]),
+            1,
+            1,
+            "version",
+            "must be 1",
+        );
         assert_err(&edit(&[("version: 1\n", "")]), 1, 1, "version", "required");
     }
 
     #[test]
     fn tenant_rules() {
-        assert_err(&edit(&[("tenant: acme", "tenant: Acme")]), 2, 1, "tenant", "1-63");
-        assert_err(&edit(&[("tenant: acme", "tenant: a/b")]), 2, 1, "tenant", "1-63");
-        assert_err(&edit(&[("tenant: acme", "tenant: \"\"")]), 2, 1, "tenant", "1-63");
+        assert_err(
+            &edit(&[("tenant: acme", "tenant: Acme")]),
+            2,
+            1,
+            "tenant",
+            "1-63",
+        );
+        assert_err(
+            &edit(&[("tenant: acme", "tenant: a/b")]),
+            2,
+            1,
+            "tenant",
+            "1-63",
+        );
+        assert_err(
+            &edit(&[("tenant: acme", "tenant: \"\"")]),
+            2,
+            1,
+            "tenant",
+            "1-63",
+        );
         let long = format!("tenant: {}", "a".repeat(64));
         assert_err(&edit(&[("tenant: acme", &long)]), 2, 1, "tenant", "1-63");
         let max = format!("tenant: {}", "a".repeat(63));
@@ -919,9 +994,15 @@ senders: [ "*@acme.example" ]
         assert_err(&t, 14, 1, "admin", "socket address");
         let t = format!("{}listen: 0.0.0.0:2525\n", base());
         assert_err(&t, 14, 1, "listen", "listen_insecure_ok: true");
-        let t = format!("{}listen: 0.0.0.0:2525\nlisten_insecure_ok: false\n", base());
+        let t = format!(
+            "{}listen: 0.0.0.0:2525\nlisten_insecure_ok: false\n",
+            base()
+        );
         assert_err(&t, 14, 1, "listen", "listen_insecure_ok: true");
-        ok(&format!("{}listen: \"[::1]:2525\"\nadmin: 127.0.0.1:0\n", base()));
+        ok(&format!(
+            "{}listen: \"[::1]:2525\"\nadmin: 127.0.0.1:0\n",
+            base()
+        ));
         assert!(check_listen("10.0.0.1:25".parse().unwrap(), false).is_err());
         assert!(check_listen("10.0.0.1:25".parse().unwrap(), true).is_ok());
         assert!(check_listen("127.0.0.2:25".parse().unwrap(), false).is_ok());
@@ -930,29 +1011,77 @@ senders: [ "*@acme.example" ]
     #[test]
     fn upstream_address_rules() {
         let a = |v: &str| edit(&[("smtp.example.com:587", v)]);
-        assert_err(&edit(&[("  address: smtp.example.com:587\n", "")]), 3, 1, "upstream.address", "required");
-        assert_err(&a("smtp.example.com"), 4, 3, "upstream.address", "host:port");
-        assert_err(&a("smtp.example.com:0"), 4, 3, "upstream.address", "1 to 65535");
-        assert_err(&a("smtp.example.com:65536"), 4, 3, "upstream.address", "1 to 65535");
-        assert_err(&a("smtp.example.com:+25"), 4, 3, "upstream.address", "1 to 65535");
+        assert_err(
+            &edit(&[("  address: smtp.example.com:587\n", "")]),
+            3,
+            1,
+            "upstream.address",
+            "required",
+        );
+        assert_err(
+            &a("smtp.example.com"),
+            4,
+            3,
+            "upstream.address",
+            "host:port",
+        );
+        assert_err(
+            &a("smtp.example.com:0"),
+            4,
+            3,
+            "upstream.address",
+            "1 to 65535",
+        );
+        assert_err(
+            &a("smtp.example.com:65536"),
+            4,
+            3,
+            "upstream.address",
+            "1 to 65535",
+        );
+        assert_err(
+            &a("smtp.example.com:+25"),
+            4,
+            3,
+            "upstream.address",
+            "1 to 65535",
+        );
         assert_err(&a(":25"), 4, 3, "upstream.address", "empty host");
         assert_err(&a("::1:25"), 4, 3, "upstream.address", "brackets");
         assert_err(&a("\"[::1]25\""), 4, 3, "upstream.address", "`:port`");
         assert_err(&a("\"[nope]:25\""), 4, 3, "upstream.address", "IPv6");
-        assert_err(&a("bad_host!:25"), 4, 3, "upstream.address", "not a valid DNS name");
+        assert_err(
+            &a("bad_host!:25"),
+            4,
+            3,
+            "upstream.address",
+            "not a valid DNS name",
+        );
         let p = ok(&a("\"[::1]:2525\""));
         assert_eq!((p.upstream.host.as_str(), p.upstream.port), ("::1", 2525));
         assert_eq!(p.upstream.server_name, "::1");
         let p = ok(&a("192.0.2.1:65535"));
-        assert_eq!((p.upstream.host.as_str(), p.upstream.port), ("192.0.2.1", 65535));
+        assert_eq!(
+            (p.upstream.host.as_str(), p.upstream.port),
+            ("192.0.2.1", 65535)
+        );
         // no upstream section at all
-        let t = edit(&[("upstream:\n  address: smtp.example.com:587\n  tls: starttls\n", "")]);
+        let t = edit(&[(
+            "upstream:\n  address: smtp.example.com:587\n  tls: starttls\n",
+            "",
+        )]);
         assert_err(&t, 1, 1, "upstream.address", "required");
     }
 
     #[test]
     fn tls_and_insecure_rules() {
-        assert_err(&edit(&[("tls: starttls", "tls: none")]), 5, 3, "upstream.tls", "insecure: true");
+        assert_err(
+            &edit(&[("tls: starttls", "tls: none")]),
+            5,
+            3,
+            "upstream.tls",
+            "insecure: true",
+        );
         assert_err(
             &edit(&[("tls: starttls", "tls: none\n  insecure: false")]),
             5,
@@ -962,20 +1091,57 @@ senders: [ "*@acme.example" ]
         );
         ok(&edit(&[("tls: starttls", "tls: none\n  insecure: true")]));
         let msg = "insecure only applies to tls: none; TLS is always verified";
-        assert_err(&edit(&[("tls: starttls", "tls: starttls\n  insecure: true")]), 6, 3, "upstream.insecure", msg);
-        assert_err(&edit(&[("tls: starttls", "tls: implicit\n  insecure: true")]), 6, 3, "upstream.insecure", msg);
-        assert_err(&edit(&[("  tls: starttls", "  insecure: true")]), 5, 3, "upstream.insecure", msg);
-        assert_eq!(ok(&edit(&[("tls: starttls", "tls: implicit")])).upstream.tls, TlsMode::Implicit);
+        assert_err(
+            &edit(&[("tls: starttls", "tls: starttls\n  insecure: true")]),
+            6,
+            3,
+            "upstream.insecure",
+            msg,
+        );
+        assert_err(
+            &edit(&[("tls: starttls", "tls: implicit\n  insecure: true")]),
+            6,
+            3,
+            "upstream.insecure",
+            msg,
+        );
+        assert_err(
+            &edit(&[("  tls: starttls", "  insecure: true")]),
+            5,
+            3,
+            "upstream.insecure",
+            msg,
+        );
+        assert_eq!(
+            ok(&edit(&[("tls: starttls", "tls: implicit")]))
+                .upstream
+                .tls,
+            TlsMode::Implicit
+        );
         // enum values are case-sensitive; serde reports the unknown variant at the value
-        assert_err(&edit(&[("tls: starttls", "tls: STARTTLS")]), 5, 8, "upstream.tls", "unknown variant `STARTTLS`");
+        assert_err(
+            &edit(&[("tls: starttls", "tls: STARTTLS")]),
+            5,
+            8,
+            "upstream.tls",
+            "unknown variant `STARTTLS`",
+        );
     }
 
     #[test]
     fn ca_file_rules() {
-        let with = |p: &str| edit(&[("  tls: starttls\n", &format!("  tls: starttls\n  ca_file: {p}\n"))]);
+        let with = |p: &str| {
+            edit(&[(
+                "  tls: starttls\n",
+                &format!("  tls: starttls\n  ca_file: {p}\n"),
+            )])
+        };
         let (l, c, k, m) = err1(&with("/nonexistent/smtpbind/ca.pem"));
         assert_eq!((l, c, k.as_str()), (6, 3, "upstream.ca_file"));
-        assert!(m.contains("/nonexistent/smtpbind/ca.pem") && m.contains("not found"), "{m}");
+        assert!(
+            m.contains("/nonexistent/smtpbind/ca.pem") && m.contains("not found"),
+            "{m}"
+        );
         assert_err(&with("/"), 6, 3, "upstream.ca_file", "not a regular file");
         assert_err(&with("\"\""), 6, 3, "upstream.ca_file", "empty path");
         ok(&with(READABLE));
@@ -983,13 +1149,50 @@ senders: [ "*@acme.example" ]
 
     #[test]
     fn server_name_and_ehlo_name_rules() {
-        let with = |k: &str, v: &str| edit(&[("  tls: starttls\n", &format!("  tls: starttls\n  {k}: {v}\n"))]);
-        assert_err(&with("server_name", "\"bad name\""), 6, 3, "upstream.server_name", "valid DNS name");
-        assert_err(&with("server_name", "\"\""), 6, 3, "upstream.server_name", "valid DNS name");
-        assert_eq!(ok(&with("server_name", "192.0.2.7")).upstream.server_name, "192.0.2.7");
-        assert_eq!(ok(&with("server_name", "mx.example.net")).upstream.server_name, "mx.example.net");
-        assert_err(&with("ehlo_name", "\"a b\""), 6, 3, "upstream.ehlo_name", "printable");
-        assert_err(&with("ehlo_name", "\"a\\r\\nQUIT\""), 6, 3, "upstream.ehlo_name", "printable");
+        let with = |k: &str, v: &str| {
+            edit(&[(
+                "  tls: starttls\n",
+                &format!("  tls: starttls\n  {k}: {v}\n"),
+            )])
+        };
+        assert_err(
+            &with("server_name", "\"bad name\""),
+            6,
+            3,
+            "upstream.server_name",
+            "valid DNS name",
+        );
+        assert_err(
+            &with("server_name", "\"\""),
+            6,
+            3,
+            "upstream.server_name",
+            "valid DNS name",
+        );
+        assert_eq!(
+            ok(&with("server_name", "192.0.2.7")).upstream.server_name,
+            "192.0.2.7"
+        );
+        assert_eq!(
+            ok(&with("server_name", "mx.example.net"))
+                .upstream
+                .server_name,
+            "mx.example.net"
+        );
+        assert_err(
+            &with("ehlo_name", "\"a b\""),
+            6,
+            3,
+            "upstream.ehlo_name",
+            "printable",
+        );
+        assert_err(
+            &with("ehlo_name", "\"a\\r\\nQUIT\""),
+            6,
+            3,
+            "upstream.ehlo_name",
+            "printable",
+        );
     }
 
     #[test]
@@ -998,23 +1201,90 @@ senders: [ "*@acme.example" ]
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1440m"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("86400000ms"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "s", "10", "10S", "10h", "10 s", " 10s", "-1s", "1.5s", "+1s", "0s", "0ms", "1441m", "86401s", "99999999999999999999999s", "18446744073709551615m"] {
+        assert_eq!(
+            parse_duration("86400000ms"),
+            Ok(Duration::from_secs(86_400))
+        );
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10S",
+            "10h",
+            "10 s",
+            " 10s",
+            "-1s",
+            "1.5s",
+            "+1s",
+            "0s",
+            "0ms",
+            "1441m",
+            "86401s",
+            "99999999999999999999999s",
+            "18446744073709551615m",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert!(parse_duration("0s").unwrap_err().contains("greater than 0"));
         assert!(parse_duration("1441m").unwrap_err().contains("24h"));
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
 
-        let up = |k: &str, v: &str| edit(&[("  tls: starttls\n", &format!("  tls: starttls\n  {k}: {v}\n"))]);
-        assert_err(&up("connect_timeout", "10"), 6, 3, "upstream.connect_timeout", "missing unit");
-        assert_err(&up("connect_timeout", "0s"), 6, 3, "upstream.connect_timeout", "greater than 0");
-        assert_err(&up("reply_timeout", "25h"), 6, 3, "upstream.reply_timeout", "unknown unit");
-        assert_err(&up("reuse", "\n    idle_timeout: 1441m"), 7, 5, "upstream.reuse.idle_timeout", "24h");
+        let up = |k: &str, v: &str| {
+            edit(&[(
+                "  tls: starttls\n",
+                &format!("  tls: starttls\n  {k}: {v}\n"),
+            )])
+        };
+        assert_err(
+            &up("connect_timeout", "10"),
+            6,
+            3,
+            "upstream.connect_timeout",
+            "missing unit",
+        );
+        assert_err(
+            &up("connect_timeout", "0s"),
+            6,
+            3,
+            "upstream.connect_timeout",
+            "greater than 0",
+        );
+        assert_err(
+            &up("reply_timeout", "25h"),
+            6,
+            3,
+            "upstream.reply_timeout",
+            "unknown unit",
+        );
+        assert_err(
+            &up("reuse", "\n    idle_timeout: 1441m"),
+            7,
+            5,
+            "upstream.reuse.idle_timeout",
+            "24h",
+        );
         let tail = |s: &str| format!("{}{s}", base());
-        assert_err(&tail("limits:\n  command_timeout: 5 m\n"), 15, 3, "limits.command_timeout", "unknown unit");
-        assert_err(&tail("limits:\n  data_timeout: 0m\n"), 15, 3, "limits.data_timeout", "greater than 0");
-        assert_err(&tail("shutdown:\n  drain: 1.5s\n"), 15, 3, "shutdown.drain", "unknown unit");
+        assert_err(
+            &tail("limits:\n  command_timeout: 5 m\n"),
+            15,
+            3,
+            "limits.command_timeout",
+            "unknown unit",
+        );
+        assert_err(
+            &tail("limits:\n  data_timeout: 0m\n"),
+            15,
+            3,
+            "limits.data_timeout",
+            "greater than 0",
+        );
+        assert_err(
+            &tail("shutdown:\n  drain: 1.5s\n"),
+            15,
+            3,
+            "shutdown.drain",
+            "unknown unit",
+        );
     }
 
     #[test]
@@ -1040,31 +1310,67 @@ senders: [ "*@acme.example" ]
             "credential.mechanism",
             "unknown variant `cram-md5`",
         );
-        for (m, want) in [("plain", Mechanism::Plain), ("login", Mechanism::Login), ("auto", Mechanism::Auto)] {
+        for (m, want) in [
+            ("plain", Mechanism::Plain),
+            ("login", Mechanism::Login),
+            ("auto", Mechanism::Auto),
+        ] {
             let p = ok(&edit(&[("  pins:", &format!("  mechanism: {m}\n  pins:"))]));
             assert_eq!(p.credential.mechanism, want);
         }
         // no credential section: both required keys, at 1:1
         let e = errs(&edit(&[(
-            &format!("credential:\n  secret_dir: /var/run/secrets/smtpbind\n  pins: [ \"{PIN}\" ]\n"),
+            &format!(
+                "credential:\n  secret_dir: /var/run/secrets/smtpbind\n  pins: [ \"{PIN}\" ]\n"
+            ),
             "",
         )]));
         let got: Vec<_> = e.iter().map(|e| (e.line, e.col, e.key.as_str())).collect();
-        assert_eq!(got, vec![(1, 1, "credential.secret_dir"), (1, 1, "credential.pins")]);
+        assert_eq!(
+            got,
+            vec![(1, 1, "credential.secret_dir"), (1, 1, "credential.pins")]
+        );
     }
 
     #[test]
     fn pin_rules() {
         let pins = |v: &str| edit(&[(&format!("pins: [ \"{PIN}\" ]"), &format!("pins: {v}"))]);
         assert_err(&pins("[]"), 8, 3, "credential.pins", "at least one");
-        assert_err(&pins("[ \"sha256:abc\" ]"), 8, 11, "credential.pins[0]", "64 hex");
-        assert_err(&pins("[ \"md5:abc\" ]"), 8, 11, "credential.pins[0]", "sha256:");
-        let dup = format!("[ \"{PIN}\", \"{PIN2}\", \"sha256:{}\" ]", PIN_HEX.to_uppercase());
+        assert_err(
+            &pins("[ \"sha256:abc\" ]"),
+            8,
+            11,
+            "credential.pins[0]",
+            "64 hex",
+        );
+        assert_err(
+            &pins("[ \"md5:abc\" ]"),
+            8,
+            11,
+            "credential.pins[0]",
+            "sha256:",
+        );
+        let dup = format!(
+            "[ \"{PIN}\", \"{PIN2}\", \"sha256:{}\" ]",
+            PIN_HEX.to_uppercase()
+        );
         let col = 11 + PIN.len() + 4 + PIN2.len() + 4;
-        assert_err(&pins(&dup), 8, col, "credential.pins[2]", "duplicate of credential.pins[0]");
+        assert_err(
+            &pins(&dup),
+            8,
+            col,
+            "credential.pins[2]",
+            "duplicate of credential.pins[0]",
+        );
         let block = format!("\n    - {PIN}\n    - sha256:zz\n");
         assert_err(&pins(&block), 10, 7, "credential.pins[1]", "64 hex");
-        assert_err(&edit(&[(&format!("  pins: [ \"{PIN}\" ]\n"), "")]), 6, 1, "credential.pins", "required");
+        assert_err(
+            &edit(&[(&format!("  pins: [ \"{PIN}\" ]\n"), "")]),
+            6,
+            1,
+            "credential.pins",
+            "required",
+        );
         let p = ok(&pins(&format!("[ {PIN}, {PIN2} ]")));
         assert_eq!(p.credential.pins.len(), 2);
         assert_eq!(p.credential.pins[1].to_string(), PIN2);
@@ -1073,54 +1379,132 @@ senders: [ "*@acme.example" ]
     #[test]
     fn client_rules() {
         let accept = "  accept:\n    - username: apikey\n      password: mounted\n";
-        assert_err(&edit(&[(accept, "  accept: []\n")]), 10, 3, "client.accept", "at least one identity");
-        assert_err(&edit(&[(accept, "  auth: required\n")]), 9, 1, "client.accept", "at least one identity");
+        assert_err(
+            &edit(&[(accept, "  accept: []\n")]),
+            10,
+            3,
+            "client.accept",
+            "at least one identity",
+        );
+        assert_err(
+            &edit(&[(accept, "  auth: required\n")]),
+            9,
+            1,
+            "client.accept",
+            "at least one identity",
+        );
         // no client section: auth defaults to required
-        assert_err(&edit(&[(&format!("client:\n{accept}"), "")]), 1, 1, "client.accept", "at least one identity");
+        assert_err(
+            &edit(&[(&format!("client:\n{accept}"), "")]),
+            1,
+            1,
+            "client.accept",
+            "at least one identity",
+        );
         let p = ok(&edit(&[(accept, "  auth: none\n")]));
         assert_eq!(p.client.auth, ClientAuth::None);
         assert!(p.client.accept.is_empty());
-        assert_err(&edit(&[(accept, "  auth: optional\n")]), 10, 9, "client.auth", "unknown variant `optional`");
+        assert_err(
+            &edit(&[(accept, "  auth: optional\n")]),
+            10,
+            9,
+            "client.auth",
+            "unknown variant `optional`",
+        );
     }
 
     #[test]
     fn accept_rules() {
-        assert_err(&edit(&[("username: apikey", "username: \"\"")]), 11, 7, "client.accept[0].username", "non-empty");
-        assert_err(&edit(&[("- username: apikey\n      ", "- ")]), 11, 7, "client.accept[0].username", "required");
-        assert_err(&edit(&[("\n      password: mounted", "")]), 11, 7, "client.accept[0].password", "required");
+        assert_err(
+            &edit(&[("username: apikey", "username: \"\"")]),
+            11,
+            7,
+            "client.accept[0].username",
+            "non-empty",
+        );
+        assert_err(
+            &edit(&[("- username: apikey\n      ", "- ")]),
+            11,
+            7,
+            "client.accept[0].username",
+            "required",
+        );
+        assert_err(
+            &edit(&[("\n      password: mounted", "")]),
+            11,
+            7,
+            "client.accept[0].password",
+            "required",
+        );
         let (l, c, k, m) = err1(&edit(&[("password: mounted", "password: hunter2")]));
         assert_eq!((l, c, k.as_str()), (12, 7, "client.accept[0].password"));
         assert!(!m.contains("hunter2"), "{m}");
         assert!(m.contains("not shown"), "{m}");
-        let (_, _, _, m) = err1(&edit(&[("password: mounted", "password: sha256:hunter2hunter2")]));
+        let (_, _, _, m) = err1(&edit(&[(
+            "password: mounted",
+            "password: sha256:hunter2hunter2",
+        )]));
         assert!(!m.contains("hunter2"), "{m}");
         let second = "password: mounted\n    - username: other\n      password: Mounted";
-        assert_err(&edit(&[("password: mounted", second)]), 14, 7, "client.accept[1].password", "not shown");
-        let p = ok(&edit(&[("password: mounted", &format!("password: {PIN}\n    - username: b\n      password: any"))]));
-        assert_eq!(p.client.accept[0].password, PasswordMatch::Sha256(*Pin::of(b"test").as_bytes()));
+        assert_err(
+            &edit(&[("password: mounted", second)]),
+            14,
+            7,
+            "client.accept[1].password",
+            "not shown",
+        );
+        let p = ok(&edit(&[(
+            "password: mounted",
+            &format!("password: {PIN}\n    - username: b\n      password: any"),
+        )]));
+        assert_eq!(
+            p.client.accept[0].password,
+            PasswordMatch::Sha256(*Pin::of(b"test").as_bytes())
+        );
         assert_eq!(p.client.accept[1].username, "b");
         assert_eq!(p.client.accept[1].password, PasswordMatch::Any);
     }
 
     #[test]
     fn sender_rules() {
-        assert_err(&edit(&[("senders: [ \"*@acme.example\" ]\n", "")]), 1, 1, "senders", "required");
-        assert_err(&edit(&[("senders: [ \"*@acme.example\" ]", "senders: []")]), 13, 1, "senders", "at least one");
         assert_err(
-            &edit(&[("senders: [ \"*@acme.example\" ]", "senders: [ \"*@acme.example\", \"acme.example\" ]")]),
+            &edit(&[("senders: [ \"*@acme.example\" ]\n", "")]),
+            1,
+            1,
+            "senders",
+            "required",
+        );
+        assert_err(
+            &edit(&[("senders: [ \"*@acme.example\" ]", "senders: []")]),
+            13,
+            1,
+            "senders",
+            "at least one",
+        );
+        assert_err(
+            &edit(&[(
+                "senders: [ \"*@acme.example\" ]",
+                "senders: [ \"*@acme.example\", \"acme.example\" ]",
+            )]),
             13,
             30,
             "senders[1]",
             "exactly one `@`",
         );
         assert_err(
-            &edit(&[("senders: [ \"*@acme.example\" ]", "senders:\n  - \"<>\"\n  - \"*@*\"")]),
+            &edit(&[(
+                "senders: [ \"*@acme.example\" ]",
+                "senders:\n  - \"<>\"\n  - \"*@*\"",
+            )]),
             15,
             5,
             "senders[1]",
             "leading label",
         );
-        let p = ok(&edit(&[("senders: [ \"*@acme.example\" ]", "senders: [ \"<>\", \"*@*.acme.example\" ]")]));
+        let p = ok(&edit(&[(
+            "senders: [ \"*@acme.example\" ]",
+            "senders: [ \"<>\", \"*@*.acme.example\" ]",
+        )]));
         assert!(p.senders.allows(""));
         assert!(p.senders.allows("a@eu.acme.example"));
         assert!(!p.senders.allows("a@acme.example"));
@@ -1128,20 +1512,52 @@ senders: [ "*@acme.example" ]
 
     #[test]
     fn header_from_and_data_enums() {
-        let t = format!("{}header_from: ignore\ndata:\n  bare_lf: normalize\n", base());
+        let t = format!(
+            "{}header_from: ignore\ndata:\n  bare_lf: normalize\n",
+            base()
+        );
         let p = ok(&t);
         assert_eq!(p.header_from, HeaderFrom::Ignore);
         assert_eq!(p.data.bare_lf, BareLf::Normalize);
-        assert_err(&format!("{}header_from: Enforce\n", base()), 14, 14, "header_from", "unknown variant `Enforce`");
-        assert_err(&format!("{}data:\n  bare_lf: strip\n", base()), 15, 12, "data.bare_lf", "unknown variant `strip`");
+        assert_err(
+            &format!("{}header_from: Enforce\n", base()),
+            14,
+            14,
+            "header_from",
+            "unknown variant `Enforce`",
+        );
+        assert_err(
+            &format!("{}data:\n  bare_lf: strip\n", base()),
+            15,
+            12,
+            "data.bare_lf",
+            "unknown variant `strip`",
+        );
     }
 
     #[test]
     fn recipient_rules() {
         let t = |s: &str| format!("{}recipients:\n{s}", base());
-        assert_err(&t("  max_per_message: 0\n"), 15, 3, "recipients.max_per_message", "1..=1000");
-        assert_err(&t("  max_per_message: 1001\n"), 15, 3, "recipients.max_per_message", "1..=1000");
-        assert_eq!(ok(&t("  max_per_message: 1000\n")).recipients.max_per_message, 1000);
+        assert_err(
+            &t("  max_per_message: 0\n"),
+            15,
+            3,
+            "recipients.max_per_message",
+            "1..=1000",
+        );
+        assert_err(
+            &t("  max_per_message: 1001\n"),
+            15,
+            3,
+            "recipients.max_per_message",
+            "1..=1000",
+        );
+        assert_eq!(
+            ok(&t("  max_per_message: 1000\n"))
+                .recipients
+                .max_per_message,
+            1000
+        );
         assert_err(
             &t("  domains: [ example.com, \"a.*.example\" ]\n"),
             15,
@@ -1149,7 +1565,13 @@ senders: [ "*@acme.example" ]
             "recipients.domains[1]",
             "*.example.com",
         );
-        assert_err(&t("  domains:\n    - \"*\"\n"), 16, 7, "recipients.domains[0]", "*.example.com");
+        assert_err(
+            &t("  domains:\n    - \"*\"\n"),
+            16,
+            7,
+            "recipients.domains[0]",
+            "*.example.com",
+        );
         let p = ok(&t("  domains: [ example.com, \"*.corp.example\" ]\n"));
         assert!(p.recipients.domains.allows_address("a@example.com"));
         assert!(p.recipients.domains.allows_address("a@x.corp.example"));
@@ -1159,29 +1581,101 @@ senders: [ "*@acme.example" ]
     #[test]
     fn limit_rules() {
         let t = |s: &str| format!("{}limits:\n{s}", base());
-        assert_err(&t("  max_message_bytes: 1023\n"), 15, 3, "limits.max_message_bytes", "1024..=1073741824");
-        assert_err(&t("  max_message_bytes: 1073741825\n"), 15, 3, "limits.max_message_bytes", "1024..=1073741824");
-        assert_eq!(ok(&t("  max_message_bytes: 1073741824\n")).limits.max_message_bytes, 1 << 30);
-        assert_eq!(ok(&t("  max_message_bytes: 1024\n")).limits.max_message_bytes, 1024);
-        assert_err(&t("  max_sessions: 0\n"), 15, 3, "limits.max_sessions", "1..=100000");
-        assert_err(&t("  max_sessions: 100001\n"), 15, 3, "limits.max_sessions", "1..=100000");
-        assert_err(&t("  max_sessions: -1\n"), 15, 3, "limits.max_sessions", "1..=100000");
-        assert_eq!(ok(&t("  max_sessions: 100000\n")).limits.max_sessions, 100_000);
+        assert_err(
+            &t("  max_message_bytes: 1023\n"),
+            15,
+            3,
+            "limits.max_message_bytes",
+            "1024..=1073741824",
+        );
+        assert_err(
+            &t("  max_message_bytes: 1073741825\n"),
+            15,
+            3,
+            "limits.max_message_bytes",
+            "1024..=1073741824",
+        );
+        assert_eq!(
+            ok(&t("  max_message_bytes: 1073741824\n"))
+                .limits
+                .max_message_bytes,
+            1 << 30
+        );
+        assert_eq!(
+            ok(&t("  max_message_bytes: 1024\n"))
+                .limits
+                .max_message_bytes,
+            1024
+        );
+        assert_err(
+            &t("  max_sessions: 0\n"),
+            15,
+            3,
+            "limits.max_sessions",
+            "1..=100000",
+        );
+        assert_err(
+            &t("  max_sessions: 100001\n"),
+            15,
+            3,
+            "limits.max_sessions",
+            "1..=100000",
+        );
+        assert_err(
+            &t("  max_sessions: -1\n"),
+            15,
+            3,
+            "limits.max_sessions",
+            "1..=100000",
+        );
+        assert_eq!(
+            ok(&t("  max_sessions: 100000\n")).limits.max_sessions,
+            100_000
+        );
     }
 
     #[test]
     fn reuse_rules() {
-        let t = |s: &str| edit(&[("  tls: starttls\n", &format!("  tls: starttls\n  reuse:\n{s}"))]);
-        assert_err(&t("    max_idle: 1025\n"), 7, 5, "upstream.reuse.max_idle", "0..=1024");
-        assert_err(&t("    max_idle: -1\n"), 7, 5, "upstream.reuse.max_idle", "0..=1024");
+        let t = |s: &str| {
+            edit(&[(
+                "  tls: starttls\n",
+                &format!("  tls: starttls\n  reuse:\n{s}"),
+            )])
+        };
+        assert_err(
+            &t("    max_idle: 1025\n"),
+            7,
+            5,
+            "upstream.reuse.max_idle",
+            "0..=1024",
+        );
+        assert_err(
+            &t("    max_idle: -1\n"),
+            7,
+            5,
+            "upstream.reuse.max_idle",
+            "0..=1024",
+        );
         assert_eq!(ok(&t("    max_idle: 1024\n")).upstream.reuse.max_idle, 1024);
         assert_eq!(ok(&t("    max_idle: 0\n")).upstream.reuse.max_idle, 0);
     }
 
     #[test]
     fn unknown_keys_name_their_full_path() {
-        assert_err(&format!("{}tenat: acme\n", base()), 14, 1, "tenat", "unknown field `tenat`");
-        assert_err(&edit(&[("tls: starttls", "tlz: starttls")]), 5, 3, "upstream.tlz", "unknown field `tlz`");
+        assert_err(
+            &format!("{}tenat: acme\n", base()),
+            14,
+            1,
+            "tenat",
+            "unknown field `tenat`",
+        );
+        assert_err(
+            &edit(&[("tls: starttls", "tlz: starttls")]),
+            5,
+            3,
+            "upstream.tlz",
+            "unknown field `tlz`",
+        );
         assert_err(
             &edit(&[("password: mounted", "pasword: mounted")]),
             12,
@@ -1190,7 +1684,10 @@ senders: [ "*@acme.example" ]
             "unknown field `pasword`",
         );
         assert_err(
-            &edit(&[("  tls: starttls\n", "  tls: starttls\n  reuse: { max_idle: 1, maxidle: 2 }\n")]),
+            &edit(&[(
+                "  tls: starttls\n",
+                "  tls: starttls\n  reuse: { max_idle: 1, maxidle: 2 }\n",
+            )]),
             6,
             25,
             "upstream.reuse.maxidle",
@@ -1204,10 +1701,28 @@ senders: [ "*@acme.example" ]
     #[test]
     fn yaml_errors_have_location_and_key() {
         // duplicate key: the second occurrence
-        assert_err(&edit(&[("tls: starttls", "tls: starttls\n  tls: none")]), 6, 3, "upstream.tls", "duplicate field `tls`");
+        assert_err(
+            &edit(&[("tls: starttls", "tls: starttls\n  tls: none")]),
+            6,
+            3,
+            "upstream.tls",
+            "duplicate field `tls`",
+        );
         // wrong type
-        assert_err(&edit(&[("tenant: acme", "tenant: [acme]")]), 2, 9, "tenant", "invalid type: sequence");
-        assert_err(&format!("{}listen_insecure_ok: yes\n", base()), 14, 21, "listen_insecure_ok", "expected a boolean");
+        assert_err(
+            &edit(&[("tenant: acme", "tenant: [acme]")]),
+            2,
+            9,
+            "tenant",
+            "invalid type: sequence",
+        );
+        assert_err(
+            &format!("{}listen_insecure_ok: yes\n", base()),
+            14,
+            21,
+            "listen_insecure_ok",
+            "expected a boolean",
+        );
         // syntax error: a tab in indentation
         let (l, c, k, m) = err1(&edit(&[("  tls: starttls", "\ttls: starttls")]));
         assert_eq!((l, c), (5, 1), "{m}");
@@ -1227,7 +1742,10 @@ senders: [ "*@acme.example" ]
         let (_, _, k, m) = err1(&edit(&[("client:", "client: \"s3cr\\\"et\"\nx:")]));
         assert_eq!(k, "client");
         assert!(!m.contains("s3cr") && !m.contains("et\""), "{m}");
-        assert_eq!(redact_strings("invalid type: string \"a\\\"b\", expected x"), "invalid type: string, expected x");
+        assert_eq!(
+            redact_strings("invalid type: string \"a\\\"b\", expected x"),
+            "invalid type: string, expected x"
+        );
     }
 
     #[test]
@@ -1286,7 +1804,10 @@ senders: [ "*@acme.example" ]
             key: "upstream.tls".into(),
             message: "boom".into(),
         };
-        assert_eq!(e.to_string(), "/etc/smtpbind/policy.yaml:7:3: upstream.tls: boom");
+        assert_eq!(
+            e.to_string(),
+            "/etc/smtpbind/policy.yaml:7:3: upstream.tls: boom"
+        );
     }
 
     #[test]

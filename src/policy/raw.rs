@@ -50,7 +50,8 @@ pub(crate) struct RawUpstream {
     pub tls: Option<RawTls>,
     /// Default `false`; must be `true` for `tls: none` and only then.
     pub insecure: Option<bool>,
-    /// Optional PEM bundle of trust anchors; default: the webpki roots.
+    /// Optional PEM bundle of trust anchors (must exist and be readable; a
+    /// relative path is relative to the working directory); default: the webpki roots.
     pub ca_file: Option<String>,
     /// SNI / certificate name; default: the host of `address`.
     pub server_name: Option<String>,

@@ -11,7 +11,12 @@ use crate::policy::{AcceptRule, PasswordMatch};
 
 /// True when `(username, password)` matches an accept rule. `mounted` is the
 /// pod's credential (for `password: mounted`).
-pub fn identity_allowed(accept: &[AcceptRule], mounted: &Credential, username: &str, password: &[u8]) -> bool {
+pub fn identity_allowed(
+    accept: &[AcceptRule],
+    mounted: &Credential,
+    username: &str,
+    password: &[u8],
+) -> bool {
     let presented_hash = Sha256::digest(password);
     let mut ok = Choice::from(0u8);
     for rule in accept {
@@ -41,9 +46,24 @@ mod tests {
     fn the_incident_same_username_other_key_is_refused() {
         let mounted = Credential::from_parts("apikey", "SG.tenant-a");
         let accept = [rule("apikey", PasswordMatch::Mounted)];
-        assert!(identity_allowed(&accept, &mounted, "apikey", b"SG.tenant-a"));
-        assert!(!identity_allowed(&accept, &mounted, "apikey", b"SG.tenant-b"));
-        assert!(!identity_allowed(&accept, &mounted, "APIKEY", b"SG.tenant-a"));
+        assert!(identity_allowed(
+            &accept,
+            &mounted,
+            "apikey",
+            b"SG.tenant-a"
+        ));
+        assert!(!identity_allowed(
+            &accept,
+            &mounted,
+            "apikey",
+            b"SG.tenant-b"
+        ));
+        assert!(!identity_allowed(
+            &accept,
+            &mounted,
+            "APIKEY",
+            b"SG.tenant-a"
+        ));
     }
 
     #[test]
@@ -57,7 +77,12 @@ mod tests {
         assert!(identity_allowed(&accept, &mounted, "app", b"app-secret"));
         assert!(!identity_allowed(&accept, &mounted, "app", b"wrong"));
         assert!(identity_allowed(&accept, &mounted, "legacy", b"whatever"));
-        assert!(!identity_allowed(&accept, &mounted, "apikey", b"SG.tenant-a"));
+        assert!(!identity_allowed(
+            &accept,
+            &mounted,
+            "apikey",
+            b"SG.tenant-a"
+        ));
         assert!(!identity_allowed(&[], &mounted, "apikey", b"SG.tenant-a"));
     }
 }

@@ -171,7 +171,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.cred = Some(cred);
             }
             CredentialState::NotReady(_) => {
-                audit::reject(&self.info, Reason::CredentialNotPinned, &local::not_ready().last_line(), json!({}));
+                audit::reject(
+                    &self.info,
+                    Reason::CredentialNotPinned,
+                    &local::not_ready().last_line(),
+                    json!({}),
+                );
                 self.reply(local::not_ready());
                 return Outcome::Rejected;
             }
@@ -394,13 +399,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     },
                 };
                 match sasl::decode_login_field(&user) {
-                    Ok(username) => match self.auth_continue(sasl::LOGIN_PASSWORD_CHALLENGE).await {
-                        Ok(pass) => sasl::decode_login_field(&pass).map(|password| sasl::Identity {
-                            username: username.to_string(),
-                            password,
-                        }),
-                        Err(flow) => return flow,
-                    },
+                    Ok(username) => {
+                        match self.auth_continue(sasl::LOGIN_PASSWORD_CHALLENGE).await {
+                            Ok(pass) => {
+                                sasl::decode_login_field(&pass).map(|password| sasl::Identity {
+                                    username: username.to_string(),
+                                    password,
+                                })
+                            }
+                            Err(flow) => return flow,
+                        }
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -420,7 +429,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::End(Outcome::Rejected);
         };
         let accept = &self.rt.policy.client.accept;
-        if binding::identity_allowed(accept, &cred, &identity.username, identity.password.as_bytes()) {
+        if binding::identity_allowed(
+            accept,
+            &cred,
+            &identity.username,
+            identity.password.as_bytes(),
+        ) {
             self.bound = true;
             self.info.client_identity = Some(identity.username.clone());
             self.reply(local::auth_ok());
@@ -485,7 +499,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if !self.bound {
             let reply = local::auth_required();
-            audit::reject(&self.info, Reason::AuthRequired, &reply.last_line(), json!({}));
+            audit::reject(
+                &self.info,
+                Reason::AuthRequired,
+                &reply.last_line(),
+                json!({}),
+            );
             self.reply(reply);
             return Flow::Continue;
         }
@@ -507,7 +526,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let max = self.rt.policy.limits.max_message_bytes;
         if size.is_some_and(|s| s > max) {
             let reply = local::message_too_large();
-            audit::reject(&self.info, Reason::MessageTooLarge, &reply.last_line(), json!({ "size": size }));
+            audit::reject(
+                &self.info,
+                Reason::MessageTooLarge,
+                &reply.last_line(),
+                json!({ "size": size }),
+            );
             self.reply(reply);
             return Flow::Continue;
         }
@@ -570,7 +594,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             CredentialState::NotReady(_) => {
                 self.upstream = None;
                 let reply = local::not_ready();
-                audit::reject(&self.info, Reason::CredentialNotPinned, &reply.last_line(), json!({}));
+                audit::reject(
+                    &self.info,
+                    Reason::CredentialNotPinned,
+                    &reply.last_line(),
+                    json!({}),
+                );
                 self.reply(reply);
                 Err(Flow::End(Outcome::Rejected))
             }
@@ -605,7 +634,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             self.upstream = Some(conn);
         }
-        self.upstream.as_mut().ok_or_else(local::upstream_unavailable)
+        self.upstream
+            .as_mut()
+            .ok_or_else(local::upstream_unavailable)
     }
 
     /// The upstream broke: drop it, forget the transaction, tell the client 4xx.
@@ -626,7 +657,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         if tx.recipients >= max {
             let reply = local::too_many_recipients();
-            audit::reject(&self.info, Reason::TooManyRecipients, &reply.last_line(), json!({ "max": max }));
+            audit::reject(
+                &self.info,
+                Reason::TooManyRecipients,
+                &reply.last_line(),
+                json!({ "max": max }),
+            );
             self.reply(reply);
             return Flow::Continue;
         }
@@ -647,7 +683,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(local::upstream_failed());
             return Flow::Continue;
         };
-        match conn.command(format!("RCPT TO:<{address}>\r\n").as_bytes()).await {
+        match conn
+            .command(format!("RCPT TO:<{address}>\r\n").as_bytes())
+            .await
+        {
             Ok(reply) => {
                 if reply.is_positive() {
                     if let Some(tx) = self.tx.as_mut() {
@@ -700,7 +739,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let max = policy.limits.max_message_bytes;
         let data_timeout = policy.limits.data_timeout;
-        let mut gate = (policy.header_from == HeaderFrom::Enforce).then(|| HeaderGate::new(MAX_HEADER_BYTES));
+        let mut gate =
+            (policy.header_from == HeaderFrom::Enforce).then(|| HeaderGate::new(MAX_HEADER_BYTES));
         let mut decoder = DataDecoder::new(mode);
         let mut stuffer = DotStuffer::new();
         let mut content = Vec::with_capacity(READ_CHUNK);
@@ -739,7 +779,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if mode == BareLineEndings::Reject && decoder.saw_bare_line_ending() {
                     refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
                 } else if size > max {
-                    refusal = Some(Refusal::Policy(Reason::MessageTooLarge, local::message_too_large()));
+                    refusal = Some(Refusal::Policy(
+                        Reason::MessageTooLarge,
+                        local::message_too_large(),
+                    ));
                 }
             }
             if refusal.is_none() {
@@ -759,14 +802,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         match state {
                             Gate::NeedMore => {}
                             Gate::TooLarge => {
-                                refusal = Some(Refusal::Policy(Reason::MessageTooLarge, local::headers_too_large()))
+                                refusal = Some(Refusal::Policy(
+                                    Reason::MessageTooLarge,
+                                    local::headers_too_large(),
+                                ))
                             }
                             Gate::Complete => {
                                 if self.header_from_allowed(g.headers()) {
                                     forward = gate.take().map(HeaderGate::into_buffer);
                                 } else {
-                                    refusal =
-                                        Some(Refusal::Policy(Reason::HeaderFromMismatch, local::header_from_mismatch()));
+                                    refusal = Some(Refusal::Policy(
+                                        Reason::HeaderFromMismatch,
+                                        local::header_from_mismatch(),
+                                    ));
                                 }
                             }
                         }
@@ -806,12 +854,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Flow::End(Outcome::Rejected);
             }
         }
-        self.finish_message(refusal, upstream_open, stuffer, size).await
+        self.finish_message(refusal, upstream_open, stuffer, size)
+            .await
     }
 
     fn header_from_allowed(&self, headers: &[u8]) -> bool {
         match header_from_addresses(headers) {
-            Ok(addresses) => !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a)),
+            Ok(addresses) => {
+                !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
+            }
             Err(_) => false,
         }
     }
@@ -887,7 +938,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // Abort: the upstream never sees this message's end.
                     self.upstream = None;
                 }
-                audit::reject(&self.info, reason, &reply.last_line(), json!({ "sender_domain": tx.sender_domain }));
+                audit::reject(
+                    &self.info,
+                    reason,
+                    &reply.last_line(),
+                    json!({ "sender_domain": tx.sender_domain }),
+                );
                 (MessageResult::Rejected, reply, Some(reason))
             }
             Some(Refusal::Upstream(reply)) => (MessageResult::Failed, reply, None),

@@ -88,7 +88,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         Request::Mail { from } => {
             let body_flags = smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME;
             if from.flags & !body_flags != 0 {
-                return Err(CommandError::Parameter("on MAIL (only SIZE, BODY, AUTH)".into()));
+                return Err(CommandError::Parameter(
+                    "on MAIL (only SIZE, BODY, AUTH)".into(),
+                ));
             }
             if from.trans_id.is_some()
                 || from.env_id.is_some()
@@ -99,7 +101,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
                 || from.hold_until != 0
                 || from.mt_priority != 0
             {
-                return Err(CommandError::Parameter("on MAIL (only SIZE, BODY, AUTH)".into()));
+                return Err(CommandError::Parameter(
+                    "on MAIL (only SIZE, BODY, AUTH)".into(),
+                ));
             }
             // `from.auth` (the AUTH= parameter) is deliberately dropped.
             Command::Mail {
@@ -138,7 +142,8 @@ mod tests {
 
     #[test]
     fn mail_with_size_body_and_auth_param() {
-        let c = parse(b"MAIL FROM:<a@acme.example> SIZE=1000 BODY=8BITMIME AUTH=<>").expect("parses");
+        let c =
+            parse(b"MAIL FROM:<a@acme.example> SIZE=1000 BODY=8BITMIME AUTH=<>").expect("parses");
         assert_eq!(
             c,
             Command::Mail {
@@ -159,34 +164,63 @@ mod tests {
                 eight_bit: false
             }
         );
-        assert_eq!(parse(b"rcpt to:<X@Y.example>").expect("parses"), Command::Rcpt { address: "X@Y.example".into() });
+        assert_eq!(
+            parse(b"rcpt to:<X@Y.example>").expect("parses"),
+            Command::Rcpt {
+                address: "X@Y.example".into()
+            }
+        );
     }
 
     #[test]
     fn auth_forms() {
         assert_eq!(
             parse(b"AUTH PLAIN").expect("parses"),
-            Command::Auth { mechanism: Mechanism::Plain, initial: None }
+            Command::Auth {
+                mechanism: Mechanism::Plain,
+                initial: None
+            }
         );
         assert_eq!(
             parse(b"AUTH PLAIN AGEAYg==").expect("parses"),
-            Command::Auth { mechanism: Mechanism::Plain, initial: Some("AGEAYg==".into()) }
+            Command::Auth {
+                mechanism: Mechanism::Plain,
+                initial: Some("AGEAYg==".into())
+            }
         );
         assert_eq!(
             parse(b"AUTH LOGIN").expect("parses"),
-            Command::Auth { mechanism: Mechanism::Login, initial: None }
+            Command::Auth {
+                mechanism: Mechanism::Login,
+                initial: None
+            }
         );
-        assert!(matches!(parse(b"AUTH CRAM-MD5"), Ok(Command::Auth { mechanism: Mechanism::Other, .. })));
+        assert!(matches!(
+            parse(b"AUTH CRAM-MD5"),
+            Ok(Command::Auth {
+                mechanism: Mechanism::Other,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn unsupported_parameters_and_garbage() {
-        assert!(matches!(parse(b"MAIL FROM:<a@b.example> RET=FULL"), Err(CommandError::Parameter(_))));
-        assert!(matches!(parse(b"RCPT TO:<a@b.example> NOTIFY=NEVER"), Err(CommandError::Parameter(_))));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b.example> RET=FULL"),
+            Err(CommandError::Parameter(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<a@b.example> NOTIFY=NEVER"),
+            Err(CommandError::Parameter(_))
+        ));
         assert_eq!(parse(b"FOO bar"), Err(CommandError::Unknown));
         assert!(parse(b"MAIL TO:<a@b>").is_err());
         assert!(parse(b"\x00\xff\x01").is_err());
-        assert_eq!(parse(b"EXPN list").expect("parses"), Command::NotImplemented);
+        assert_eq!(
+            parse(b"EXPN list").expect("parses"),
+            Command::NotImplemented
+        );
         assert_eq!(parse(b"BDAT 10 LAST").expect("parses"), Command::Bdat);
     }
 }

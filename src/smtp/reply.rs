@@ -29,7 +29,11 @@ impl Reply {
     /// The last line, as `code text` (what audit events record: it carries
     /// the queue id in the upstream's final reply to DATA).
     pub fn last_line(&self) -> String {
-        format!("{} {}", self.code, self.lines.last().map(String::as_str).unwrap_or(""))
+        format!(
+            "{} {}",
+            self.code,
+            self.lines.last().map(String::as_str).unwrap_or("")
+        )
     }
 
     /// Appends the wire form (`250-a\r\n250 b\r\n`).
@@ -270,7 +274,9 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
     if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
         return Err(ReplyError::Malformed);
     }
-    let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+    let code = u16::from(line[0] - b'0') * 100
+        + u16::from(line[1] - b'0') * 10
+        + u16::from(line[2] - b'0');
     if !(200..600).contains(&code) {
         return Err(ReplyError::Malformed);
     }
@@ -316,24 +322,45 @@ mod tests {
     fn needs_more_without_consuming() {
         let mut p = ReplyParser::new();
         assert_eq!(p.parse(b"250-a\r\n250 b"), Ok(None));
-        let (r, used) = p.parse(b"250-a\r\n250 b\r\n").expect("ok").expect("complete");
+        let (r, used) = p
+            .parse(b"250-a\r\n250 b\r\n")
+            .expect("ok")
+            .expect("complete");
         assert_eq!(r.lines.len(), 2);
         assert_eq!(used, 14);
     }
 
     #[test]
     fn rejects_garbage_mismatch_and_bounds() {
-        assert_eq!(ReplyParser::new().parse(b"hello\r\n"), Err(ReplyError::Malformed));
-        assert_eq!(ReplyParser::new().parse(b"250-a\r\n251 b\r\n"), Err(ReplyError::CodeMismatch));
-        assert_eq!(ReplyParser::new().parse(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
+        assert_eq!(
+            ReplyParser::new().parse(b"hello\r\n"),
+            Err(ReplyError::Malformed)
+        );
+        assert_eq!(
+            ReplyParser::new().parse(b"250-a\r\n251 b\r\n"),
+            Err(ReplyError::CodeMismatch)
+        );
+        assert_eq!(
+            ReplyParser::new().parse(&[b'2'; 5000]),
+            Err(ReplyError::LineTooLong)
+        );
         let many: Vec<u8> = b"250-x\r\n".repeat(100);
-        assert_eq!(ReplyParser::new().parse(&many), Err(ReplyError::TooManyLines));
-        assert_eq!(ReplyParser::new().parse(b"099 x\r\n"), Err(ReplyError::Malformed));
+        assert_eq!(
+            ReplyParser::new().parse(&many),
+            Err(ReplyError::TooManyLines)
+        );
+        assert_eq!(
+            ReplyParser::new().parse(b"099 x\r\n"),
+            Err(ReplyError::Malformed)
+        );
     }
 
     #[test]
     fn control_characters_are_not_passed_through() {
-        let (r, _) = ReplyParser::new().parse(b"250 ok\x1b[31m\r\n").expect("ok").expect("complete");
+        let (r, _) = ReplyParser::new()
+            .parse(b"250 ok\x1b[31m\r\n")
+            .expect("ok")
+            .expect("complete");
         assert_eq!(r.lines[0], "ok?[31m");
     }
 }

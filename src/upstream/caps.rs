@@ -20,7 +20,9 @@ impl Capabilities {
         let mut caps = Capabilities::default();
         for line in reply.lines.iter().skip(1) {
             let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else { continue };
+            let Some(keyword) = words.next() else {
+                continue;
+            };
             let keyword = keyword.to_ascii_uppercase();
             // Old servers advertise "AUTH=PLAIN LOGIN".
             let (keyword, first_arg) = match keyword.split_once('=') {

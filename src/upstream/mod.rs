@@ -62,12 +62,17 @@ impl UpstreamError {
     pub fn is_tls(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Tls(_) | UpstreamError::StartTlsNotOffered | UpstreamError::StartTlsRefused(_)
+            UpstreamError::Tls(_)
+                | UpstreamError::StartTlsNotOffered
+                | UpstreamError::StartTlsRefused(_)
         )
     }
 
     pub fn is_auth(&self) -> bool {
-        matches!(self, UpstreamError::AuthNotOffered | UpstreamError::AuthRejected(_))
+        matches!(
+            self,
+            UpstreamError::AuthNotOffered | UpstreamError::AuthRejected(_)
+        )
     }
 }
 
@@ -84,7 +89,11 @@ fn gone() -> io::Error {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: StdPin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => StdPin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => StdPin::new(s.as_mut()).poll_read(cx, buf),
@@ -94,7 +103,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: StdPin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => StdPin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => StdPin::new(s.as_mut()).poll_write(cx, buf),
@@ -126,7 +139,10 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(policy: &UpstreamPolicy, mechanism: Mechanism) -> Result<Connector, tls::TlsConfigError> {
+    pub fn new(
+        policy: &UpstreamPolicy,
+        mechanism: Mechanism,
+    ) -> Result<Connector, tls::TlsConfigError> {
         let config = tls::client_config(policy.ca_file.as_deref())?;
         let server_name = ServerName::try_from(policy.server_name.clone())
             .map_err(|e| tls::TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
@@ -146,10 +162,13 @@ impl Connector {
     pub async fn connect(&self, cred: &Credential) -> Result<Connection, UpstreamError> {
         let started = Instant::now();
         let p = &self.policy;
-        let tcp = tokio::time::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
-            .await
-            .map_err(|_| UpstreamError::Timeout("connect"))?
-            .map_err(|e| UpstreamError::Connect(e.kind()))?;
+        let tcp = tokio::time::timeout(
+            p.connect_timeout,
+            TcpStream::connect((p.host.as_str(), p.port)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout("connect"))?
+        .map_err(|e| UpstreamError::Connect(e.kind()))?;
         let _ = tcp.set_nodelay(true);
         let mut conn = Connection {
             stream: Stream::Plain(tcp),
@@ -192,10 +211,13 @@ impl Connector {
         let may_auth = conn.tls || (p.tls == TlsMode::None && p.insecure);
         if !may_auth {
             // Unreachable by construction; kept as the last line of defence.
-            return Err(UpstreamError::Tls("refusing to authenticate without TLS".into()));
+            return Err(UpstreamError::Tls(
+                "refusing to authenticate without TLS".into(),
+            ));
         }
         conn.authenticate(cred, self.mechanism).await?;
-        metrics::histogram!("smtpbind_upstream_connect_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("smtpbind_upstream_connect_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(conn)
     }
 }
@@ -230,7 +252,11 @@ impl Connection {
         self.clean = clean;
     }
 
-    async fn start_tls(&mut self, connector: &TlsConnector, name: &ServerName<'static>) -> Result<(), UpstreamError> {
+    async fn start_tls(
+        &mut self,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+    ) -> Result<(), UpstreamError> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(UpstreamError::Tls("TLS already active".into()));
         };
@@ -252,7 +278,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn authenticate(&mut self, cred: &Credential, mechanism: Mechanism) -> Result<(), UpstreamError> {
+    async fn authenticate(
+        &mut self,
+        cred: &Credential,
+        mechanism: Mechanism,
+    ) -> Result<(), UpstreamError> {
         let use_plain = match mechanism {
             Mechanism::Plain => true,
             Mechanism::Login => false,
@@ -272,11 +302,14 @@ impl Connection {
             if first.code != 334 {
                 return Err(UpstreamError::AuthRejected(first.last_line()));
             }
-            let user = self.login_step(&sasl::encode_login_field(cred.username())).await?;
+            let user = self
+                .login_step(&sasl::encode_login_field(cred.username()))
+                .await?;
             if user.code != 334 {
                 return Err(UpstreamError::AuthRejected(user.last_line()));
             }
-            self.login_step(&sasl::encode_login_field(cred.password())).await?
+            self.login_step(&sasl::encode_login_field(cred.password()))
+                .await?
         };
         if reply.code != 235 {
             metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
@@ -294,17 +327,29 @@ impl Connection {
 
     /// Writes `bytes` and flushes.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        self.stream.write_all(bytes).await.map_err(|e| UpstreamError::Io(e.kind()))?;
-        self.stream.flush().await.map_err(|e| UpstreamError::Io(e.kind()))
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| UpstreamError::Io(e.kind()))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| UpstreamError::Io(e.kind()))
     }
 
     /// Writes without flushing (for streaming DATA; call [`Connection::flush`]).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        self.stream.write_all(bytes).await.map_err(|e| UpstreamError::Io(e.kind()))
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| UpstreamError::Io(e.kind()))
     }
 
     pub async fn flush(&mut self) -> Result<(), UpstreamError> {
-        self.stream.flush().await.map_err(|e| UpstreamError::Io(e.kind()))
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| UpstreamError::Io(e.kind()))
     }
 
     /// Sends one command and waits for its reply.

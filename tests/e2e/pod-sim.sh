@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# pod-sim.sh — the two-tenant Kubernetes deployment, simulated with network
+# namespaces on one machine (root needed; no Docker, no Kubernetes).
+#
+#   upstream ns   `smtpbind capture` on :587 (STARTTLS with a CA it generates,
+#                 AUTH for the accounts acme and globex, both username `apikey`,
+#                 one JSON line per accepted message in <account>.jsonl)
+#   pod ns (x2)   smtpbind as UID 65532 with its tenant's Secret laid out as the
+#                 kubelet does (..<timestamp>/ + ..data + symlinks), a policy
+#                 whose ca_file is the capture's CA, the chart's egress
+#                 lock-down rules (helm/smtpbind/files/egress-lockdown.sh, run
+#                 with NET_ADMIN as its only capability, as the init container
+#                 is), and a legacy mailer (tests/e2e/smtp_probe.py) as UID 1000.
+#
+# Each pod namespace is joined to the upstream namespace by a veth pair with a
+# /30 of 10.233.0.0/16; no namespace has a default route, so nothing leaves them.
+# Everything is torn down by a trap, whatever happens.
+#
+# Env: SMTPBIND_BIN (default <repo>/target/debug/smtpbind), KEEP_WORK=1 keeps
+# the work directory (logs, policies) for a look after the run.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${SMTPBIND_BIN:-$ROOT/target/debug/smtpbind}
+LOCKDOWN=$ROOT/helm/smtpbind/files/egress-lockdown.sh
+PROBE=$ROOT/tests/e2e/smtp_probe.py
+SMTPBIND_UID=65532
+MAILER_UID=1000
+UP_PORT=587
+UP_NAME=smtp.upstream.test
+# the ports the chart's lock-down covers by default, plus the upstream's
+LOCK_PORTS=25,465,587,2525
+
+PASS=0
+FAIL=0
+PIDS=()
+NAMESPACES=()
+WORK=""
+ID=$(( $$ % 100000 ))
+
+say() { printf '%s\n' "$*"; }
+die() {
+  say "pod-sim: $*" >&2
+  say "0 passed, 1 failed"
+  exit 1
+}
+pass() { PASS=$((PASS + 1)); say "ok   - $*"; }
+fail() { FAIL=$((FAIL + 1)); say "FAIL - $*"; }
+
+# check NAME COMMAND...: one assertion
+check() {
+  local name=$1
+  shift
+  if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+teardown() {
+  local rc=$? pid ns
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.3
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  for ns in "${NAMESPACES[@]}"; do
+    # anything still running in a namespace this script created was started by it
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ "${KEEP_WORK:-0}" = 1 ]; then
+      say "pod-sim: work directory kept: $WORK"
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- prerequisites ------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "run as root (network namespaces, iptables)"
+[ -x "$BIN" ] || die "no smtpbind binary at $BIN (cargo build first, or set SMTPBIND_BIN)"
+missing=()
+command -v iptables >/dev/null || missing+=(iptables)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "pod-sim: installing ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
+    || die "could not install ${missing[*]}"
+fi
+# the mailer runs as another UID: it needs a python3 that UID can run
+PY=/usr/bin/python3
+
+WORK=$(mktemp -d /tmp/smtpbind-podsim.XXXXXX) || die "mktemp failed"
+chmod 0755 "$WORK"
+install -m 0755 "$BIN" "$WORK/smtpbind"
+install -m 0644 "$PROBE" "$WORK/smtp_probe.py"
+SB=$WORK/smtpbind
+
+# nsx NS COMMAND...: run in a namespace
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# asuid UID NS COMMAND...: run in a namespace as an unprivileged UID with no capabilities
+asuid() {
+  local uid=$1 ns=$2
+  shift 2
+  ip netns exec "$ns" setpriv --reuid "$uid" --regid "$uid" --clear-groups \
+    --inh-caps=-all --bounding-set=-all --no-new-privs "$@"
+}
+probe() { local uid=$1 ns=$2; shift 2; asuid "$uid" "$ns" "$PY" "$WORK/smtp_probe.py" "$@"; }
+# json_field JSON KEY
+json_field() { "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
+
+# wait_for SECONDS COMMAND...
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.2
+  done
+}
+
+show_log() {
+  local f=$1
+  [ -f "$f" ] || return 0
+  say "---- last lines of $f"
+  tail -n 25 "$f"
+  say "----"
+}
+
+# ---- network: upstream + two pods -----------------------------------------------
+UP=sbsim-up-$ID
+NAMESPACES+=("$UP")
+ip netns add "$UP" || die "ip netns add failed"
+nsx "$UP" ip link set lo up
+
+declare -A POD_NS UP_IP
+setup_pod() { # setup_pod TENANT INDEX
+  local t=$1 i=$2 ns=sbsim-$1-$ID
+  NAMESPACES+=("$ns")
+  ip netns add "$ns" || return 1
+  nsx "$ns" ip link set lo up || return 1
+  ip link add "sb${i}u$ID" type veth peer name "sb${i}p$ID" || return 1
+  ip link set "sb${i}u$ID" netns "$UP" || return 1
+  ip link set "sb${i}p$ID" netns "$ns" || return 1
+  nsx "$UP" ip addr add "10.233.$i.1/30" dev "sb${i}u$ID" || return 1
+  nsx "$UP" ip link set "sb${i}u$ID" up || return 1
+  nsx "$ns" ip addr add "10.233.$i.2/30" dev "sb${i}p$ID" || return 1
+  nsx "$ns" ip link set "sb${i}p$ID" up || return 1
+  POD_NS[$t]=$ns
+  UP_IP[$t]=10.233.$i.1
+}
+setup_pod acme 1 || die "could not set up the acme pod namespace"
+setup_pod globex 2 || die "could not set up the globex pod namespace"
+say "pod-sim: namespaces $UP ${POD_NS[acme]} ${POD_NS[globex]}"
+
+# ---- tenant credentials, laid out as the kubelet mounts a Secret ----------------
+# <dir>/..2026_01_02_03_04_05.123456789/{username,password}
+# <dir>/..data -> ..2026_01_02_03_04_05.123456789
+# <dir>/username -> ..data/username, <dir>/password -> ..data/password
+declare -A KEY PIN
+make_secret() { # make_secret DIR USERNAME PASSWORD
+  local dir=$1 ts
+  ts="..$(date -u +%Y_%m_%d_%H_%M_%S).$(printf '%09d' "$RANDOM$RANDOM")"
+  mkdir -p "$dir/$ts" || return 1
+  printf '%s' "$2" >"$dir/$ts/username"
+  printf '%s' "$3" >"$dir/$ts/password"
+  chmod 0444 "$dir/$ts/username" "$dir/$ts/password"
+  chmod 0755 "$dir" "$dir/$ts"
+  ln -s "$ts" "$dir/..data"
+  ln -s ..data/username "$dir/username"
+  ln -s ..data/password "$dir/password"
+}
+for t in acme globex; do
+  KEY[$t]="SG.podsim-$t-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  PIN[$t]="sha256:$(printf '%s' "${KEY[$t]}" | sha256sum | cut -d' ' -f1)"
+  mkdir -p "$WORK/$t" && chmod 0755 "$WORK/$t"
+  make_secret "$WORK/$t/secret" apikey "${KEY[$t]}" || die "could not lay out the $t Secret"
+  # the provider's side of the same account
+  mkdir -p "$WORK/upstream/accounts/$t"
+  printf '%s' apikey >"$WORK/upstream/accounts/$t/username"
+  printf '%s' "${KEY[$t]}" >"$WORK/upstream/accounts/$t/password"
+done
+check "Secret layout: password resolves through ..data to a timestamped directory" \
+  test "$(readlink -f "$WORK/acme/secret/password")" = "$(readlink -f "$WORK/acme/secret/..data")/password"
+
+# ---- the upstream -------------------------------------------------------------
+mkdir -p "$WORK/upstream/log"
+chmod -R go+rX "$WORK/upstream"
+nsx "$UP" "$SB" capture --listen "0.0.0.0:$UP_PORT" --tls starttls --hostname "$UP_NAME" \
+  --ca-out "$WORK/upstream/ca.pem" \
+  --account "acme=$WORK/upstream/accounts/acme" \
+  --account "globex=$WORK/upstream/accounts/globex" \
+  --log-dir "$WORK/upstream/log" >"$WORK/upstream/capture.log" 2>&1 &
+PIDS+=($!)
+if ! wait_for 30 grep -q '"event":"listening"' "$WORK/upstream/capture.log"; then
+  show_log "$WORK/upstream/capture.log"
+  die "the capture upstream did not report listening"
+fi
+wait_for 10 test -s "$WORK/upstream/ca.pem" || die "the capture upstream wrote no CA to $WORK/upstream/ca.pem"
+chmod 0644 "$WORK/upstream/ca.pem"
+say "pod-sim: capture upstream listening on :$UP_PORT in $UP"
+
+# ---- before the lock-down: the path to the upstream is open ---------------------
+r=$(probe "$MAILER_UID" "${POD_NS[acme]}" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5)
+check "control: before the lock-down the mailer (UID $MAILER_UID) reaches the upstream directly ($r)" \
+  test "$(json_field "$r" ok)" = True
+
+# ---- per pod: lock-down (init container), then smtpbind (sidecar) ----------------
+write_policy() { # write_policy TENANT
+  local t=$1
+  cat >"$WORK/$t/policy.yaml" <<EOF
+# the shape the Helm chart renders (helm/smtpbind/templates/_helpers.tpl), with this simulation's paths
+version: 1
+tenant: "$t"
+listen: "127.0.0.1:2525"
+admin: "0.0.0.0:9525"
+upstream:
+  address: "${UP_IP[$t]}:$UP_PORT"
+  tls: "starttls"
+  ca_file: "$WORK/upstream/ca.pem"
+  server_name: "$UP_NAME"
+  connect_timeout: "5s"
+credential:
+  secret_dir: "$WORK/$t/secret"
+  mechanism: "auto"
+  pins: ["${PIN[$t]}"]
+client:
+  auth: "required"
+  accept:
+    - username: "apikey"
+      password: "mounted"
+senders: ["*@$t.example"]
+header_from: "enforce"
+data:
+  bare_lf: "reject"
+shutdown:
+  drain: "2s"
+EOF
+  chmod 0644 "$WORK/$t/policy.yaml"
+}
+
+for t in acme globex; do
+  ns=${POD_NS[$t]}
+  write_policy "$t"
+  # the init container: root with NET_ADMIN as its only capability
+  if ! nsx "$ns" env SMTPBIND_UID="$SMTPBIND_UID" SMTPBIND_LOCKDOWN_PORTS="$LOCK_PORTS" \
+      setpriv --inh-caps=-all --bounding-set=-all,+net_admin sh "$LOCKDOWN" >"$WORK/$t/lockdown.log" 2>&1; then
+    show_log "$WORK/$t/lockdown.log"
+    die "the egress lock-down script failed in the $t pod"
+  fi
+  check "$t: lock-down rules installed for IPv4 and IPv6" \
+    nsx "$ns" sh -c "iptables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS && ip6tables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS"
+
+  asuid "$SMTPBIND_UID" "$ns" "$SB" check "$WORK/$t/policy.yaml" --credentials >"$WORK/$t/check.log" 2>&1
+  rc=$?
+  if [ "$rc" = 0 ]; then pass "$t: smtpbind check --credentials accepts the policy and the mounted Secret"; else
+    fail "$t: smtpbind check --credentials (exit $rc)"; show_log "$WORK/$t/check.log"; fi
+
+  asuid "$SMTPBIND_UID" "$ns" "$SB" run --policy "$WORK/$t/policy.yaml" >"$WORK/$t/smtpbind.log" 2>&1 &
+  PIDS+=($!)
+done
+
+for t in acme globex; do
+  ns=${POD_NS[$t]}
+  if wait_for 30 nsx "$ns" curl -fsS -m 2 http://127.0.0.1:9525/readyz; then
+    pass "$t: smtpbind (UID $SMTPBIND_UID) is ready (/readyz 200)"
+  else
+    fail "$t: smtpbind never became ready"
+    show_log "$WORK/$t/smtpbind.log"
+  fi
+  check "$t: smtpbind runs as UID $SMTPBIND_UID" \
+    test "$(ps -o uid= -p "$(nsx "$ns" ss -Hltnp 'sport = :2525' | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)" | tr -d ' ')" = "$SMTPBIND_UID"
+  check "$t: smtpbind listens on loopback only" \
+    test "$(nsx "$ns" ss -Hltn 'sport = :2525' | awk '{print $4}')" = "127.0.0.1:2525"
+done
+
+# ---- mail through each tenant's sidecar arrives under that tenant's account --------
+count_lines() { # count_lines ACCOUNT
+  local f="$WORK/upstream/log/$1.jsonl"
+  if [ -f "$f" ]; then grep -c . "$f"; else echo 0; fi
+}
+# capture_has ACCOUNT RCPT MAIL_FROM: a line for this message with the right identity
+capture_has() {
+  "$PY" - "$WORK/upstream/log/$1.jsonl" "$1" "$2" "$3" <<'EOF'
+import json, sys
+path, account, rcpt, mail_from = sys.argv[1:5]
+try:
+    lines = [json.loads(l) for l in open(path) if l.strip()]
+except FileNotFoundError:
+    sys.exit(1)
+hits = [l for l in lines if rcpt in l.get("rcpt_to", [])]
+ok = len(hits) == 1 and hits[0].get("account") == account and hits[0].get("username") == "apikey" \
+    and hits[0].get("mail_from") == mail_from and hits[0].get("tls") is True
+sys.exit(0 if ok else 1)
+EOF
+}
+capture_lacks() { # capture_lacks ACCOUNT RCPT
+  local f="$WORK/upstream/log/$1.jsonl"
+  [ ! -f "$f" ] || ! grep -qF "$2" "$f"
+}
+
+declare -A RCPT
+for t in acme globex; do
+  other=acme; [ "$t" = acme ] && other=globex
+  RCPT[$t]="to-$t-$RANDOM$RANDOM@inbox.example"
+  r=$(probe "$MAILER_UID" "${POD_NS[$t]}" send --host 127.0.0.1 --port 2525 --user apikey --password "${KEY[$t]}" \
+    --mail-from "billing@$t.example" --rcpt-to "${RCPT[$t]}" --subject "pod-sim $t")
+  check "$t: the mailer's message is accepted with 250 through the sidecar ($r)" \
+    test "$(json_field "$r" code)" = 250
+  wait_for 5 capture_has "$t" "${RCPT[$t]}" "billing@$t.example"
+  check "$t: the upstream logged it under account $t (username apikey, TLS)" \
+    capture_has "$t" "${RCPT[$t]}" "billing@$t.example"
+  check "$t: the upstream did not log it under account $other" \
+    capture_lacks "$other" "${RCPT[$t]}"
+done
+
+# ---- the lock-down: only smtpbind's UID reaches the upstream's SMTP port ----------
+for t in acme globex; do
+  ns=${POD_NS[$t]}
+  r=$(probe "$MAILER_UID" "$ns" connect --host "${UP_IP[$t]}" --port "$UP_PORT" --timeout 5)
+  check "$t: the mailer's direct connection to upstream :$UP_PORT is refused ($r)" \
+    test "$(json_field "$r" error)" = refused
+  # root in the app container, but without NET_ADMIN / NET_RAW (the chart drops them)
+  r=$(nsx "$ns" setpriv --inh-caps=-all --bounding-set=-all,+chown,+dac_override,+fowner,+kill,+net_bind_service \
+    "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[$t]}" --port "$UP_PORT" --timeout 5)
+  check "$t: a root process without NET_ADMIN is refused as well ($r)" \
+    test "$(json_field "$r" error)" = refused
+  r=$(probe "$SMTPBIND_UID" "$ns" connect --host "${UP_IP[$t]}" --port "$UP_PORT" --timeout 5)
+  check "$t: smtpbind's UID $SMTPBIND_UID connects to upstream :$UP_PORT ($r)" \
+    test "$(json_field "$r" ok)" = True
+done
+
+# ---- cross-tenant credentials are refused ------------------------------------------
+for t in acme globex; do
+  other=acme; [ "$t" = acme ] && other=globex
+  before_t=$(count_lines "$t")
+  before_o=$(count_lines "$other")
+  r=$(probe "$MAILER_UID" "${POD_NS[$t]}" send --host 127.0.0.1 --port 2525 --user apikey --password "${KEY[$other]}" \
+    --mail-from "billing@$t.example" --rcpt-to "cross-$t-$RANDOM@inbox.example")
+  check "$t: $other's key presented to $t's sidecar gets 535 ($r)" \
+    test "$(json_field "$r" code)" = 535
+  sleep 0.5
+  check "$t: nothing reached the upstream after the refused AUTH" \
+    test "$(count_lines "$t"):$(count_lines "$other")" = "$before_t:$before_o"
+  r=$(probe "$MAILER_UID" "${POD_NS[$t]}" send --host 127.0.0.1 --port 2525 --user apikey --password "${KEY[$t]}" \
+    --mail-from "billing@$other.example" --rcpt-to "spoof-$t-$RANDOM@inbox.example")
+  check "$t: MAIL FROM in $other's domain gets 550 from $t's sidecar ($r)" \
+    test "$(json_field "$r" code)" = 550
+  metrics=$(nsx "${POD_NS[$t]}" curl -fsS -m 2 http://127.0.0.1:9525/metrics 2>/dev/null)
+  check "$t: /metrics counts the identity_mismatch rejection" \
+    "$PY" -c '
+import re, sys
+for line in sys.stdin:
+    if line.startswith("smtpbind_rejections_total{") and "reason=\"identity_mismatch\"" in line \
+       and float(line.rsplit(None, 1)[1]) >= 1:
+        sys.exit(0)
+sys.exit(1)' <<<"$metrics"
+done
+
+if [ "$FAIL" -gt 0 ]; then
+  for t in acme globex; do show_log "$WORK/$t/smtpbind.log"; done
+  show_log "$WORK/upstream/capture.log"
+fi
+say "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]

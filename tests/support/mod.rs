@@ -1,0 +1,430 @@
+//! Test support: a recording upstream (the capture server, real TLS with a
+//! generated CA), the real `smtpbind` binary started on port 0 with a policy
+//! written per test, and small clients (raw TCP, swaks, curl, Python smtplib).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smtpbind::capture::{Account, CaptureConfig, CaptureServer, Captured};
+
+/// Tenant A's provider key (mounted in the sidecar under test).
+pub const KEY_A: &str = "SG.tenantA-9f3c1e7d-secret-key";
+/// Tenant B's provider key: same provider, same username `apikey`.
+pub const KEY_B: &str = "SG.tenantB-4b2a8c6e-secret-key";
+/// Every secret the tests use: none may appear in any output.
+pub const SECRETS: &[&str] = &[KEY_A, KEY_B];
+
+pub fn accounts() -> Vec<Account> {
+    vec![
+        Account {
+            name: "tenant-a".into(),
+            username: "apikey".into(),
+            password: KEY_A.into(),
+        },
+        Account {
+            name: "tenant-b".into(),
+            username: "apikey".into(),
+            password: KEY_B.into(),
+        },
+    ]
+}
+
+/// The capture upstream on its own runtime.
+pub struct Upstream {
+    pub server: CaptureServer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Upstream {
+    pub fn start(configure: impl FnOnce(&mut CaptureConfig)) -> Upstream {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut config = CaptureConfig::new(accounts());
+        configure(&mut config);
+        let server = rt.block_on(CaptureServer::start(config)).expect("capture upstream");
+        Upstream { server, rt }
+    }
+
+    pub fn default() -> Upstream {
+        Self::start(|_| {})
+    }
+
+    pub fn messages(&self) -> Vec<Captured> {
+        self.server.messages()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+}
+
+/// A policy as a YAML tree, edited by dotted path.
+pub struct PolicySpec(pub serde_yaml::Value);
+
+impl PolicySpec {
+    pub fn set(&mut self, dotted: &str, value: impl Into<serde_yaml::Value>) -> &mut Self {
+        let mut node = &mut self.0;
+        let parts: Vec<&str> = dotted.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let map = node.as_mapping_mut().expect("mapping");
+            let key = serde_yaml::Value::String(part.to_string());
+            if i + 1 == parts.len() {
+                map.insert(key, value.into());
+                return self;
+            }
+            if !map.contains_key(&key) {
+                map.insert(key.clone(), serde_yaml::Value::Mapping(Default::default()));
+            }
+            node = map.get_mut(&key).expect("just inserted");
+        }
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        serde_yaml::to_string(&self.0).expect("yaml")
+    }
+}
+
+pub fn yaml_list(items: &[&str]) -> serde_yaml::Value {
+    serde_yaml::Value::Sequence(items.iter().map(|s| serde_yaml::Value::String(s.to_string())).collect())
+}
+
+/// Writes a Secret directory the way the kubelet lays it out.
+pub fn write_secret(dir: &Path, username: &str, password: &str) {
+    smtpbind::demo::write_kubelet_secret(dir, username, password).expect("secret dir");
+}
+
+pub fn pin(password: &str) -> String {
+    smtpbind::policy::Pin::of(password.as_bytes()).to_string()
+}
+
+/// The real binary, started on port 0.
+pub struct Sidecar {
+    pub child: Child,
+    pub smtp: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub policy_path: PathBuf,
+    pub secret_dir: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_smtpbind")
+}
+
+impl Sidecar {
+    /// A sidecar for tenant A in front of `upstream`: mounted key A, pinned,
+    /// `accept: apikey/mounted`, senders `*@acme.example`.
+    pub fn start(upstream: &Upstream, configure: impl FnOnce(&mut PolicySpec)) -> Sidecar {
+        Self::start_with_ca(upstream.addr(), &upstream.server.ca_pem, configure)
+    }
+
+    pub fn start_with_ca(upstream: SocketAddr, ca_pem: &str, configure: impl FnOnce(&mut PolicySpec)) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_dir = dir.path().join("secret");
+        write_secret(&secret_dir, "apikey", KEY_A);
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem).expect("ca");
+        let mut spec = PolicySpec(serde_yaml::Value::Mapping(Default::default()));
+        spec.set("version", 1)
+            .set("tenant", "acme")
+            .set("upstream.address", upstream.to_string())
+            .set("upstream.tls", "starttls")
+            .set("upstream.ca_file", ca.display().to_string())
+            .set("upstream.server_name", "localhost")
+            .set("upstream.connect_timeout", "3s")
+            .set("upstream.reply_timeout", "5s")
+            .set("credential.secret_dir", secret_dir.display().to_string())
+            .set("credential.pins", yaml_list(&[&pin(KEY_A)]))
+            .set("client.auth", "required")
+            .set(
+                "client.accept",
+                serde_yaml::from_str::<serde_yaml::Value>("[{username: apikey, password: mounted}]").expect("yaml"),
+            )
+            .set("senders", yaml_list(&["*@acme.example", "<>"]))
+            .set("header_from", "enforce");
+        configure(&mut spec);
+        let policy_path = dir.path().join("policy.yaml");
+        std::fs::write(&policy_path, spec.yaml()).expect("policy");
+        Self::spawn(dir, policy_path, secret_dir, &[])
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, policy_path: PathBuf, secret_dir: PathBuf, extra: &[&str]) -> Sidecar {
+        let mut child = Command::new(bin())
+            .args(["run", "--policy"])
+            .arg(&policy_path)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smtpbind");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"event\":\"listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(format!("stderr: {line}"));
+            }
+        });
+        let listening = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            panic!("smtpbind did not start: {:?}", lines.lock().expect("lines"));
+        });
+        let v: serde_json::Value = serde_json::from_str(&listening).expect("json");
+        let smtp = v["addr"].as_str().expect("addr").parse().expect("addr");
+        let admin = v["admin"].as_str().expect("admin").parse().expect("admin");
+        Sidecar {
+            child,
+            smtp,
+            admin,
+            dir,
+            policy_path,
+            secret_dir,
+            lines,
+        }
+    }
+
+    /// Everything the process printed so far (stdout lines, and stderr lines prefixed).
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Parsed stdout events named `event`.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the output, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if pred(&self.output()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// Peak resident set size of the process (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmRSS:")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+    }
+
+    /// Asserts that no test secret, raw or base64, appears in the output.
+    pub fn assert_no_secrets(&self) {
+        assert_no_secrets(&self.output().join("\n"));
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn assert_no_secrets(text: &str) {
+    use base64::Engine;
+    for secret in SECRETS {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let forms = [
+            secret.to_string(),
+            b64.encode(secret),
+            b64.encode(format!("\0apikey\0{secret}")),
+            b64.encode(format!("apikey\0apikey\0{secret}")),
+        ];
+        for form in forms {
+            assert!(!text.contains(&form), "secret leaked in output: {form}");
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// A raw SMTP client for exact protocol tests.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects and returns the client with the greeting reply.
+    pub fn connect(addr: SocketAddr) -> (Raw, String) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut raw = Raw { stream, buf: Vec::new() };
+        let greeting = raw.reply();
+        (raw, greeting)
+    }
+
+    /// Connects, EHLOs and authenticates with `password` as `apikey` (AUTH PLAIN).
+    pub fn authed(addr: SocketAddr, password: &str) -> Raw {
+        let (mut raw, greeting) = Raw::connect(addr);
+        assert!(greeting.starts_with("220"), "{greeting}");
+        assert!(raw.cmd("EHLO client.test").starts_with("250"));
+        let reply = raw.cmd(&format!("AUTH PLAIN {}", plain("apikey", password)));
+        assert!(reply.starts_with("235"), "{reply}");
+        raw
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// One complete reply (all lines), e.g. "250-a\r\n250 b\r\n"; "" on EOF.
+    pub fn reply(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            while let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=lf).collect();
+                let line = String::from_utf8_lossy(&line).to_string();
+                let last = line.as_bytes().get(3) != Some(&b'-');
+                out.push_str(&line);
+                if last {
+                    return out;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// True when the server closed the connection (EOF or reset).
+    pub fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 64];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+pub fn plain(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+}
+
+/// A small RFC 5322 message from `from`.
+pub fn message(from: &str, body: &str) -> String {
+    format!("From: {from}\r\nTo: customer@example.net\r\nSubject: test\r\n\r\n{body}\r\n")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run client")
+}
+
+/// swaks against the sidecar; returns (exit ok, transcript).
+pub fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = run(Command::new("swaks")
+        .args(["--server", &addr.to_string(), "--timeout", "20"])
+        .args(args));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Python smtplib script with ADDR/PORT substituted; returns (ok, output).
+pub fn python(addr: SocketAddr, script: &str) -> (bool, String) {
+    let script = script
+        .replace("{HOST}", &addr.ip().to_string())
+        .replace("{PORT}", &addr.port().to_string());
+    let out = run(Command::new("python3").args(["-c", &script]));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// curl smtp:// with AUTH PLAIN; returns (ok, output).
+pub fn curl(addr: SocketAddr, password: &str, from: &str, rcpt: &str, body: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("msg.eml");
+    std::fs::write(&file, body).expect("write");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--url", &format!("smtp://{addr}")])
+        .args(["--mail-from", from, "--mail-rcpt", rcpt])
+        .args(["--user", &format!("apikey:{password}"), "--login-options", "AUTH=PLAIN"])
+        .arg("-T")
+        .arg(&file));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Waits until the upstream recorded `n` messages (or the timeout).
+pub fn wait_messages(up: &Upstream, n: usize) -> Vec<Captured> {
+    let start = Instant::now();
+    loop {
+        let m = up.messages();
+        if m.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
