@@ -1,0 +1,152 @@
+//! SMTP smuggling: every non-CRLF end-of-data variant, followed by a second
+//! transaction inside the same DATA. The upstream here is deliberately
+//! vulnerable (`lenient_eod`: it ends data at any `<CR|LF>.<CR|LF>`), so a
+//! smuggled message would be recorded. It must never be.
+
+mod support;
+
+use support::*;
+
+const VARIANTS: &[(&str, &[u8])] = &[
+    ("LF.LF", b"\n.\n"),
+    ("LF.CRLF", b"\n.\r\n"),
+    ("CR.CR", b"\r.\r"),
+    ("CRLF.CR", b"\r\n.\r"),
+    ("CRLF.LF", b"\r\n.\n"),
+    ("CR.CRLF", b"\r.\r\n"),
+    ("LF.CR", b"\n.\r"),
+    ("CRLF.NUL.CRLF", b"\r\n\x00.\r\n"),
+    ("CRLF.CR.CRLF", b"\r\n.\r\r\n"),
+];
+
+fn smuggled_payload(variant: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(
+        b"From: billing@acme.example\r\nTo: a@example.net\r\nSubject: legit\r\n\r\nlegit body",
+    );
+    p.extend_from_slice(variant);
+    p.extend_from_slice(
+        b"MAIL FROM:<billing@acme.example>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nFrom: billing@acme.example\r\nSubject: smuggled\r\n\r\nSMUGGLED\r\n",
+    );
+    p.extend_from_slice(b"\r\n.\r\n");
+    p
+}
+
+fn send(sidecar: &Sidecar, payload: &[u8], split_at: Option<usize>) -> String {
+    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+    assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    match split_at {
+        Some(at) => {
+            c.send(&payload[..at]);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            c.send(&payload[at..]);
+        }
+        None => c.send(payload),
+    }
+    let reply = c.reply();
+    // The session is still in sync: the next command is answered as a command.
+    assert!(
+        c.cmd("NOOP").starts_with("250"),
+        "session out of sync after {reply}"
+    );
+    reply
+}
+
+#[test]
+fn reject_mode_refuses_every_variant_and_the_upstream_gets_nothing() {
+    let up = Upstream::start(|c| c.lenient_eod = true);
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("data.bare_lf", "reject");
+    });
+    for (name, variant) in VARIANTS {
+        let payload = smuggled_payload(variant);
+        let reply = send(&sidecar, &payload, None);
+        if name.contains("NUL") {
+            // CRLF NUL . CRLF has no bare line ending: one message, the NUL line is content.
+            assert!(reply.starts_with("250"), "{name}: {reply}");
+        } else {
+            assert!(reply.starts_with("550 5.6.11"), "{name}: {reply}");
+        }
+    }
+    let msgs = up.messages();
+    assert!(msgs
+        .iter()
+        .all(|m| !m.rcpt_to.contains(&"victim@example.net".to_string())));
+    assert_eq!(
+        msgs.len(),
+        1,
+        "only the NUL variant is one legitimate message"
+    );
+    assert!(sidecar
+        .events("reject")
+        .iter()
+        .all(|e| e["reason"] == "bare_lf"));
+}
+
+#[test]
+fn normalize_mode_delivers_exactly_one_message_per_data() {
+    let up = Upstream::start(|c| c.lenient_eod = true);
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("data.bare_lf", "normalize");
+    });
+    for (i, (name, variant)) in VARIANTS.iter().enumerate() {
+        let payload = smuggled_payload(variant);
+        let reply = send(&sidecar, &payload, None);
+        assert!(reply.starts_with("250"), "{name}: {reply}");
+        let msgs = wait_messages(&up, i + 1);
+        assert_eq!(msgs.len(), i + 1, "{name}: exactly one message per DATA");
+        let last = &msgs[i];
+        assert_eq!(last.rcpt_to, vec!["a@example.net"], "{name}");
+        let data = String::from_utf8_lossy(&last.data);
+        assert!(
+            data.contains("SMUGGLED"),
+            "{name}: the smuggled text stays content of the one message"
+        );
+        assert!(
+            !data.replace("\r\n", "").contains(['\r', '\n']),
+            "{name}: only CRLF line endings: {data:?}"
+        );
+    }
+    assert!(up
+        .messages()
+        .iter()
+        .all(|m| !m.rcpt_to.contains(&"victim@example.net".to_string())));
+}
+
+#[test]
+fn variants_split_across_reads_behave_the_same() {
+    let up = Upstream::start(|c| c.lenient_eod = true);
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("data.bare_lf", "normalize");
+    });
+    let mut sent = 0;
+    for (name, variant) in VARIANTS.iter().take(5) {
+        let payload = smuggled_payload(variant);
+        let at = payload
+            .windows(variant.len())
+            .position(|w| w == *variant)
+            .expect("variant")
+            + 1;
+        let reply = send(&sidecar, &payload, Some(at));
+        assert!(reply.starts_with("250"), "{name}: {reply}");
+        sent += 1;
+    }
+    let msgs = wait_messages(&up, sent);
+    assert_eq!(msgs.len(), sent);
+    assert!(msgs.iter().all(|m| m.rcpt_to == vec!["a@example.net"]));
+}
+
+#[test]
+fn a_dot_line_inside_the_message_is_stuffed_for_the_upstream() {
+    let up = Upstream::start(|c| c.lenient_eod = true);
+    let sidecar = Sidecar::start(&up, |_| {});
+    // A properly stuffed ".." line must reach the upstream stuffed again.
+    let payload = b"From: billing@acme.example\r\n\r\nbefore\r\n..\r\nafter\r\n.\r\n";
+    let reply = send(&sidecar, payload, None);
+    assert!(reply.starts_with("250"), "{reply}");
+    let msgs = wait_messages(&up, 1);
+    assert_eq!(msgs.len(), 1);
+    assert!(String::from_utf8_lossy(&msgs[0].data).ends_with("before\r\n.\r\nafter\r\n"));
+}
