@@ -386,10 +386,11 @@ impl Connection {
             return true;
         }
         let mut chunk = [0u8; 512];
-        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut chunk)).await {
-            Err(_) => false,
-            Ok(_) => true,
-        }
+        // Elapsed (nothing to read) means alive; EOF, an error or unsolicited
+        // bytes all mean the connection must not be reused.
+        tokio::time::timeout(Duration::ZERO, self.stream.read(&mut chunk))
+            .await
+            .is_ok()
     }
 
     /// Best-effort QUIT and close.

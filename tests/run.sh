@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests
+# need (idempotently), then runs the Rust test suite and the deployment checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v swaks >/dev/null || need+=(swaks)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo test --locked "$@"
+
+# Deployment checks (issue 4) when present.
+if [ -x tests/helm/run.sh ]; then tests/helm/run.sh; fi
+if [ -x tests/e2e/pod-sim.sh ] && [ "$(id -u)" -eq 0 ]; then tests/e2e/pod-sim.sh; fi
