@@ -5,7 +5,12 @@ mod support;
 
 use support::*;
 
-const SWAKS_BASE: &[&str] = &["--from", "billing@acme.example", "--to", "customer@example.net"];
+const SWAKS_BASE: &[&str] = &[
+    "--from",
+    "billing@acme.example",
+    "--to",
+    "customer@example.net",
+];
 
 #[test]
 fn the_incident_own_key_relays_other_tenants_key_is_refused_with_nothing_upstream() {
@@ -14,16 +19,34 @@ fn the_incident_own_key_relays_other_tenants_key_is_refused_with_nothing_upstrea
 
     // Tenant B's key, same host/port/TLS/username "apikey", presented to tenant A's pod.
     let mut args = SWAKS_BASE.to_vec();
-    args.extend(["--auth", "LOGIN", "--auth-user", "apikey", "--auth-password", KEY_B]);
+    args.extend([
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "apikey",
+        "--auth-password",
+        KEY_B,
+    ]);
     let (ok, out) = swaks(sidecar.smtp, &args);
     assert!(!ok, "{out}");
     assert!(out.contains("535 5.7.8"), "{out}");
-    assert_eq!(up.server.connections(), 0, "no upstream connection for an unbound session");
+    assert_eq!(
+        up.server.connections(),
+        0,
+        "no upstream connection for an unbound session"
+    );
     assert!(up.messages().is_empty());
 
     // Tenant A's own key: relayed and recorded under tenant A's account.
     let mut args = SWAKS_BASE.to_vec();
-    args.extend(["--auth", "LOGIN", "--auth-user", "apikey", "--auth-password", KEY_A]);
+    args.extend([
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "apikey",
+        "--auth-password",
+        KEY_A,
+    ]);
     let (ok, out) = swaks(sidecar.smtp, &args);
     assert!(ok, "{out}");
     assert!(out.contains("250 2.0.0 Ok: queued as CAP"), "{out}");
@@ -32,7 +55,11 @@ fn the_incident_own_key_relays_other_tenants_key_is_refused_with_nothing_upstrea
     assert_eq!(msgs[0].account, "tenant-a");
     assert!(msgs[0].tls);
     assert_eq!(msgs[0].rcpt_to, vec!["customer@example.net"]);
-    assert!(up.server.auth_attempts().iter().all(|a| a.tls && a.account.as_deref() == Some("tenant-a")));
+    assert!(up
+        .server
+        .auth_attempts()
+        .iter()
+        .all(|a| a.tls && a.account.as_deref() == Some("tenant-a")));
 
     let rejects = sidecar.events("reject");
     assert_eq!(rejects.len(), 1, "{rejects:?}");
@@ -118,7 +145,10 @@ print("sent")
     for (i, m) in msgs.iter().enumerate() {
         assert_eq!(m.rcpt_to, vec![format!("customer{i}@example.net")]);
         let body = String::from_utf8_lossy(&m.data);
-        assert!(body.contains("\r\n.leading dot\r\n..two dots\r\n"), "dot-stuffing round trip: {body}");
+        assert!(
+            body.contains("\r\n.leading dot\r\n..two dots\r\n"),
+            "dot-stuffing round trip: {body}"
+        );
     }
     // One session, one upstream connection: no reconnect per message.
     assert_eq!(up.server.connections(), 1);
@@ -130,11 +160,15 @@ fn mail_before_auth_is_530_and_auth_param_is_never_forwarded() {
     let sidecar = Sidecar::start(&up, |_| {});
     let (mut c, _) = Raw::connect(sidecar.smtp);
     assert!(c.cmd("EHLO x").contains("AUTH PLAIN LOGIN"));
-    assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("530 5.7.0"));
+    assert!(c
+        .cmd("MAIL FROM:<billing@acme.example>")
+        .starts_with("530 5.7.0"));
     assert_eq!(up.server.connections(), 0);
     let r = c.cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)));
     assert!(r.starts_with("235"), "{r}");
-    assert!(c.cmd("MAIL FROM:<billing@acme.example> AUTH=<billing@acme.example>").starts_with("250"));
+    assert!(c
+        .cmd("MAIL FROM:<billing@acme.example> AUTH=<billing@acme.example>")
+        .starts_with("250"));
     assert!(c.cmd("RCPT TO:<customer@example.net>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
     c.send(message("billing@acme.example", "hi").as_bytes());
@@ -158,9 +192,18 @@ fn pipelined_envelope_in_one_write_gets_replies_in_order() {
     assert!(replies[0].starts_with("250"), "{replies:?}");
     assert!(replies[1].starts_with("250"), "{replies:?}");
     assert!(replies[2].starts_with("250"), "{replies:?}");
-    assert!(replies[3].starts_with("553") || replies[3].starts_with("501"), "{replies:?}");
+    assert!(
+        replies[3].starts_with("553") || replies[3].starts_with("501"),
+        "{replies:?}"
+    );
     assert!(replies[4].starts_with("354"), "{replies:?}");
-    c.send(format!("{}.\r\nQUIT\r\n", message("billing@acme.example", "pipelined")).as_bytes());
+    c.send(
+        format!(
+            "{}.\r\nQUIT\r\n",
+            message("billing@acme.example", "pipelined")
+        )
+        .as_bytes(),
+    );
     assert!(c.reply().starts_with("250"));
     assert!(c.reply().starts_with("221"));
     let msgs = wait_messages(&up, 1);
@@ -174,9 +217,18 @@ fn simple_verbs_and_unknown_commands() {
     let sidecar = Sidecar::start(&up, |_| {});
     let (mut c, greeting) = Raw::connect(sidecar.smtp);
     assert!(greeting.starts_with("220 "), "{greeting}");
-    assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("503"), "EHLO first");
+    assert!(
+        c.cmd("MAIL FROM:<billing@acme.example>").starts_with("503"),
+        "EHLO first"
+    );
     let ehlo = c.cmd("EHLO x");
-    for cap in ["PIPELINING", "SIZE 31457280", "8BITMIME", "ENHANCEDSTATUSCODES", "AUTH PLAIN LOGIN"] {
+    for cap in [
+        "PIPELINING",
+        "SIZE 31457280",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "AUTH PLAIN LOGIN",
+    ] {
         assert!(ehlo.contains(cap), "{ehlo}");
     }
     for absent in ["STARTTLS", "CHUNKING", "SMTPUTF8", "DSN"] {
@@ -209,7 +261,9 @@ fn three_failed_auths_close_the_session() {
     let (mut c, _) = Raw::connect(sidecar.smtp);
     c.cmd("EHLO x");
     for _ in 0..2 {
-        assert!(c.cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_B))).starts_with("535 5.7.8"));
+        assert!(c
+            .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_B)))
+            .starts_with("535 5.7.8"));
     }
     let last = c.cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_B)));
     assert!(last.starts_with("535"), "{last}");
@@ -229,7 +283,9 @@ fn auth_none_binds_any_local_client_but_still_enforces_senders() {
     let (mut c, _) = Raw::connect(sidecar.smtp);
     let ehlo = c.cmd("EHLO x");
     assert!(!ehlo.contains("AUTH"), "{ehlo}");
-    assert!(c.cmd("MAIL FROM:<ceo@globex.example>").starts_with("550 5.7.1"));
+    assert!(c
+        .cmd("MAIL FROM:<ceo@globex.example>")
+        .starts_with("550 5.7.1"));
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<x@example.net>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
@@ -248,7 +304,10 @@ fn upstream_reply_codes_pass_through_unchanged() {
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     let r = c.cmd("RCPT TO:<gone@example.net>");
     assert_eq!(r, "550 5.1.1 mailbox unavailable\r\n");
-    assert!(c.cmd("DATA").starts_with("554 5.5.1"), "no valid recipients");
+    assert!(
+        c.cmd("DATA").starts_with("554 5.5.1"),
+        "no valid recipients"
+    );
 
     let up = Upstream::start(|c| {
         c.faults.eod_reply = Some("451 4.3.0 try later".into());
@@ -260,6 +319,10 @@ fn upstream_reply_codes_pass_through_unchanged() {
     assert!(c.cmd("DATA").starts_with("354"));
     c.send(message("billing@acme.example", "x").as_bytes());
     assert_eq!(c.cmd("."), "451 4.3.0 try later\r\n");
-    assert!(sidecar.wait_for(std::time::Duration::from_secs(2), |_| !sidecar.events("message").is_empty()));
+    assert!(
+        sidecar.wait_for(std::time::Duration::from_secs(2), |_| !sidecar
+            .events("message")
+            .is_empty())
+    );
     assert_eq!(sidecar.events("message")[0]["result"], "failed");
 }

@@ -49,7 +49,9 @@ impl Upstream {
             .expect("runtime");
         let mut config = CaptureConfig::new(accounts());
         configure(&mut config);
-        let server = rt.block_on(CaptureServer::start(config)).expect("capture upstream");
+        let server = rt
+            .block_on(CaptureServer::start(config))
+            .expect("capture upstream");
         Upstream { server, rt }
     }
 
@@ -94,7 +96,12 @@ impl PolicySpec {
 }
 
 pub fn yaml_list(items: &[&str]) -> serde_yaml::Value {
-    serde_yaml::Value::Sequence(items.iter().map(|s| serde_yaml::Value::String(s.to_string())).collect())
+    serde_yaml::Value::Sequence(
+        items
+            .iter()
+            .map(|s| serde_yaml::Value::String(s.to_string()))
+            .collect(),
+    )
 }
 
 /// Writes a Secret directory the way the kubelet lays it out.
@@ -128,7 +135,11 @@ impl Sidecar {
         Self::start_with_ca(upstream.addr(), &upstream.server.ca_pem, configure)
     }
 
-    pub fn start_with_ca(upstream: SocketAddr, ca_pem: &str, configure: impl FnOnce(&mut PolicySpec)) -> Sidecar {
+    pub fn start_with_ca(
+        upstream: SocketAddr,
+        ca_pem: &str,
+        configure: impl FnOnce(&mut PolicySpec),
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret_dir = dir.path().join("secret");
         write_secret(&secret_dir, "apikey", KEY_A);
@@ -148,7 +159,10 @@ impl Sidecar {
             .set("client.auth", "required")
             .set(
                 "client.accept",
-                serde_yaml::from_str::<serde_yaml::Value>("[{username: apikey, password: mounted}]").expect("yaml"),
+                serde_yaml::from_str::<serde_yaml::Value>(
+                    "[{username: apikey, password: mounted}]",
+                )
+                .expect("yaml"),
             )
             .set("senders", yaml_list(&["*@acme.example", "<>"]))
             .set("header_from", "enforce");
@@ -158,7 +172,12 @@ impl Sidecar {
         Self::spawn(dir, policy_path, secret_dir, &[])
     }
 
-    pub fn spawn(dir: tempfile::TempDir, policy_path: PathBuf, secret_dir: PathBuf, extra: &[&str]) -> Sidecar {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        policy_path: PathBuf,
+        secret_dir: PathBuf,
+        extra: &[&str],
+    ) -> Sidecar {
         let mut child = Command::new(bin())
             .args(["run", "--policy"])
             .arg(&policy_path)
@@ -187,9 +206,11 @@ impl Sidecar {
                 sink.lock().expect("lines").push(format!("stderr: {line}"));
             }
         });
-        let listening = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("smtpbind did not start: {:?}", lines.lock().expect("lines"));
-        });
+        let listening = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!("smtpbind did not start: {:?}", lines.lock().expect("lines"));
+            });
         let v: serde_json::Value = serde_json::from_str(&listening).expect("json");
         let smtp = v["addr"].as_str().expect("addr").parse().expect("addr");
         let admin = v["admin"].as_str().expect("admin").parse().expect("admin");
@@ -244,7 +265,9 @@ impl Sidecar {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
     }
 
     /// Asserts that no test secret, raw or base64, appears in the output.
@@ -288,12 +311,24 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("admin connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -307,8 +342,13 @@ impl Raw {
     /// Connects and returns the client with the greeting reply.
     pub fn connect(addr: SocketAddr) -> (Raw, String) {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-        let mut raw = Raw { stream, buf: Vec::new() };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
         let greeting = raw.reply();
         (raw, greeting)
     }
@@ -360,7 +400,10 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     return false
                 }
                 Err(_) => return true,
@@ -388,7 +431,11 @@ pub fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     let out = run(Command::new("swaks")
         .args(["--server", &addr.to_string(), "--timeout", "20"])
         .args(args));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -398,22 +445,47 @@ pub fn python(addr: SocketAddr, script: &str) -> (bool, String) {
         .replace("{HOST}", &addr.ip().to_string())
         .replace("{PORT}", &addr.port().to_string());
     let out = run(Command::new("python3").args(["-c", &script]));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 /// curl smtp:// with AUTH PLAIN; returns (ok, output).
-pub fn curl(addr: SocketAddr, password: &str, from: &str, rcpt: &str, body: &str) -> (bool, String) {
+pub fn curl(
+    addr: SocketAddr,
+    password: &str,
+    from: &str,
+    rcpt: &str,
+    body: &str,
+) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("msg.eml");
     std::fs::write(&file, body).expect("write");
     let out = run(Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--url", &format!("smtp://{addr}")])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--url",
+            &format!("smtp://{addr}"),
+        ])
         .args(["--mail-from", from, "--mail-rcpt", rcpt])
-        .args(["--user", &format!("apikey:{password}"), "--login-options", "AUTH=PLAIN"])
+        .args([
+            "--user",
+            &format!("apikey:{password}"),
+            "--login-options",
+            "AUTH=PLAIN",
+        ])
         .arg("-T")
         .arg(&file));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
