@@ -19,8 +19,36 @@ use crate::server::{self, Channels, Phase, Runtime};
 use crate::{log, telemetry, Error};
 
 /// How often the mounted Secret and the policy file are re-read when no
-/// inotify event arrives (kubelet swaps are also caught by inotify).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// inotify event arrives. inotify watches the *directories* (a watch on a
+/// file breaks when the kubelet swaps the `..data` symlink); polling covers
+/// file systems without inotify.
+const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Starts an inotify watch on `dirs` that wakes `wake` on any event. `None`
+/// (with a warning) when inotify is unavailable: polling still works.
+fn inotify(dirs: &[&Path], wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let handler = move |_event: notify::Result<notify::Event>| wake.notify_one();
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn(
+                "watch",
+                json!({ "message": "inotify unavailable, polling only", "error": e.to_string() }),
+            );
+            return None;
+        }
+    };
+    for dir in dirs {
+        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+            log::warn(
+                "watch",
+                json!({ "message": "cannot watch, polling only", "dir": dir.display().to_string(), "error": e.to_string() }),
+            );
+        }
+    }
+    Some(watcher)
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -161,8 +189,20 @@ async fn watch_files(
     let mut cred_fingerprint = secret_fingerprint(&secret_dir);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let policy_dir = policy_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut _watcher = inotify(&[&policy_dir, &secret_dir], wake.clone());
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {
+                // Let a burst of events (a kubelet swap is several) settle.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         // Policy file.
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
@@ -172,6 +212,7 @@ async fn watch_files(
             if dir != secret_dir {
                 secret_dir = dir;
                 cred_fingerprint = None;
+                _watcher = inotify(&[&policy_dir, &secret_dir], wake.clone());
             }
         }
         // Credential: compare the files' identity, reload on any change.

@@ -507,17 +507,24 @@ impl Conn {
     async fn data(&mut self, io: &mut Box<dyn Io>) -> bool {
         self.data_seen = 0;
         let mut data: Vec<u8> = std::mem::take(&mut self.buf);
+        // Where to resume scanning for the end (the end sequence is at most
+        // 5 bytes, so back up that far into what was already scanned).
+        let mut scanned = 0usize;
         loop {
             if let Some(limit) = self.config.faults.drop_after_data_bytes {
                 if data.len() >= limit {
                     return false;
                 }
             }
-            if let Some((body_end, rest_start)) = find_end(&data, self.config.lenient_eod) {
-                self.buf = data.split_off(rest_start);
-                data.truncate(body_end);
+            let from = scanned.saturating_sub(5);
+            if let Some((body_end, rest_start)) =
+                find_end(&data[from..], from == 0, self.config.lenient_eod)
+            {
+                self.buf = data.split_off(from + rest_start);
+                data.truncate(from + body_end);
                 break;
             }
+            scanned = data.len();
             let mut chunk = [0u8; 16384];
             match io.read(&mut chunk).await {
                 Ok(0) | Err(_) => return false,
@@ -596,9 +603,10 @@ fn is_break(b: u8) -> bool {
 
 /// Finds the end of data: returns (end of message content, start of what follows).
 /// Strict: `CRLF.CRLF` (or `.CRLF` at the start). Lenient: any `<CR|LF>.<CR|LF>`.
-fn find_end(data: &[u8], lenient: bool) -> Option<(usize, usize)> {
+/// `at_start`: `data` begins at the start of the message.
+fn find_end(data: &[u8], at_start: bool, lenient: bool) -> Option<(usize, usize)> {
     if !lenient {
-        if data.starts_with(b".\r\n") {
+        if at_start && data.starts_with(b".\r\n") {
             return Some((0, 3));
         }
         let pos = data.windows(5).position(|w| w == b"\r\n.\r\n")?;
@@ -608,7 +616,11 @@ fn find_end(data: &[u8], lenient: bool) -> Option<(usize, usize)> {
         if data[i] != b'.' {
             continue;
         }
-        let at_line_start = i == 0 || is_break(data[i - 1]);
+        let at_line_start = if i == 0 {
+            at_start
+        } else {
+            is_break(data[i - 1])
+        };
         let next = data.get(i + 1).copied();
         if at_line_start && next.is_some_and(is_break) {
             let mut rest = i + 2;
@@ -650,11 +662,12 @@ mod tests {
 
     #[test]
     fn strict_and_lenient_end_of_data() {
-        assert_eq!(find_end(b"a\r\n.\r\nMAIL", false), Some((3, 6)));
-        assert_eq!(find_end(b"a\n.\nMAIL", false), None);
-        assert_eq!(find_end(b"a\n.\nMAIL", true), Some((2, 4)));
-        assert_eq!(find_end(b"a\r.\rMAIL", true), Some((2, 4)));
-        assert_eq!(find_end(b".\r\n", false), Some((0, 3)));
+        assert_eq!(find_end(b"a\r\n.\r\nMAIL", true, false), Some((3, 6)));
+        assert_eq!(find_end(b"a\n.\nMAIL", true, false), None);
+        assert_eq!(find_end(b"a\n.\nMAIL", true, true), Some((2, 4)));
+        assert_eq!(find_end(b"a\r.\rMAIL", true, true), Some((2, 4)));
+        assert_eq!(find_end(b".\r\n", true, false), Some((0, 3)));
+        assert_eq!(find_end(b".\r\n", false, false), None);
     }
 
     #[test]

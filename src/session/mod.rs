@@ -753,8 +753,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             if !self.inbuf.has_pending() {
                 if let Err(outcome) = self.read_data(data_timeout).await {
-                    // Client gone or too slow mid-message: the upstream must not
-                    // receive an end for it.
+                    // Client gone, too slow, or the drain deadline passed
+                    // mid-message: the upstream must not receive an end for it.
+                    if outcome == Outcome::Shutdown {
+                        self.reply(local::shutting_down());
+                    }
                     if upstream_open {
                         self.upstream = None;
                     }

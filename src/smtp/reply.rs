@@ -70,7 +70,7 @@ pub mod local {
         Reply::new(421, "4.3.2 too many sessions, try again later")
     }
     pub fn shutting_down() -> Reply {
-        Reply::new(421, "4.3.2 shutting down, try again later")
+        Reply::new(421, "4.3.0 shutting down, try again later")
     }
     pub fn timeout() -> Reply {
         Reply::new(421, "4.4.2 timeout, closing connection")

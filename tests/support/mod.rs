@@ -500,3 +500,62 @@ pub fn wait_messages(up: &Upstream, n: usize) -> Vec<Captured> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Rotates a Secret directory exactly as the kubelet does: a new
+/// timestamped directory, a `..data_tmp` symlink to it, renamed over `..data`.
+pub fn rotate_secret(dir: &Path, username: &str, password: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(10);
+    let name = format!(
+        "..2026_03_03_00_00_00.{:09}",
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let ts = dir.join(&name);
+    std::fs::create_dir(&ts).expect("mkdir");
+    std::fs::write(ts.join("username"), username).expect("write");
+    std::fs::write(ts.join("password"), password).expect("write");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&name, &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+}
+
+/// The value of one Prometheus series (exact label text), 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sends one message in its own session with `password`; returns the final reply.
+pub fn send_one(addr: SocketAddr, user: &str, password: &str, from: &str, body: &str) -> String {
+    let (mut c, greeting) = Raw::connect(addr);
+    if !greeting.starts_with("220") {
+        return greeting;
+    }
+    c.cmd("EHLO x");
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain(user, password)));
+    if !r.starts_with("235") {
+        return r;
+    }
+    let r = c.cmd(&format!("MAIL FROM:<{from}>"));
+    if !r.starts_with("250") {
+        return r;
+    }
+    let r = c.cmd("RCPT TO:<customer@example.net>");
+    if !r.starts_with("250") {
+        return r;
+    }
+    let r = c.cmd("DATA");
+    if !r.starts_with("354") {
+        return r;
+    }
+    c.send(message(from, body).as_bytes());
+    let r = c.cmd(".");
+    c.cmd("QUIT");
+    r
+}
