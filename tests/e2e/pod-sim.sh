@@ -12,6 +12,13 @@
 #                 with NET_ADMIN as its only capability, as the init container
 #                 is), and a legacy mailer (tests/e2e/smtp_probe.py) as UID 1000.
 #
+# It shows: mail through each sidecar arrives under its tenant's account and
+# not the other's; the mailer's direct connection to the upstream is refused
+# after the lock-down (open before it) while UID 65532's succeeds; the other
+# tenant's key gets 535 and a foreign sender 550, with nothing sent upstream;
+# a Secret update through the ..data swap reaches smtpbind (unpinned key: not
+# ready, 421; pinned key back: mail flows).
+#
 # Each pod namespace is joined to the upstream namespace by a veth pair with a
 # /30 of 10.233.0.0/16; no namespace has a default route, so nothing leaves them.
 # Everything is torn down by a trap, whatever happens.
@@ -366,6 +373,39 @@ for line in sys.stdin:
         sys.exit(0)
 sys.exit(1)' <<<"$metrics"
 done
+
+# ---- the Secret is a directory: the kubelet's ..data swap reaches smtpbind ------------
+# (why the chart never mounts it with subPath) Swap acme's Secret to an unpinned key,
+# as the kubelet swaps an updated Secret, then back.
+swap_data() { # swap_data SECRET_DIR TARGET: the kubelet's atomic rename of ..data_tmp over ..data
+  ln -sfn "$2" "$1/..data_tmp" && mv -T "$1/..data_tmp" "$1/..data"
+}
+readyz_code() { nsx "${POD_NS[acme]}" curl -s -o /dev/null -w '%{http_code}' -m 2 http://127.0.0.1:9525/readyz; }
+sdir=$WORK/acme/secret
+orig=$(readlink "$sdir/..data")
+rot="..$(date -u +%Y_%m_%d_%H_%M_%S).000000002"
+mkdir -p "$sdir/$rot" && chmod 0755 "$sdir/$rot"
+printf '%s' apikey >"$sdir/$rot/username"
+printf '%s' "SG.podsim-unpinned-$RANDOM$RANDOM" >"$sdir/$rot/password"
+chmod 0444 "$sdir/$rot/username" "$sdir/$rot/password"
+swap_data "$sdir" "$rot"
+wait_for 20 test "$(readyz_code)" = 503
+check "rotation: an unpinned key swapped in through ..data makes acme not ready (/readyz $(readyz_code))" \
+  test "$(readyz_code)" = 503
+before=$(count_lines acme)
+r=$(probe "$MAILER_UID" "${POD_NS[acme]}" send --host 127.0.0.1 --port 2525 --user apikey --password "${KEY[acme]}" \
+  --mail-from "billing@acme.example" --rcpt-to "unpinned-$RANDOM@inbox.example")
+check "rotation: while no pinned key is mounted a new session gets 421 ($r)" test "$(json_field "$r" code)" = 421
+check "rotation: nothing reached the upstream meanwhile" test "$(count_lines acme)" = "$before"
+swap_data "$sdir" "$orig"
+wait_for 20 test "$(readyz_code)" = 200
+check "rotation: the pinned key swapped back makes acme ready again (/readyz $(readyz_code))" \
+  test "$(readyz_code)" = 200
+rcpt="after-rotation-$RANDOM$RANDOM@inbox.example"
+r=$(probe "$MAILER_UID" "${POD_NS[acme]}" send --host 127.0.0.1 --port 2525 --user apikey --password "${KEY[acme]}" \
+  --mail-from "billing@acme.example" --rcpt-to "$rcpt")
+wait_for 5 capture_has acme "$rcpt" "billing@acme.example"
+check "rotation: mail flows again under account acme ($r)" capture_has acme "$rcpt" "billing@acme.example"
 
 if [ "$FAIL" -gt 0 ]; then
   for t in acme globex; do show_log "$WORK/$t/smtpbind.log"; done

@@ -65,6 +65,8 @@ def do_send(args: argparse.Namespace) -> int:
         smtp = smtplib.SMTP(args.host, args.port, local_hostname="legacy-mailer", timeout=args.timeout)
     except ConnectionRefusedError:
         return out(ok=False, stage="connect", code=0, reply="refused")
+    except smtplib.SMTPConnectError as exc:  # a greeting other than 220, e.g. 421
+        return out(ok=False, stage="connect", code=exc.smtp_code, reply=reply_text(exc.smtp_error))
     except (OSError, smtplib.SMTPException) as exc:
         return out(ok=False, stage="connect", code=0, reply=f"{type(exc).__name__}: {exc}")
     try:

@@ -1,0 +1,78 @@
+{{- /*
+smtpbind.validate: checks across values that a JSON schema cannot express.
+Rendering fails with a message naming the value to fix.
+*/ -}}
+{{- define "smtpbind.validate" -}}
+{{- $v := .Values -}}
+{{- if and $v.nativeSidecar $v.tenants (not (semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version)) -}}
+{{- fail (printf "smtpbind: nativeSidecar needs Kubernetes 1.29 or later (this is %s): set nativeSidecar: false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- if le (int $v.terminationGracePeriodSeconds) (int $v.drainSeconds) -}}
+{{- fail (printf "smtpbind: terminationGracePeriodSeconds (%d) must be larger than drainSeconds (%d), or the kubelet kills sessions that are still draining" (int $v.terminationGracePeriodSeconds) (int $v.drainSeconds)) -}}
+{{- end -}}
+{{- $names := dict -}}
+{{- $secrets := dict -}}
+{{- range $v.tenants -}}
+{{- if hasKey $names .name -}}
+{{- fail (printf "smtpbind: tenant name %q appears twice in tenants" .name) -}}
+{{- end -}}
+{{- $_ := set $names .name true -}}
+{{- if hasKey $secrets .credentialSecret -}}
+{{- fail (printf "smtpbind: tenants %q and %q use the same credentialSecret %q; every tenant needs its own" (get $secrets .credentialSecret) .name .credentialSecret) -}}
+{{- end -}}
+{{- $_ := set $secrets .credentialSecret .name -}}
+{{- end -}}
+{{- range $t := $v.tenants -}}
+{{- if not $t.mailer -}}
+{{- fail (printf "smtpbind: tenant %q needs a mailer (the chart renders one Deployment per tenant; to add smtpbind to your own pods, include the named templates instead, see docs/kubernetes.md)" $t.name) -}}
+{{- end -}}
+{{- range $k, $_ := (default dict $t.podLabels) -}}
+{{- if has $k (list "app.kubernetes.io/name" "app.kubernetes.io/instance" "smtpbind/tenant" "app.kubernetes.io/component" "app.kubernetes.io/part-of") -}}
+{{- fail (printf "smtpbind: tenant %q: podLabels may not set %s (the chart sets it)" $t.name $k) -}}
+{{- end -}}
+{{- end -}}
+{{- range (default list $t.mailer.env) -}}
+{{- if and .valueFrom .valueFrom.secretKeyRef (hasKey $secrets .valueFrom.secretKeyRef.name) -}}
+{{- fail (printf "smtpbind: tenant %q: mailer env %s reads credentialSecret %q; only smtpbind may hold a provider credential" $t.name .name .valueFrom.secretKeyRef.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if $v.egressLockdown.enabled -}}
+{{- $sc := default dict $t.mailer.securityContext -}}
+{{- if eq (int (default -1 $sc.runAsUser)) 65532 -}}
+{{- fail (printf "smtpbind: tenant %q: with egressLockdown the mailer must not run as UID 65532 (smtpbind's UID, the one the rules let through)" $t.name) -}}
+{{- end -}}
+{{- if $sc.privileged -}}
+{{- fail (printf "smtpbind: tenant %q: with egressLockdown the mailer must not be privileged" $t.name) -}}
+{{- end -}}
+{{- if $sc.allowPrivilegeEscalation -}}
+{{- fail (printf "smtpbind: tenant %q: with egressLockdown the mailer needs allowPrivilegeEscalation: false" $t.name) -}}
+{{- end -}}
+{{- $caps := default dict $sc.capabilities -}}
+{{- range (default list $caps.add) -}}
+{{- if has . (list "ALL" "NET_ADMIN" "NET_RAW" "SYS_ADMIN" "SETUID" "SETGID" "SYS_PTRACE" "BPF") -}}
+{{- fail (printf "smtpbind: tenant %q: with egressLockdown the mailer may not add capability %s (it could undo or get around the rules)" $t.name .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The mailer's securityContext: the tenant's, with the capabilities that could get around smtpbind dropped. */ -}}
+{{- define "smtpbind.mailerSecurityContext" -}}
+{{- $v := .values -}}
+{{- $sc := deepCopy (default dict .tenant.mailer.securityContext) -}}
+{{- $caps := default dict $sc.capabilities -}}
+{{- $drop := default list $caps.drop -}}
+{{- if not (has "ALL" $drop) -}}
+{{- $drop = concat $drop (list "NET_ADMIN" "NET_RAW") -}}
+{{- if $v.egressLockdown.enabled -}}
+{{- $drop = concat $drop (list "SETUID" "SETGID") -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $caps "drop" (uniq $drop) -}}
+{{- $_ := set $sc "capabilities" $caps -}}
+{{- if $v.egressLockdown.enabled -}}
+{{- $_ := set $sc "allowPrivilegeEscalation" false -}}
+{{- end -}}
+{{- toYaml $sc -}}
+{{- end -}}
