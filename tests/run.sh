@@ -18,7 +18,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo test --locked "$@"
+# Everything the test run prints is kept and scanned for the test secrets.
+out=target/tmp
+rm -rf "$out/sidecar-output"
+mkdir -p "$out"
+cargo test --locked "$@" 2>&1 | tee "$out/cargo-test.log"
+python3 tests/scan_secrets.py "$out/cargo-test.log" "$out/sidecar-output"
 
 # Deployment checks (issue 4) when present.
 if [ -x tests/helm/run.sh ]; then tests/helm/run.sh; fi

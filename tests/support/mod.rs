@@ -280,6 +280,14 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Keep everything the process printed for the whole-run secret scan
+        // (tests/scan_secrets.py, run by tests/run.sh after cargo test).
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sidecar-output");
+        let _ = std::fs::create_dir_all(&dir);
+        let name = format!("{}-{}.log", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let _ = std::fs::write(dir.join(name), self.output().join("\n"));
     }
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Searches everything a test run printed for every test secret, raw and
+base64-encoded (alone and inside SASL PLAIN payloads).
+
+Usage: tests/scan_secrets.py FILE_OR_DIR...  (exit 1 on any hit)
+The secrets are read from the test sources, so a new one is covered too."""
+import base64, os, re, sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SOURCES = ["support/mod.rs", "operations.rs"]
+
+
+def secrets():
+    found = set()
+    for rel in SOURCES:
+        text = open(os.path.join(ROOT, rel)).read()
+        found.update(re.findall(r'const (?:KEY_[A-Z]|APP_PASSWORD): &str = "([^"]+)"', text))
+    return sorted(found)
+
+
+def forms(secret):
+    b = secret.encode()
+    out = {b, base64.b64encode(b)}
+    for user in (b"apikey", b"app"):
+        out.add(base64.b64encode(b"\0" + user + b"\0" + b))
+        out.add(base64.b64encode(user + b"\0" + user + b"\0" + b))
+    return out
+
+
+def files(paths):
+    for p in paths:
+        if os.path.isdir(p):
+            for d, _, names in os.walk(p):
+                for n in names:
+                    yield os.path.join(d, n)
+        elif os.path.exists(p):
+            yield p
+
+
+def main():
+    keys = secrets()
+    if len(keys) < 3:
+        sys.exit(f"scan_secrets: expected at least 3 test secrets in the sources, found {len(keys)}")
+    hits, scanned, size = [], 0, 0
+    for path in files(sys.argv[1:]):
+        data = open(path, "rb").read()
+        scanned += 1
+        size += len(data)
+        for k in keys:
+            for f in forms(k):
+                if f in data:
+                    hits.append((path, k[:6] + "…"))
+    print(f"scan_secrets: {scanned} files, {size} bytes, {len(keys)} secrets x raw/base64 forms")
+    for path, k in hits:
+        print(f"  LEAK: {k} in {path}")
+    print(f"{0 if hits else 1} passed, {1 if hits else 0} failed")
+    sys.exit(1 if hits else 0)
+
+
+if __name__ == "__main__":
+    main()
