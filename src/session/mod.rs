@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::audit::{self, MessageEvent, MessageResult, Reason, SessionInfo};
 use crate::credential::{Credential, CredentialState};
@@ -185,10 +186,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.bound = true;
         }
         self.reply(local::greeting(&self.rt.policy.upstream.ehlo_name));
+        // A whole command must arrive within `command_timeout`: the deadline
+        // starts when the session waits for a command and is not extended by
+        // partial bytes, so a client dripping a byte a second is cut off too.
+        let mut deadline: Option<Instant> = None;
         loop {
             // Answer every complete command already buffered, in order.
             loop {
                 let line = self.inbuf.next_line(MAX_COMMAND_LINE);
+                if !matches!(line, Line::NeedMore) {
+                    deadline = None;
+                }
                 let flow = match line {
                     Line::Ok(line) => self.handle(&line).await,
                     Line::TooLong => self.bad_command(local::line_too_long()),
@@ -209,7 +217,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return outcome;
             }
             let timeout = self.rt.policy.limits.command_timeout;
-            match self.read_more(timeout, true).await {
+            let until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+            match self.read_more(until, true).await {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
             }
@@ -232,11 +241,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         None
     }
 
-    /// Reads more client bytes into the buffer, bounded by `timeout`.
+    /// Reads more client bytes into the buffer; a `421` timeout at `until`.
     /// `watch_phase`: also return early when shutdown asks this session to close.
-    async fn read_more(&mut self, timeout: Duration, watch_phase: bool) -> Result<(), Outcome> {
+    async fn read_more(&mut self, until: Instant, watch_phase: bool) -> Result<(), Outcome> {
         let mut chunk = [0u8; READ_CHUNK];
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -467,6 +476,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.flush().await.is_err() {
             return Err(Flow::End(Outcome::Error));
         }
+        let until = Instant::now() + self.rt.policy.limits.command_timeout;
         loop {
             match self.inbuf.next_line(MAX_AUTH_LINE) {
                 Line::Ok(line) => {
@@ -482,8 +492,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Err(Flow::End(Outcome::Rejected));
                 }
                 Line::NeedMore => {
-                    let timeout = self.rt.policy.limits.command_timeout;
-                    if let Err(outcome) = self.read_more(timeout, false).await {
+                    if let Err(outcome) = self.read_more(until, false).await {
                         return Err(Flow::End(outcome));
                     }
                 }
@@ -908,7 +917,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
         // During DATA, shutdown only interrupts once the drain deadline passed.
         let mut phase = self.phase.clone();
-        let read = self.read_more(timeout, false);
+        // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
+        let read = self.read_more(Instant::now() + timeout, false);
         tokio::pin!(read);
         loop {
             tokio::select! {
