@@ -58,6 +58,9 @@ pub struct Faults {
     pub no_pipelining: bool,
     /// Advertise only this AUTH mechanism ("PLAIN" or "LOGIN").
     pub only_mechanism: Option<String>,
+    /// Close a connection that sent nothing for this long (like providers'
+    /// idle timeouts), after a `421`.
+    pub idle_close: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,13 +279,24 @@ impl Conn {
         loop {
             let next = match self.next_line() {
                 Some(line) => self.command(&line, &mut io).await,
-                None => {
-                    if self.read(&mut io).await {
-                        Next::Continue
-                    } else {
-                        Next::Close
+                None => match self.config.faults.idle_close {
+                    Some(idle) => match tokio::time::timeout(idle, self.read(&mut io)).await {
+                        Ok(true) => Next::Continue,
+                        Ok(false) => Next::Close,
+                        Err(_) => {
+                            let _ = io.write_all(b"421 4.4.2 idle timeout\r\n").await;
+                            let _ = io.shutdown().await;
+                            Next::Close
+                        }
+                    },
+                    None => {
+                        if self.read(&mut io).await {
+                            Next::Continue
+                        } else {
+                            Next::Close
+                        }
                     }
-                }
+                },
             };
             match next {
                 Next::Continue => {}

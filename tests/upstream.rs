@@ -255,3 +255,20 @@ fn connections_are_reused_across_sessions_under_the_same_pin_only() {
     );
     sidecar.assert_no_secrets();
 }
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_while_idle_is_not_used() {
+    let up = Upstream::start(|c| c.faults.idle_close = Some(Duration::from_millis(200)));
+    let sidecar = Sidecar::start(&up, |_| {});
+    let first = send_one(sidecar.smtp, "apikey", KEY_A, "billing@acme.example", "one");
+    assert!(first.starts_with("250"), "{first}");
+    std::thread::sleep(Duration::from_millis(600));
+    let second = send_one(sidecar.smtp, "apikey", KEY_A, "billing@acme.example", "two");
+    assert!(second.starts_with("250"), "{second}");
+    assert_eq!(
+        up.server.connections(),
+        2,
+        "the closed idle connection was replaced"
+    );
+    assert_eq!(wait_messages(&up, 2).len(), 2);
+}

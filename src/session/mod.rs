@@ -549,40 +549,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(flow) = self.refresh_credential() {
             return flow;
         }
-        let conn = match self.upstream_connection().await {
-            Ok(conn) => conn,
-            Err(reply) => {
-                self.reply(reply);
+        // A pooled connection the server closed while idle is only found out
+        // when the first command fails: then retry once on a new connection.
+        for attempt in 0..2 {
+            let conn = match self.upstream_connection().await {
+                Ok(conn) => conn,
+                Err(reply) => {
+                    self.reply(reply);
+                    return Flow::Continue;
+                }
+            };
+            if eight_bit && !conn.capabilities().eight_bit_mime {
+                self.reply(local::eight_bit_unsupported());
                 return Flow::Continue;
             }
-        };
-        if eight_bit && !conn.capabilities().eight_bit_mime {
-            self.reply(local::eight_bit_unsupported());
-            return Flow::Continue;
-        }
-        let mut line = format!("MAIL FROM:<{address}>");
-        if let (Some(s), Some(_)) = (size, conn.capabilities().size) {
-            line.push_str(&format!(" SIZE={s}"));
-        }
-        if eight_bit {
-            line.push_str(" BODY=8BITMIME");
-        }
-        line.push_str("\r\n");
-        conn.set_clean(false);
-        match conn.command(line.as_bytes()).await {
-            Ok(reply) => {
-                if reply.is_positive() {
-                    self.tx = Some(Transaction {
-                        sender_domain,
-                        recipients: 0,
-                        accepted: 0,
-                    });
-                } else {
-                    conn.set_clean(true);
-                }
-                self.reply(reply);
+            let mut line = format!("MAIL FROM:<{address}>");
+            if let (Some(s), Some(_)) = (size, conn.capabilities().size) {
+                line.push_str(&format!(" SIZE={s}"));
             }
-            Err(e) => self.upstream_lost(&e),
+            if eight_bit {
+                line.push_str(" BODY=8BITMIME");
+            }
+            line.push_str("\r\n");
+            let reused = conn.take_reused();
+            conn.set_clean(false);
+            match conn.command(line.as_bytes()).await {
+                Ok(reply) => {
+                    if reply.is_positive() {
+                        self.tx = Some(Transaction {
+                            sender_domain,
+                            recipients: 0,
+                            accepted: 0,
+                        });
+                    } else {
+                        conn.set_clean(true);
+                    }
+                    self.reply(reply);
+                    return Flow::Continue;
+                }
+                Err(e) if reused && attempt == 0 => {
+                    self.log_upstream_error(&e);
+                    self.upstream = None;
+                }
+                Err(e) => {
+                    self.upstream_lost(&e);
+                    return Flow::Continue;
+                }
+            }
         }
         Flow::Continue
     }

@@ -178,6 +178,7 @@ impl Connector {
             reply_timeout: p.reply_timeout,
             tls: false,
             clean: true,
+            reused: false,
         };
         // Handshake and greeting share the connect timeout.
         let setup = async {
@@ -232,6 +233,8 @@ pub struct Connection {
     tls: bool,
     /// No transaction open: safe to hand to another session.
     clean: bool,
+    /// Taken from the pool and not used since.
+    reused: bool,
 }
 
 impl Connection {
@@ -242,6 +245,17 @@ impl Connection {
     /// Pin of the credential this connection authenticated with.
     pub fn pin(&self) -> Pin {
         self.pin
+    }
+
+    /// True (once) when this connection came from the pool and has not been
+    /// used since: a failure of its first command may be a server-side idle
+    /// close, worth one retry on a new connection.
+    pub fn take_reused(&mut self) -> bool {
+        std::mem::take(&mut self.reused)
+    }
+
+    pub fn mark_reused(&mut self) {
+        self.reused = true;
     }
 
     pub fn is_clean(&self) -> bool {

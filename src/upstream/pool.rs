@@ -65,6 +65,7 @@ impl Pool {
             };
             let mut conn = candidate;
             if conn.pin() == pin && conn.is_clean() && !conn.is_stale().await {
+                conn.mark_reused();
                 metrics::counter!("smtpbind_upstream_reuse_total", "result" => "hit").increment(1);
                 return Some(conn);
             }
