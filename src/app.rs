@@ -98,12 +98,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 
 /// Runs until `shutdown` resolves, then drains and returns.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let policy = policy::load(&opts.policy_path)?;
+    // The text the policy was loaded from is the watcher's baseline, so an
+    // edit made right after start is never mistaken for the original.
+    let policy_text = policy::read(&opts.policy_path)?;
+    let policy = policy::parse(&policy_text, &opts.policy_path)?;
     log::set_tenant(&policy.tenant);
     let metrics = telemetry::install(&policy.tenant);
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
     let cred_state = load_credential(&policy);
+    let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
     let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let (cred_tx, cred_rx) = watch::channel(cred_state);
@@ -137,9 +141,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     let watcher = tokio::spawn(watch_files(
         opts.policy_path.clone(),
+        policy_text.into_bytes(),
         runtime_tx,
         cred_tx,
-        policy.credential.secret_dir.clone(),
+        (policy.credential.secret_dir.clone(), cred_fingerprint),
     ));
 
     let channels = Channels {
@@ -181,12 +186,12 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 /// invalid one is refused and the last good policy stays.
 async fn watch_files(
     policy_path: PathBuf,
+    policy_loaded: Vec<u8>,
     runtime_tx: watch::Sender<Arc<Runtime>>,
     cred_tx: watch::Sender<CredentialState>,
-    mut secret_dir: PathBuf,
+    (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
 ) {
-    let mut policy_bytes = std::fs::read(&policy_path).ok();
-    let mut cred_fingerprint = secret_fingerprint(&secret_dir);
+    let mut policy_bytes = Some(policy_loaded);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -326,3 +326,31 @@ fn upstream_reply_codes_pass_through_unchanged() {
     );
     assert_eq!(sidecar.events("message")[0]["result"], "failed");
 }
+
+#[test]
+fn pipelined_envelope_with_and_without_upstream_pipelining_and_a_refused_mail() {
+    for no_pipelining in [false, true] {
+        let up = Upstream::start(|c| {
+            c.faults.no_pipelining = no_pipelining;
+            c.faults.mail_reply = Some("451 4.7.1 sender rate limited".into());
+        });
+        let sidecar = Sidecar::start(&up, |_| {});
+        let mut c = Raw::authed(sidecar.smtp, KEY_A);
+        c.send(b"MAIL FROM:<billing@acme.example>\r\nRCPT TO:<a@example.net>\r\nDATA\r\nNOOP\r\n");
+        let replies: Vec<String> = (0..4).map(|_| c.reply()).collect();
+        assert_eq!(
+            replies[0], "451 4.7.1 sender rate limited\r\n",
+            "{no_pipelining}: {replies:?}"
+        );
+        assert!(
+            replies[1].starts_with("503"),
+            "{no_pipelining}: {replies:?}"
+        );
+        assert!(
+            replies[2].starts_with("503"),
+            "DATA without a transaction: {replies:?}"
+        );
+        assert!(replies[3].starts_with("250"), "{replies:?}");
+        assert!(up.messages().is_empty());
+    }
+}

@@ -87,6 +87,11 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// A read failure is one error at line 0, column 0 naming only the kind of
 /// I/O error (never any of the file's bytes).
 pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
+    parse(&read(path)?, path)
+}
+
+/// Reads a policy file's text (bounded, UTF-8) without parsing it.
+pub fn read(path: &Path) -> Result<String, PolicyErrors> {
     let fail = |message: String| {
         PolicyErrors(vec![PolicyError {
             file: path.to_path_buf(),
@@ -105,9 +110,7 @@ pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
             "policy file is larger than {MAX_POLICY_BYTES} bytes"
         )));
     }
-    let text =
-        String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))?;
-    parse(&text, path)
+    String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))
 }
 
 /// Parses and validates policy `text`; `file` is only used to name it in errors.

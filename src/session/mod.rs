@@ -89,6 +89,14 @@ struct Transaction {
     accepted: usize,
 }
 
+/// A reply owed to the client, in order: ready now, or the reply to a
+/// command pipelined to the upstream and not read yet.
+enum Slot {
+    Ready(Reply),
+    Mail,
+    Rcpt,
+}
+
 /// Why a message was not relayed (decided while streaming DATA).
 enum Refusal {
     Policy(Reason, Reply),
@@ -114,6 +122,8 @@ pub struct Session<S> {
     errors: u32,
     upstream: Option<Connection>,
     tx: Option<Transaction>,
+    /// Replies owed while commands are pipelined to the upstream.
+    slots: std::collections::VecDeque<Slot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -147,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             errors: 0,
             upstream: None,
             tx: None,
+            slots: std::collections::VecDeque::new(),
         }
     }
 
@@ -275,11 +286,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Queues a reply for the client, after any still owed by the upstream.
     fn reply(&mut self, reply: Reply) {
-        reply.write_to(&mut self.out);
+        if self.slots.is_empty() {
+            reply.write_to(&mut self.out);
+        } else {
+            self.slots.push_back(Slot::Ready(reply));
+        }
+    }
+
+    /// Reads the upstream's replies to every pipelined command, in order,
+    /// applies them to the transaction and queues them for the client.
+    async fn settle(&mut self) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mut failed: Option<UpstreamError> = None;
+        if let Some(conn) = self.upstream.as_mut() {
+            if let Err(e) = conn.flush().await {
+                failed = Some(e);
+            }
+        }
+        while let Some(slot) = self.slots.pop_front() {
+            let kind = match slot {
+                Slot::Ready(reply) => {
+                    reply.write_to(&mut self.out);
+                    continue;
+                }
+                kind => kind,
+            };
+            let result = match (failed.is_some(), self.upstream.as_mut()) {
+                (false, Some(conn)) => conn.read_reply().await,
+                _ => Err(UpstreamError::Closed),
+            };
+            match result {
+                Ok(reply) => {
+                    match kind {
+                        Slot::Mail if !reply.is_positive() => {
+                            self.tx = None;
+                            if let Some(conn) = self.upstream.as_mut() {
+                                conn.set_clean(true);
+                            }
+                        }
+                        Slot::Rcpt if reply.is_positive() => {
+                            if let Some(tx) = self.tx.as_mut() {
+                                tx.accepted += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    reply.write_to(&mut self.out);
+                }
+                Err(e) => {
+                    if failed.is_none() {
+                        self.log_upstream_error(&e);
+                        failed = Some(e);
+                    }
+                    self.upstream = None;
+                    self.tx = None;
+                    local::upstream_failed().write_to(&mut self.out);
+                }
+            }
+        }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.settle().await;
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
             self.io.flush().await?;
@@ -312,6 +384,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.bad_command(reply);
             }
         };
+        // MAIL and RCPT may be pipelined to the upstream; every other
+        // command sees the transaction as the upstream answered it.
+        if !matches!(cmd, Command::Mail { .. } | Command::Rcpt { .. }) {
+            self.settle().await;
+        }
         match cmd {
             Command::Ehlo(_) => self.ehlo(true).await,
             Command::Helo(_) => self.ehlo(false).await,
@@ -573,6 +650,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             line.push_str("\r\n");
             let reused = conn.take_reused();
             conn.set_clean(false);
+            if conn.capabilities().pipelining && !reused {
+                // Answered at the next settle (before the client's output is
+                // flushed, or before a command that needs the outcome).
+                if let Err(e) = conn.write(line.as_bytes()).await {
+                    self.upstream_lost(&e);
+                    return Flow::Continue;
+                }
+                self.slots.push_back(Slot::Mail);
+                self.tx = Some(Transaction {
+                    sender_domain,
+                    recipients: 0,
+                    accepted: 0,
+                });
+                return Flow::Continue;
+            }
             match conn.command(line.as_bytes()).await {
                 Ok(reply) => {
                     if reply.is_positive() {
@@ -705,6 +797,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(local::upstream_failed());
             return Flow::Continue;
         };
+        if conn.capabilities().pipelining {
+            let line = format!("RCPT TO:<{address}>\r\n");
+            if let Err(e) = conn.write(line.as_bytes()).await {
+                self.upstream_lost(&e);
+                return Flow::Continue;
+            }
+            self.slots.push_back(Slot::Rcpt);
+            return Flow::Continue;
+        }
         match conn
             .command(format!("RCPT TO:<{address}>\r\n").as_bytes())
             .await
