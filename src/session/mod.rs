@@ -28,7 +28,7 @@ use crate::credential::{Credential, CredentialState};
 use crate::policy::{BareLf, ClientAuth, HeaderFrom};
 use crate::server::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError, Mechanism};
-use crate::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed};
+use crate::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed, LineEndingFilter};
 use crate::smtp::header::{header_from_addresses, Gate, HeaderGate};
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::{local, Reply};
@@ -97,6 +97,21 @@ enum Slot {
     Rcpt,
 }
 
+/// The message being received, by DATA or BDAT: its policy state and its
+/// stream to the upstream.
+struct Inbound {
+    mode: BareLineEndings,
+    max: u64,
+    /// Buffers the header section until From is checked (`header_from: enforce`).
+    gate: Option<HeaderGate>,
+    stuffer: DotStuffer,
+    wire: Vec<u8>,
+    size: u64,
+    refusal: Option<Refusal>,
+    /// The upstream answered 354 to our DATA: it is receiving this message.
+    upstream_open: bool,
+}
+
 /// Why a message was not relayed (decided while streaming DATA).
 enum Refusal {
     Policy(Reason, Reply),
@@ -124,6 +139,8 @@ pub struct Session<S> {
     tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
     slots: std::collections::VecDeque<Slot>,
+    /// A message arriving in BDAT chunks.
+    bdat: Option<(Inbound, LineEndingFilter)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -158,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             upstream: None,
             tx: None,
             slots: std::collections::VecDeque::new(),
+            bdat: None,
         }
     }
 
@@ -423,7 +441,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Flow::Continue
             }
             Command::StartTls => self.bad_command(local::starttls_not_offered()),
-            Command::Bdat | Command::NotImplemented => self.bad_command(local::not_implemented()),
+            Command::Bdat { size, last } => self.bdat(size, last).await,
+            Command::NotImplemented => self.bad_command(local::not_implemented()),
         }
     }
 
@@ -441,6 +460,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             format!("SIZE {}", self.rt.policy.limits.max_message_bytes),
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
+            "CHUNKING".to_string(),
         ];
         if self.rt.policy.client.auth == ClientAuth::Required {
             lines.push("AUTH PLAIN LOGIN".to_string());
@@ -827,6 +847,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// connection if RSET fails).
     async fn reset_transaction(&mut self) {
         self.tx = None;
+        if let Some((msg, _)) = self.bdat.take() {
+            if msg.upstream_open {
+                // Mid-DATA upstream: only dropping it keeps the message unsent.
+                self.upstream = None;
+            }
+        }
         if let Some(conn) = self.upstream.as_mut() {
             if !conn.is_clean() {
                 match conn.command(b"RSET\r\n").await {
@@ -839,9 +865,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     // ---- DATA ----------------------------------------------------------
 
-    async fn data(&mut self) -> Flow {
+    /// Checks that a transaction can take a message (DATA or the first BDAT).
+    fn ready_for_message(&mut self) -> Result<(), Flow> {
         let Some(tx) = self.tx.as_ref() else {
-            return self.bad_command(local::need_mail());
+            return Err(self.bad_command(local::need_mail()));
         };
         if tx.accepted == 0 {
             let reply = if tx.recipients == 0 {
@@ -849,47 +876,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 local::no_valid_recipients()
             };
-            return self.bad_command(reply);
+            return Err(self.bad_command(reply));
+        }
+        Ok(())
+    }
+
+    fn new_inbound(&self) -> Inbound {
+        let policy = &self.rt.policy;
+        Inbound {
+            mode: match policy.data.bare_lf {
+                BareLf::Reject => BareLineEndings::Reject,
+                BareLf::Normalize => BareLineEndings::Normalize,
+            },
+            max: policy.limits.max_message_bytes,
+            gate: (policy.header_from == HeaderFrom::Enforce)
+                .then(|| HeaderGate::new(MAX_HEADER_BYTES)),
+            stuffer: DotStuffer::new(),
+            wire: Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8),
+            size: 0,
+            refusal: None,
+            upstream_open: false,
+        }
+    }
+
+    /// The client vanished, stalled or shutdown cut in mid-message: the
+    /// upstream must not receive an end for it.
+    fn abandon_message(&mut self, msg: &Inbound, outcome: Outcome) -> Flow {
+        if outcome == Outcome::Shutdown {
+            self.reply(local::shutting_down());
+        }
+        if msg.upstream_open {
+            self.upstream = None;
+        }
+        self.tx = None;
+        Flow::End(outcome)
+    }
+
+    async fn data(&mut self) -> Flow {
+        if self.bdat.is_some() {
+            return self.bad_command(local::bdat_in_progress());
+        }
+        if let Err(flow) = self.ready_for_message() {
+            return flow;
         }
         self.reply(local::start_data());
         if self.flush().await.is_err() {
             return Flow::End(Outcome::Error);
         }
-        let policy = &self.rt.policy;
-        let mode = match policy.data.bare_lf {
-            BareLf::Reject => BareLineEndings::Reject,
-            BareLf::Normalize => BareLineEndings::Normalize,
-        };
-        let max = policy.limits.max_message_bytes;
-        let data_timeout = policy.limits.data_timeout;
-        let mut gate =
-            (policy.header_from == HeaderFrom::Enforce).then(|| HeaderGate::new(MAX_HEADER_BYTES));
-        let mut decoder = DataDecoder::new(mode);
-        let mut stuffer = DotStuffer::new();
+        let mut msg = self.new_inbound();
+        let mut decoder = DataDecoder::new(msg.mode);
         let mut content = Vec::with_capacity(READ_CHUNK);
-        let mut wire = Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8);
-        let mut size: u64 = 0;
-        let mut refusal: Option<Refusal> = None;
-        // The upstream answered 354 to our DATA: it is receiving this message.
-        let mut upstream_open = false;
-
+        let data_timeout = self.rt.policy.limits.data_timeout;
         loop {
             if !self.inbuf.has_pending() {
                 if let Err(outcome) = self.read_data(data_timeout).await {
-                    // Client gone, too slow, or the drain deadline passed
-                    // mid-message: the upstream must not receive an end for it.
-                    if outcome == Outcome::Shutdown {
-                        self.reply(local::shutting_down());
-                    }
-                    if upstream_open {
-                        self.upstream = None;
-                    }
-                    self.tx = None;
-                    return Flow::End(outcome);
+                    return self.abandon_message(&msg, outcome);
                 }
             }
-            let feed = decoder.feed(self.inbuf.pending(), &mut content);
-            let ended = match feed {
+            let ended = match decoder.feed(self.inbuf.pending(), &mut content) {
                 Feed::Ended { consumed } => {
                     self.inbuf.consume(consumed);
                     true
@@ -900,88 +944,194 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     false
                 }
             };
-            size += content.len() as u64;
-            if refusal.is_none() {
-                if mode == BareLineEndings::Reject && decoder.saw_bare_line_ending() {
-                    refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
-                } else if size > max {
-                    refusal = Some(Refusal::Policy(
-                        Reason::MessageTooLarge,
-                        local::message_too_large(),
-                    ));
-                }
-            }
-            if refusal.is_none() {
-                let mut forward: Option<Vec<u8>> = None;
-                match gate.as_mut() {
-                    Some(g) => {
-                        let state = if ended {
-                            let s = g.push(&content);
-                            if matches!(s, Gate::NeedMore) {
-                                g.finish()
-                            } else {
-                                s
-                            }
-                        } else {
-                            g.push(&content)
-                        };
-                        match state {
-                            Gate::NeedMore => {}
-                            Gate::TooLarge => {
-                                refusal = Some(Refusal::Policy(
-                                    Reason::MessageTooLarge,
-                                    local::headers_too_large(),
-                                ))
-                            }
-                            Gate::Complete => {
-                                if self.header_from_allowed(g.headers()) {
-                                    forward = gate.take().map(HeaderGate::into_buffer);
-                                } else {
-                                    refusal = Some(Refusal::Policy(
-                                        Reason::HeaderFromMismatch,
-                                        local::header_from_mismatch(),
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                    None => forward = Some(std::mem::take(&mut content)),
-                }
-                if let Some(bytes) = forward {
-                    if !upstream_open {
-                        match self.upstream_data().await {
-                            Ok(()) => upstream_open = true,
-                            Err(r) => refusal = Some(r),
-                        }
-                    }
-                    if upstream_open && refusal.is_none() {
-                        wire.clear();
-                        stuffer.encode(&bytes, &mut wire);
-                        if let Err(r) = self.upstream_write(&wire).await {
-                            refusal = Some(r);
-                        }
-                    }
-                    if content.capacity() == 0 {
-                        content = bytes;
-                    }
-                }
-            }
-            content.clear();
+            self.accept_content(
+                &mut msg,
+                &mut content,
+                decoder.saw_bare_line_ending(),
+                ended,
+            )
+            .await;
             if ended {
                 break;
             }
-            // A client that keeps sending long after the limit is cut off.
-            if size > max.saturating_mul(2).saturating_add(1 << 20) {
-                self.reply(local::message_too_large());
-                if upstream_open {
-                    self.upstream = None;
-                }
-                self.tx = None;
-                return Flow::End(Outcome::Rejected);
+            if let Some(flow) = self.cut_off_runaway(&msg) {
+                return flow;
             }
         }
-        self.finish_message(refusal, upstream_open, stuffer, size)
-            .await
+        self.finish_message(msg).await
+    }
+
+    /// BDAT (RFC 3030): chunks of exactly `size` octets, no dot-stuffing, no
+    /// end marker. Relayed as DATA to the upstream (re-stuffed), with the
+    /// same policy as DATA: line endings, size, header From.
+    async fn bdat(&mut self, size: usize, last: bool) -> Flow {
+        if self.bdat.is_none() {
+            if let Err(flow) = self.ready_for_message() {
+                // The chunk's octets still follow the command: skip them.
+                return match self.skip_octets(size).await {
+                    Ok(()) => flow,
+                    Err(outcome) => Flow::End(outcome),
+                };
+            }
+            let msg = self.new_inbound();
+            let filter = LineEndingFilter::new(msg.mode);
+            self.bdat = Some((msg, filter));
+        }
+        let Some((mut msg, mut filter)) = self.bdat.take() else {
+            return Flow::Continue;
+        };
+        let data_timeout = self.rt.policy.limits.data_timeout;
+        let mut remaining = size;
+        let mut content = Vec::with_capacity(READ_CHUNK);
+        while remaining > 0 {
+            if !self.inbuf.has_pending() {
+                if let Err(outcome) = self.read_data(data_timeout).await {
+                    return self.abandon_message(&msg, outcome);
+                }
+            }
+            let take = remaining.min(self.inbuf.pending().len());
+            filter.feed(&self.inbuf.pending()[..take], &mut content);
+            self.inbuf.consume(take);
+            remaining -= take;
+            if remaining == 0 && last {
+                filter.finish(&mut content);
+            }
+            let ended = remaining == 0 && last;
+            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), ended)
+                .await;
+            if let Some(flow) = self.cut_off_runaway(&msg) {
+                return flow;
+            }
+        }
+        if size == 0 && last {
+            filter.finish(&mut content);
+            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), true)
+                .await;
+        }
+        if last {
+            return self.finish_message(msg).await;
+        }
+        if msg.refusal.is_some() {
+            // RFC 3030: a failed chunk fails the transaction.
+            return self.finish_message(msg).await;
+        }
+        self.reply(Reply::new(250, format!("2.0.0 {size} octets received")));
+        self.bdat = Some((msg, filter));
+        Flow::Continue
+    }
+
+    /// Reads and drops `n` octets (a BDAT chunk that cannot be accepted).
+    async fn skip_octets(&mut self, mut n: usize) -> Result<(), Outcome> {
+        let data_timeout = self.rt.policy.limits.data_timeout;
+        while n > 0 {
+            if !self.inbuf.has_pending() {
+                self.read_data(data_timeout).await?;
+            }
+            let take = n.min(self.inbuf.pending().len());
+            self.inbuf.consume(take);
+            n -= take;
+        }
+        Ok(())
+    }
+
+    /// A client that keeps sending long after the size limit is cut off.
+    fn cut_off_runaway(&mut self, msg: &Inbound) -> Option<Flow> {
+        if msg.size <= msg.max.saturating_mul(2).saturating_add(1 << 20) {
+            return None;
+        }
+        self.reply(local::message_too_large());
+        if msg.upstream_open {
+            self.upstream = None;
+        }
+        self.tx = None;
+        self.bdat = None;
+        Some(Flow::End(Outcome::Rejected))
+    }
+
+    /// Takes decoded message content: size and line-ending policy, the
+    /// header gate (From), then the stream to the upstream. `content` is
+    /// consumed (cleared).
+    async fn accept_content(
+        &mut self,
+        msg: &mut Inbound,
+        content: &mut Vec<u8>,
+        saw_bare: bool,
+        ended: bool,
+    ) {
+        msg.size += content.len() as u64;
+        if msg.refusal.is_none() {
+            if msg.mode == BareLineEndings::Reject && saw_bare {
+                msg.refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
+            } else if msg.size > msg.max {
+                msg.refusal = Some(Refusal::Policy(
+                    Reason::MessageTooLarge,
+                    local::message_too_large(),
+                ));
+            }
+        }
+        if msg.refusal.is_some() {
+            content.clear();
+            return;
+        }
+        let forward = match msg.gate.as_mut() {
+            Some(g) => {
+                let mut state = g.push(content);
+                if ended && matches!(state, Gate::NeedMore) {
+                    state = g.finish();
+                }
+                content.clear();
+                match state {
+                    Gate::NeedMore => None,
+                    Gate::TooLarge => {
+                        msg.refusal = Some(Refusal::Policy(
+                            Reason::MessageTooLarge,
+                            local::headers_too_large(),
+                        ));
+                        None
+                    }
+                    Gate::Complete => {
+                        if self.header_from_allowed(g.headers()) {
+                            msg.gate.take().map(HeaderGate::into_buffer)
+                        } else {
+                            msg.refusal = Some(Refusal::Policy(
+                                Reason::HeaderFromMismatch,
+                                local::header_from_mismatch(),
+                            ));
+                            None
+                        }
+                    }
+                }
+            }
+            None => Some(std::mem::take(content)),
+        };
+        // An empty message (no header gate) still opens the upstream's DATA.
+        let forward = match forward {
+            None if ended && msg.gate.is_none() && !msg.upstream_open && msg.refusal.is_none() => {
+                Some(Vec::new())
+            }
+            other => other,
+        };
+        let Some(bytes) = forward else { return };
+        if !msg.upstream_open {
+            match self.upstream_data().await {
+                Ok(()) => msg.upstream_open = true,
+                Err(r) => {
+                    msg.refusal = Some(r);
+                    return;
+                }
+            }
+        }
+        msg.wire.clear();
+        msg.stuffer.encode(&bytes, &mut msg.wire);
+        let wire = std::mem::take(&mut msg.wire);
+        if let Err(r) = self.upstream_write(&wire).await {
+            msg.refusal = Some(r);
+        }
+        msg.wire = wire;
+        if content.capacity() == 0 {
+            *content = bytes;
+            content.clear();
+        }
     }
 
     fn header_from_allowed(&self, headers: &[u8]) -> bool {
@@ -1049,13 +1199,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// End of data: either the upstream gets the end of the message and its
     /// final reply goes to the client, or the message is refused and the
     /// upstream connection (if it was receiving) is dropped mid-message.
-    async fn finish_message(
-        &mut self,
-        refusal: Option<Refusal>,
-        upstream_open: bool,
-        mut stuffer: DotStuffer,
-        size: u64,
-    ) -> Flow {
+    async fn finish_message(&mut self, msg: Inbound) -> Flow {
+        let Inbound {
+            refusal,
+            upstream_open,
+            mut stuffer,
+            size,
+            ..
+        } = msg;
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };

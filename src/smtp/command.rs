@@ -33,7 +33,11 @@ pub enum Command {
         address: String,
     },
     Data,
-    Bdat,
+    /// BDAT with its chunk size and whether it is the LAST chunk.
+    Bdat {
+        size: usize,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -121,7 +125,13 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             }
         }
         Request::Data => Command::Data,
-        Request::Bdat { .. } => Command::Bdat,
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => Command::Bdat {
+            size: chunk_size,
+            last: is_last,
+        },
         Request::Rset => Command::Rset,
         Request::Noop { .. } => Command::Noop,
         Request::Quit => Command::Quit,
@@ -221,6 +231,19 @@ mod tests {
             parse(b"EXPN list").expect("parses"),
             Command::NotImplemented
         );
-        assert_eq!(parse(b"BDAT 10 LAST").expect("parses"), Command::Bdat);
+        assert_eq!(
+            parse(b"BDAT 10 LAST").expect("parses"),
+            Command::Bdat {
+                size: 10,
+                last: true
+            }
+        );
+        assert_eq!(
+            parse(b"BDAT 0").expect("parses"),
+            Command::Bdat {
+                size: 0,
+                last: false
+            }
+        );
     }
 }

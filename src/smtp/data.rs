@@ -338,6 +338,83 @@ impl DotStuffer {
     }
 }
 
+/// Line-ending policy for BDAT chunks, which carry message bytes as they
+/// are (no dot-stuffing, no end marker): a bare LF or bare CR is refused
+/// (`Reject`: nothing more is appended from it on) or turned into CRLF
+/// (`Normalize`). A CR at the end of one chunk followed by LF at the start
+/// of the next is a real CRLF.
+#[derive(Debug, Clone)]
+pub struct LineEndingFilter {
+    mode: BareLineEndings,
+    pending_cr: bool,
+    saw_bare: bool,
+}
+
+impl LineEndingFilter {
+    pub fn new(mode: BareLineEndings) -> Self {
+        LineEndingFilter {
+            mode,
+            pending_cr: false,
+            saw_bare: false,
+        }
+    }
+
+    pub fn saw_bare_line_ending(&self) -> bool {
+        self.saw_bare
+    }
+
+    fn bare(&mut self, out: &mut Vec<u8>) {
+        self.saw_bare = true;
+        if self.mode == BareLineEndings::Normalize {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn rejecting(&self) -> bool {
+        self.saw_bare && self.mode == BareLineEndings::Reject
+    }
+
+    /// Appends the filtered bytes of `input` to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut rest = input;
+        while !rest.is_empty() && !self.rejecting() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if rest[0] == b'\n' {
+                    out.extend_from_slice(b"\r\n");
+                    rest = &rest[1..];
+                } else {
+                    self.bare(out);
+                }
+                continue;
+            }
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                None => {
+                    out.extend_from_slice(rest);
+                    rest = &[];
+                }
+                Some(i) => {
+                    out.extend_from_slice(&rest[..i]);
+                    if rest[i] == b'\r' {
+                        self.pending_cr = true;
+                    } else {
+                        self.bare(out);
+                    }
+                    rest = &rest[i + 1..];
+                }
+            }
+        }
+    }
+
+    /// The last chunk ended: a CR still pending was bare.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.pending_cr && !self.rejecting() {
+            self.pending_cr = false;
+            self.bare(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,5 +827,29 @@ mod tests {
             prop_assert_eq!(reference_end(&wire), Some(wire.len()));
             prop_assert!(!has_bare(&wire));
         }
+    }
+
+    #[test]
+    fn bdat_filter_keeps_crlf_across_chunks_and_handles_bare_endings() {
+        let mut f = LineEndingFilter::new(BareLineEndings::Reject);
+        let mut out = Vec::new();
+        f.feed(b"a\r", &mut out);
+        f.feed(b"\nb\r\n.\r\n", &mut out);
+        f.finish(&mut out);
+        assert_eq!(out, b"a\r\nb\r\n.\r\n");
+        assert!(!f.saw_bare_line_ending());
+
+        let mut f = LineEndingFilter::new(BareLineEndings::Reject);
+        let mut out = Vec::new();
+        f.feed(b"x\n.\nMAIL", &mut out);
+        assert!(f.saw_bare_line_ending());
+        assert_eq!(out, b"x", "nothing appended from the bare LF on");
+
+        let mut f = LineEndingFilter::new(BareLineEndings::Normalize);
+        let mut out = Vec::new();
+        f.feed(b"x\n.\ry\r", &mut out);
+        f.finish(&mut out);
+        assert_eq!(out, b"x\r\n.\r\ny\r\n");
+        assert!(f.saw_bare_line_ending());
     }
 }

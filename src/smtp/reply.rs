@@ -156,6 +156,12 @@ pub mod local {
     pub fn eight_bit_unsupported() -> Reply {
         Reply::new(554, "5.6.3 upstream does not accept 8BITMIME")
     }
+    pub fn bdat_in_progress() -> Reply {
+        Reply::new(
+            503,
+            "5.5.1 BDAT transfer in progress, finish it with BDAT LAST",
+        )
+    }
     pub fn start_data() -> Reply {
         Reply::new(354, "end data with <CR><LF>.<CR><LF>")
     }
