@@ -286,7 +286,11 @@ impl Drop for Sidecar {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sidecar-output");
         let _ = std::fs::create_dir_all(&dir);
-        let name = format!("{}-{}.log", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "{}-{}.log",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
         let _ = std::fs::write(dir.join(name), self.output().join("\n"));
     }
 }
