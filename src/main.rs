@@ -89,7 +89,22 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors are invalid input: exit 1 (clap's default would be 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let serving = matches!(
+        cli.command,
+        Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::Capture { .. }
+    );
     let result = match cli.command {
         Cmd::Check { files, credentials } => return check(&files, credentials),
         Cmd::Fingerprint { file } => match fingerprint(&file) {
@@ -141,7 +156,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            smtpbind::log::error("fatal", serde_json::json!({ "error": e.to_string() }));
+            if serving {
+                smtpbind::log::error("fatal", serde_json::json!({ "error": e.to_string() }));
+            }
             eprintln!("smtpbind: {e}");
             ExitCode::from(e.exit_code() as u8)
         }

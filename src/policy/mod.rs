@@ -110,7 +110,13 @@ pub fn read(path: &Path) -> Result<String, PolicyErrors> {
             "policy file is larger than {MAX_POLICY_BYTES} bytes"
         )));
     }
-    String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))
+    let text =
+        String::from_utf8(bytes).map_err(|_| fail("policy file is not valid UTF-8".to_string()))?;
+    // Editors on some systems write a byte-order mark; YAML allows it.
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
 }
 
 /// Parses and validates policy `text`; `file` is only used to name it in errors.
@@ -194,7 +200,11 @@ fn yaml_error(err: &serde_yaml::Error, text: &str, file: &Path) -> PolicyError {
     let backticked = |prefix: &str| {
         msg.strip_prefix(prefix)
             .and_then(|rest| rest.split_once('`'))
-            .map(|(field, _)| field.to_string())
+            // An empty key (`"": 1`, `{!}`) is shown as `""`.
+            .map(|(field, _)| match field {
+                "" => "\"\"".to_string(),
+                f => f.to_string(),
+            })
     };
     let (key, pos) = if let Some(field) = backticked("unknown field `") {
         let key = join(&field);
@@ -215,6 +225,7 @@ fn yaml_error(err: &serde_yaml::Error, text: &str, file: &Path) -> PolicyError {
         let pos = at.unwrap_or(Pos { line: 1, col: 1 });
         let key = at
             .and_then(|a| locator.key_at(a))
+            .filter(|k| !k.is_empty())
             .unwrap_or_else(|| "(document)".to_string());
         (key, pos)
     };
@@ -222,9 +233,27 @@ fn yaml_error(err: &serde_yaml::Error, text: &str, file: &Path) -> PolicyError {
         file: file.to_path_buf(),
         line: pos.line,
         col: pos.col,
-        key,
-        message: redact_strings(msg),
+        key: one_line(&key),
+        message: one_line(&redact_strings(msg)),
     }
+}
+
+/// Keeps an error on its one line: a key or value from the file may hold
+/// any character (a quoted `"\n"`, an escape sequence), so control
+/// characters are shown escaped (`\n`, `\u{1b}`).
+fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Removes every ` at line N column M` from a serde_yaml message.
@@ -339,8 +368,8 @@ impl Validator<'_> {
             file: self.file.to_path_buf(),
             line: pos.line,
             col: pos.col,
-            key: key.to_string(),
-            message: message.into(),
+            key: one_line(key),
+            message: one_line(&message.into()),
         });
     }
 
@@ -1699,6 +1728,36 @@ senders: [ "*@acme.example" ]
         let (_, _, _, m) = err1(&edit(&[("tls: starttls", "tlz: starttls")]));
         assert!(m.contains("expected one of"), "{m}");
         assert!(!m.contains(" at line "), "{m}");
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `policy`): an empty key was shown
+    /// as an empty KEY field, and a control character in a key or value
+    /// (a quoted `"\n"`) split one error over several lines.
+    #[test]
+    fn errors_have_a_key_and_stay_on_one_line() {
+        let (_, _, k, m) = err1("\"\": 1\n");
+        assert_eq!(k, "\"\"", "{m}");
+        assert!(m.contains("unknown field ``"), "{m}");
+        let (_, _, k, _) = err1("{!\n");
+        assert_eq!(k, "\"\"");
+        let (_, _, k, _) = err1(":\n");
+        assert_eq!(k, "(document)");
+        let (_, _, k, m) = err1("\"a\\nb\\u001b\": 1\n");
+        assert_eq!(k, "a\\nb\\u{1b}", "{m}");
+        assert!(!m.contains('\n') && !m.contains('\u{1b}'), "{m:?}");
+        let (_, _, k, m) = err1(&edit(&[(
+            "  tls: starttls\n",
+            "  tls: starttls\n  server_name: \"a\\nb\"\n",
+        )]));
+        assert_eq!(k, "upstream.server_name");
+        assert!(m.contains("`a\\nb`"), "{m:?}");
+        for text in ["\"\": 1\n", "{!\n", ":\n", "\"\\n\": 1\n", "\"a\\rb\": x\n"] {
+            for e in errs(text) {
+                let shown = e.to_string();
+                assert!(!e.key.is_empty(), "{shown:?}");
+                assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            }
+        }
     }
 
     #[test]

@@ -902,13 +902,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The client vanished, stalled or shutdown cut in mid-message: the
     /// upstream must not receive an end for it.
     fn abandon_message(&mut self, msg: &Inbound, outcome: Outcome) -> Flow {
-        if outcome == Outcome::Shutdown {
-            self.reply(local::shutting_down());
-        }
+        let reply = match outcome {
+            Outcome::Shutdown => {
+                self.reply(local::shutting_down());
+                local::shutting_down().last_line()
+            }
+            Outcome::Timeout => local::timeout().last_line(),
+            _ => "(client closed the connection mid-message)".to_string(),
+        };
         if msg.upstream_open {
             self.upstream = None;
         }
-        self.tx = None;
+        self.bdat = None;
+        if let Some(tx) = self.tx.take() {
+            audit::message(
+                &self.info,
+                &MessageEvent {
+                    result: MessageResult::Failed,
+                    sender_domain: &tx.sender_domain,
+                    recipients: tx.accepted,
+                    bytes: msg.size,
+                    reply: &reply,
+                    reason: None,
+                },
+            );
+        }
         Flow::End(outcome)
     }
 
@@ -1039,12 +1057,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if msg.size <= msg.max.saturating_mul(2).saturating_add(1 << 20) {
             return None;
         }
-        self.reply(local::message_too_large());
+        let reply = local::message_too_large();
         if msg.upstream_open {
             self.upstream = None;
         }
-        self.tx = None;
         self.bdat = None;
+        if let Some(tx) = self.tx.take() {
+            // The refusal decided while streaming is audited here, once:
+            // finish_message is never reached for this message.
+            audit::reject(
+                &self.info,
+                Reason::MessageTooLarge,
+                &reply.last_line(),
+                json!({ "sender_domain": tx.sender_domain, "disconnected": true }),
+            );
+            audit::message(
+                &self.info,
+                &MessageEvent {
+                    result: MessageResult::Rejected,
+                    sender_domain: &tx.sender_domain,
+                    recipients: tx.accepted,
+                    bytes: msg.size,
+                    reply: &reply.last_line(),
+                    reason: Some(Reason::MessageTooLarge),
+                },
+            );
+        }
+        self.reply(reply);
         Some(Flow::End(Outcome::Rejected))
     }
 
