@@ -26,9 +26,34 @@ const POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Starts an inotify watch on `dirs` that wakes `wake` on any event. `None`
 /// (with a warning) when inotify is unavailable: polling still works.
-fn inotify(dirs: &[&Path], wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+fn inotify(
+    dirs: &[&Path],
+    policy_file: &Path,
+    wake: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let handler = move |_event: notify::Result<notify::Event>| wake.notify_one();
+    let policy_name = policy_file.file_name().map(|n| n.to_os_string());
+    // Only changes to the files we read count: not our own reads (access
+    // events), not other files that share the directory.
+    let relevant = move |path: &Path| match path.file_name() {
+        Some(name) => {
+            Some(name) == policy_name.as_deref()
+                || name == "username"
+                || name == "password"
+                || name.to_string_lossy().starts_with("..")
+        }
+        None => true,
+    };
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) => {
+            if !matches!(event.kind, notify::EventKind::Access(_))
+                && (event.paths.is_empty() || event.paths.iter().any(|p| relevant(p)))
+            {
+                wake.notify_one();
+            }
+        }
+        Err(_) => wake.notify_one(),
+    };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
@@ -199,7 +224,7 @@ async fn watch_files(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut _watcher = inotify(&[&policy_dir, &secret_dir], wake.clone());
+    let mut _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -217,7 +242,7 @@ async fn watch_files(
             if dir != secret_dir {
                 secret_dir = dir;
                 cred_fingerprint = None;
-                _watcher = inotify(&[&policy_dir, &secret_dir], wake.clone());
+                _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
             }
         }
         // Credential: compare the files' identity, reload on any change.

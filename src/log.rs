@@ -56,14 +56,89 @@ pub fn line(level: Level, event: &str, fields: Value) -> String {
     Value::Object(obj).to_string()
 }
 
-/// Writes one line to stdout. A closed stdout is ignored (never a panic).
+/// Lines waiting for the writer thread. Bounded: if stdout stalls for
+/// long, emitters wait (back-pressure) rather than drop audit events.
+const QUEUE: usize = 8192;
+
+struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+static WRITER: std::sync::Mutex<Writer> = std::sync::Mutex::new(Writer {
+    tx: None,
+    thread: None,
+});
+
+fn writer() -> std::sync::MutexGuard<'static, Writer> {
+    WRITER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer thread: takes every line queued, writes them in one go.
+fn write_loop(rx: std::sync::mpsc::Receiver<String>) {
+    let stdout = std::io::stdout();
+    let mut batch = String::new();
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.push_str(&first);
+        while batch.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => batch.push_str(&more),
+                Err(_) => break,
+            }
+        }
+        let mut lock = stdout.lock();
+        let _ = lock.write_all(batch.as_bytes());
+        let _ = lock.flush();
+    }
+}
+
+/// Queues one line for stdout. Async workers never block on a slow stdout
+/// pipe (unless 8192 lines are already waiting); a closed stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
     let mut text = line(level, event, fields);
     text.push('\n');
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
+    let tx = {
+        let mut w = writer();
+        if w.tx.is_none() && w.thread.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            // If no thread can be started, lines are written directly.
+            if let Ok(handle) = std::thread::Builder::new()
+                .name("smtpbind-log".into())
+                .spawn(move || write_loop(rx))
+            {
+                w.tx = Some(tx);
+                w.thread = Some(handle);
+            }
+        }
+        w.tx.clone()
+    };
+    match tx {
+        Some(tx) => {
+            if let Err(e) = tx.send(text) {
+                write_direct(&e.0);
+            }
+        }
+        None => write_direct(&text),
+    }
+}
+
+fn write_direct(text: &str) {
+    let mut lock = std::io::stdout().lock();
     let _ = lock.write_all(text.as_bytes());
     let _ = lock.flush();
+}
+
+/// Writes every queued line and stops the writer (call before exit).
+pub fn finish() {
+    let thread = {
+        let mut w = writer();
+        w.tx = None;
+        w.thread.take()
+    };
+    if let Some(t) = thread {
+        let _ = t.join();
+    }
 }
 
 pub fn info(event: &str, fields: Value) {

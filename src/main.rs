@@ -153,7 +153,7 @@ fn main() -> ExitCode {
             ))
         }),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if serving {
@@ -162,7 +162,9 @@ fn main() -> ExitCode {
             eprintln!("smtpbind: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
-    }
+    };
+    smtpbind::log::finish();
+    code
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

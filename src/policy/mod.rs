@@ -11,7 +11,7 @@
 //!
 //! * `listen_insecure_ok: true` — allow a non-loopback `listen` address;
 //! * `upstream.reply_timeout` — wait for any single upstream reply (default `120s`);
-//! * `upstream.reuse.max_idle` (default `4`, `0` = no reuse) and
+//! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse) and
 //!   `upstream.reuse.idle_timeout` (default `30s`);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
@@ -439,6 +439,14 @@ impl Validator<'_> {
 
         let upstream = self.upstream(raw.upstream.unwrap_or_default(), &tenant);
         let credential = self.credential(raw.credential.unwrap_or_default());
+        if credential.mechanism == Mechanism::None
+            && !(upstream.tls == TlsMode::None && upstream.insecure)
+        {
+            self.err(
+                "credential.mechanism",
+                "none (no upstream AUTH) is only allowed with upstream.tls: none and upstream.insecure: true",
+            );
+        }
         let client = self.client(raw.client.unwrap_or_default());
 
         let senders = match raw.senders {
@@ -614,7 +622,7 @@ impl Validator<'_> {
         );
         let rr = ru.reuse.unwrap_or_default();
         let reuse = ReusePolicy {
-            max_idle: self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 4) as usize,
+            max_idle: self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16) as usize,
             idle_timeout: self.duration(
                 "upstream.reuse.idle_timeout",
                 rr.idle_timeout,
@@ -652,6 +660,7 @@ impl Validator<'_> {
             None | Some(RawMechanism::Auto) => Mechanism::Auto,
             Some(RawMechanism::Plain) => Mechanism::Plain,
             Some(RawMechanism::Login) => Mechanism::Login,
+            Some(RawMechanism::None) => Mechanism::None,
         };
         let mut pins: Vec<Pin> = Vec::new();
         match rc.pins {
@@ -904,7 +913,7 @@ senders: [ "*@acme.example" ]
         assert_eq!(u.ehlo_name, "acme-mailer");
         assert_eq!(u.connect_timeout, Duration::from_secs(10));
         assert_eq!(u.reply_timeout, Duration::from_secs(120));
-        assert_eq!(u.reuse.max_idle, 4);
+        assert_eq!(u.reuse.max_idle, 16);
         assert_eq!(u.reuse.idle_timeout, Duration::from_secs(30));
         let c = &p.credential;
         assert_eq!(c.secret_dir, Path::new("/var/run/secrets/smtpbind"));
@@ -941,7 +950,7 @@ senders: [ "*@acme.example" ]
         assert_eq!(p.upstream.ehlo_name, "smtpbind-acme");
         assert_eq!(p.upstream.connect_timeout, Duration::from_secs(10));
         assert_eq!(p.upstream.reply_timeout, Duration::from_secs(120));
-        assert_eq!(p.upstream.reuse.max_idle, 4);
+        assert_eq!(p.upstream.reuse.max_idle, 16);
         assert_eq!(p.upstream.reuse.idle_timeout, Duration::from_secs(30));
         assert_eq!(p.credential.mechanism, Mechanism::Auto);
         assert_eq!(p.client.auth, ClientAuth::Required);

@@ -57,7 +57,7 @@ pub struct UpstreamPolicy {
 /// Reuse of authenticated upstream connections across client sessions.
 #[derive(Debug, Clone, Copy)]
 pub struct ReusePolicy {
-    /// Idle connections kept per credential; 0 disables reuse (default 4).
+    /// Idle connections kept per credential; 0 disables reuse (default 16).
     pub max_idle: usize,
     /// An idle connection older than this is closed (default 30s).
     pub idle_timeout: Duration,
@@ -68,6 +68,10 @@ pub enum Mechanism {
     Auto,
     Plain,
     Login,
+    /// Do not authenticate upstream. Valid only with `tls: none` and
+    /// `insecure: true` (benchmarks and tests); the credential is still
+    /// mounted and pin-checked.
+    None,
 }
 
 #[derive(Debug, Clone)]

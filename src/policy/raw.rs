@@ -102,6 +102,9 @@ pub(crate) enum RawMechanism {
     Auto,
     Plain,
     Login,
+    /// No upstream AUTH: only with `tls: none` + `insecure: true`, for
+    /// benchmarks against servers like Postfix's smtp-sink.
+    None,
 }
 
 /// `client:` — how the local mailer identifies itself.

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -43,6 +44,8 @@ const MAX_AUTH_FAILURES: u32 = 3;
 const MAX_HEADER_BYTES: usize = 128 * 1024;
 /// Read size from the client.
 const READ_CHUNK: usize = 16 * 1024;
+/// Message bytes are written to the upstream in batches of this size.
+const WIRE_BATCH: usize = 64 * 1024;
 
 /// How a session ended: the `result` label of `smtpbind_sessions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +124,8 @@ enum Refusal {
     UpstreamLost,
 }
 
-pub struct Session<S> {
-    io: S,
+pub struct Session {
+    io: TcpStream,
     rt: Arc<Runtime>,
     credentials: watch::Receiver<CredentialState>,
     phase: watch::Receiver<Phase>,
@@ -143,9 +146,9 @@ pub struct Session<S> {
     bdat: Option<(Inbound, LineEndingFilter)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     pub fn new(
-        io: S,
+        io: TcpStream,
         peer: String,
         rt: Arc<Runtime>,
         credentials: watch::Receiver<CredentialState>,
@@ -273,20 +276,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads more client bytes into the buffer; a `421` timeout at `until`.
     /// `watch_phase`: also return early when shutdown asks this session to close.
     async fn read_more(&mut self, until: Instant, watch_phase: bool) -> Result<(), Outcome> {
-        let mut chunk = [0u8; READ_CHUNK];
         let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                read = self.io.read(&mut chunk) => {
-                    return match read {
-                        Ok(0) => Err(Outcome::Closed),
+                // Wait for readability without a buffer: an idle session
+                // holds no read buffer, only its small state.
+                ready = self.io.readable() => {
+                    if ready.is_err() {
+                        return Err(Outcome::Error);
+                    }
+                    let mut chunk = [0u8; READ_CHUNK];
+                    match self.io.try_read(&mut chunk) {
+                        Ok(0) => return Err(Outcome::Closed),
                         Ok(n) => {
                             self.inbuf.extend(&chunk[..n]);
-                            Ok(())
+                            return Ok(());
                         }
-                        Err(_) => Err(Outcome::Error),
-                    };
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return Err(Outcome::Error),
+                    }
                 }
                 _ = &mut deadline => {
                     self.reply(local::timeout());
@@ -1160,13 +1169,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        msg.wire.clear();
+        // Batched: written once WIRE_BATCH bytes are pending, and the rest
+        // together with the end of data in finish_message (one send).
         msg.stuffer.encode(&bytes, &mut msg.wire);
-        let wire = std::mem::take(&mut msg.wire);
-        if let Err(r) = self.upstream_write(&wire).await {
-            msg.refusal = Some(r);
+        if msg.wire.len() >= WIRE_BATCH {
+            let mut wire = std::mem::take(&mut msg.wire);
+            if let Err(r) = self.upstream_write(&wire).await {
+                msg.refusal = Some(r);
+            }
+            wire.clear();
+            msg.wire = wire;
         }
-        msg.wire = wire;
         if content.capacity() == 0 {
             *content = bytes;
             content.clear();
@@ -1244,6 +1257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             upstream_open,
             mut stuffer,
             size,
+            wire: pending,
             ..
         } = msg;
         let Some(tx) = self.tx.take() else {
@@ -1269,7 +1283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (MessageResult::Failed, local::upstream_failed(), None)
             }
             None => {
-                let mut wire = Vec::with_capacity(8);
+                let mut wire = pending;
                 stuffer.finish(&mut wire);
                 match self.upstream.as_mut() {
                     Some(conn) => {

@@ -298,6 +298,8 @@ impl Connection {
         mechanism: Mechanism,
     ) -> Result<(), UpstreamError> {
         let use_plain = match mechanism {
+            // Validated: only with `tls: none` + `insecure: true`.
+            Mechanism::None => return Ok(()),
             Mechanism::Plain => true,
             Mechanism::Login => false,
             Mechanism::Auto if self.caps.auth_plain => true,
