@@ -28,3 +28,10 @@ python3 tests/scan_secrets.py "$out/cargo-test.log" "$out/sidecar-output"
 # Deployment checks (issue 4) when present.
 if [ -x tests/helm/run.sh ]; then tests/helm/run.sh; fi
 if [ -x tests/e2e/pod-sim.sh ] && [ "$(id -u)" -eq 0 ]; then tests/e2e/pod-sim.sh; fi
+
+# Real peers (issue 5): Postfix with Cyrus SASL as upstream, nodemailer's
+# pooled transport as client. They install Debian/npm packages: root only.
+if [ "$(id -u)" -eq 0 ]; then
+  SMTPBIND_BIN=target/debug/smtpbind bash tests/interop/postfix.sh
+  SMTPBIND_BIN=target/debug/smtpbind bash tests/interop/nodemailer.sh
+fi
