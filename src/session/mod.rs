@@ -111,8 +111,12 @@ struct Inbound {
     wire: Vec<u8>,
     size: u64,
     refusal: Option<Refusal>,
-    /// The upstream answered 354 to our DATA: it is receiving this message.
+    /// DATA was sent upstream: it is (or is about to be) receiving this
+    /// message, so an abort must drop the connection, never send an end.
     upstream_open: bool,
+    /// DATA was sent ahead (while the client sends its first bytes) and its
+    /// reply is not read yet.
+    data_reply_pending: bool,
 }
 
 /// Why a message was not relayed (decided while streaming DATA).
@@ -905,6 +909,7 @@ impl Session {
             size: 0,
             refusal: None,
             upstream_open: false,
+            data_reply_pending: false,
         }
     }
 
@@ -946,11 +951,12 @@ impl Session {
         if let Err(flow) = self.ready_for_message() {
             return flow;
         }
+        let mut msg = self.new_inbound();
+        self.early_data(&mut msg).await;
         self.reply(local::start_data());
         if self.flush().await.is_err() {
             return Flow::End(Outcome::Error);
         }
-        let mut msg = self.new_inbound();
         let mut decoder = DataDecoder::new(msg.mode);
         let mut content = Vec::with_capacity(READ_CHUNK);
         let data_timeout = self.rt.policy.limits.data_timeout;
@@ -1000,7 +1006,8 @@ impl Session {
                     Err(outcome) => Flow::End(outcome),
                 };
             }
-            let msg = self.new_inbound();
+            let mut msg = self.new_inbound();
+            self.early_data(&mut msg).await;
             let filter = LineEndingFilter::new(msg.mode);
             self.bdat = Some((msg, filter));
         }
@@ -1169,6 +1176,28 @@ impl Session {
                 }
             }
         }
+        if msg.data_reply_pending {
+            msg.data_reply_pending = false;
+            let reply = match self.upstream.as_mut() {
+                Some(conn) => conn.read_reply().await,
+                None => Err(UpstreamError::Closed),
+            };
+            match reply {
+                Ok(r) if r.code == 354 => {}
+                Ok(r) => {
+                    // Refused DATA: the upstream is not receiving a message.
+                    msg.upstream_open = false;
+                    msg.refusal = Some(Refusal::Upstream(r));
+                    return;
+                }
+                Err(e) => {
+                    self.log_upstream_error(&e);
+                    self.upstream = None;
+                    msg.refusal = Some(Refusal::UpstreamLost);
+                    return;
+                }
+            }
+        }
         // Batched: written once WIRE_BATCH bytes are pending, and the rest
         // together with the end of data in finish_message (one send).
         msg.stuffer.encode(&bytes, &mut msg.wire);
@@ -1192,6 +1221,26 @@ impl Session {
                 !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
             }
             Err(_) => false,
+        }
+    }
+
+    /// Sends DATA upstream without waiting for its 354, which is read when
+    /// the first message bytes are forwarded: the upstream's round trip
+    /// overlaps the client sending its message.
+    async fn early_data(&mut self, msg: &mut Inbound) {
+        let Some(conn) = self.upstream.as_mut() else {
+            return;
+        };
+        match conn.send(b"DATA\r\n").await {
+            Ok(()) => {
+                msg.upstream_open = true;
+                msg.data_reply_pending = true;
+            }
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+                msg.refusal = Some(Refusal::UpstreamLost);
+            }
         }
     }
 
@@ -1251,7 +1300,13 @@ impl Session {
     /// End of data: either the upstream gets the end of the message and its
     /// final reply goes to the client, or the message is refused and the
     /// upstream connection (if it was receiving) is dropped mid-message.
-    async fn finish_message(&mut self, msg: Inbound) -> Flow {
+    async fn finish_message(&mut self, mut msg: Inbound) -> Flow {
+        if msg.refusal.is_none() && (msg.data_reply_pending || !msg.upstream_open) {
+            // Nothing was forwarded yet (cannot happen with the gate's
+            // contract, kept as a guard): open the upstream's DATA first.
+            let mut empty = Vec::new();
+            self.accept_content(&mut msg, &mut empty, false, true).await;
+        }
         let Inbound {
             refusal,
             upstream_open,

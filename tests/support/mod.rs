@@ -230,8 +230,23 @@ impl Sidecar {
         self.lines.lock().expect("lines").clone()
     }
 
-    /// Parsed stdout events named `event`.
+    /// Parsed stdout events named `event`. Logs are written by a thread of
+    /// their own, so this first waits until the output has been still for
+    /// 50 ms (at most 2 s).
     pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        let mut seen = self.output().len();
+        let mut still_since = Instant::now();
+        while start.elapsed() < Duration::from_secs(2)
+            && still_since.elapsed() < Duration::from_millis(50)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.output().len();
+            if now != seen {
+                seen = now;
+                still_since = Instant::now();
+            }
+        }
         self.output()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
