@@ -56,88 +56,112 @@ pub fn line(level: Level, event: &str, fields: Value) -> String {
     Value::Object(obj).to_string()
 }
 
-/// Lines waiting for the writer thread. Bounded: if stdout stalls for
-/// long, emitters wait (back-pressure) rather than drop audit events.
-const QUEUE: usize = 8192;
+/// Bytes waiting for the writer thread before emitters wait for it
+/// (back-pressure when stdout stalls: lines are never dropped).
+const MAX_PENDING: usize = 4 << 20;
+/// After writing a batch the writer lets more lines gather this long, so
+/// under load one write (and one wake-up) carries many lines.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
-struct Writer {
-    tx: Option<std::sync::mpsc::SyncSender<String>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+struct Queue {
+    pending: std::sync::Mutex<Vec<u8>>,
+    /// The writer is parked and must be unparked by the next emitter.
+    parked: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
 }
 
-static WRITER: std::sync::Mutex<Writer> = std::sync::Mutex::new(Writer {
-    tx: None,
-    thread: None,
-});
+static QUEUE: Queue = Queue {
+    pending: std::sync::Mutex::new(Vec::new()),
+    parked: std::sync::atomic::AtomicBool::new(false),
+    stop: std::sync::atomic::AtomicBool::new(false),
+};
 
-fn writer() -> std::sync::MutexGuard<'static, Writer> {
-    WRITER.lock().unwrap_or_else(|p| p.into_inner())
+static WRITER: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
+static WRITER_THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<u8>> {
+    QUEUE.pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The writer thread: takes every line queued, writes them in one go.
-fn write_loop(rx: std::sync::mpsc::Receiver<String>) {
+/// The writer thread: takes everything queued and writes it in one go.
+fn write_loop() {
+    use std::sync::atomic::Ordering;
     let stdout = std::io::stdout();
-    let mut batch = String::new();
-    while let Ok(first) = rx.recv() {
-        batch.clear();
-        batch.push_str(&first);
-        while batch.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(more) => batch.push_str(&more),
-                Err(_) => break,
+    loop {
+        let batch = std::mem::take(&mut *pending());
+        if batch.is_empty() {
+            if QUEUE.stop.load(Ordering::SeqCst) {
+                return;
             }
+            QUEUE.parked.store(true, Ordering::SeqCst);
+            // Re-check after announcing the park: an emitter that queued a
+            // line before seeing `parked` would otherwise not wake us.
+            if pending().is_empty() && !QUEUE.stop.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            QUEUE.parked.store(false, Ordering::SeqCst);
+            continue;
         }
         let mut lock = stdout.lock();
-        let _ = lock.write_all(batch.as_bytes());
+        let _ = lock.write_all(&batch);
         let _ = lock.flush();
+        drop(lock);
+        std::thread::sleep(GATHER);
     }
 }
 
-/// Queues one line for stdout. Async workers never block on a slow stdout
-/// pipe (unless 8192 lines are already waiting); a closed stdout is ignored.
+fn writer_thread() -> Option<&'static std::thread::Thread> {
+    WRITER_THREAD
+        .get_or_init(|| {
+            let handle = std::thread::Builder::new()
+                .name("smtpbind-log".into())
+                .spawn(write_loop)
+                .ok()?;
+            let thread = handle.thread().clone();
+            *WRITER.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            Some(thread)
+        })
+        .as_ref()
+}
+
+/// Queues one line for stdout. Emitters never write to stdout themselves,
+/// so an async worker does not block on a slow stdout pipe (unless 4 MiB
+/// are already waiting); a closed stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
+    use std::sync::atomic::Ordering;
     let mut text = line(level, event, fields);
     text.push('\n');
-    let tx = {
-        let mut w = writer();
-        if w.tx.is_none() && w.thread.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-            // If no thread can be started, lines are written directly.
-            if let Ok(handle) = std::thread::Builder::new()
-                .name("smtpbind-log".into())
-                .spawn(move || write_loop(rx))
-            {
-                w.tx = Some(tx);
-                w.thread = Some(handle);
-            }
-        }
-        w.tx.clone()
+    let Some(thread) = writer_thread().filter(|_| !QUEUE.stop.load(Ordering::SeqCst)) else {
+        let mut lock = std::io::stdout().lock();
+        let _ = lock.write_all(text.as_bytes());
+        let _ = lock.flush();
+        return;
     };
-    match tx {
-        Some(tx) => {
-            if let Err(e) = tx.send(text) {
-                write_direct(&e.0);
-            }
+    loop {
+        let mut queue = pending();
+        if queue.len() < MAX_PENDING {
+            queue.extend_from_slice(text.as_bytes());
+            break;
         }
-        None => write_direct(&text),
+        drop(queue);
+        thread.unpark();
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-}
-
-fn write_direct(text: &str) {
-    let mut lock = std::io::stdout().lock();
-    let _ = lock.write_all(text.as_bytes());
-    let _ = lock.flush();
+    if QUEUE.parked.swap(false, Ordering::SeqCst) {
+        thread.unpark();
+    }
 }
 
 /// Writes every queued line and stops the writer (call before exit).
 pub fn finish() {
-    let thread = {
-        let mut w = writer();
-        w.tx = None;
-        w.thread.take()
-    };
-    if let Some(t) = thread {
-        let _ = t.join();
+    use std::sync::atomic::Ordering;
+    QUEUE.stop.store(true, Ordering::SeqCst);
+    if let Some(thread) = WRITER_THREAD.get().and_then(Option::as_ref) {
+        thread.unpark();
+    }
+    let handle = WRITER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(handle) = handle {
+        let _ = handle.join();
     }
 }
 
