@@ -32,6 +32,6 @@ if [ -x tests/e2e/pod-sim.sh ] && [ "$(id -u)" -eq 0 ]; then tests/e2e/pod-sim.s
 # Real peers (issue 5): Postfix with Cyrus SASL as upstream, nodemailer's
 # pooled transport as client. They install Debian/npm packages: root only.
 if [ "$(id -u)" -eq 0 ]; then
-  SMTPBIND_BIN=target/debug/smtpbind bash tests/interop/postfix.sh
-  SMTPBIND_BIN=target/debug/smtpbind bash tests/interop/nodemailer.sh
+  SMTPBIND_BIN="$PWD/target/debug/smtpbind" bash tests/interop/postfix.sh
+  SMTPBIND_BIN="$PWD/target/debug/smtpbind" bash tests/interop/nodemailer.sh
 fi
