@@ -765,10 +765,7 @@ impl Session {
                 None => match self.rt.connector.connect(&cred).await {
                     Ok(conn) => conn,
                     Err(e) => {
-                        crate::log::warn(
-                            "upstream_error",
-                            json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
-                        );
+                        self.log_upstream_error(&e);
                         return Err(if e.is_tls() {
                             local::tls_required()
                         } else if e.is_auth() {
@@ -788,10 +785,7 @@ impl Session {
 
     /// The upstream broke: drop it, forget the transaction, tell the client 4xx.
     fn upstream_lost(&mut self, e: &UpstreamError) {
-        crate::log::warn(
-            "upstream_error",
-            json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
-        );
+        self.log_upstream_error(e);
         self.upstream = None;
         self.tx = None;
         self.reply(local::upstream_failed());
