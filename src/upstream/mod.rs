@@ -13,7 +13,6 @@ pub mod tls;
 
 use std::io;
 use std::pin::Pin as StdPin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -420,11 +419,4 @@ impl Connection {
         })
         .await;
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Connection>();
-    is_send::<Arc<Connector>>();
 }
