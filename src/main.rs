@@ -167,7 +167,7 @@ fn main() -> ExitCode {
     code
 }
 
-/// One worker thread by default: a sidecar serves one pod's mailer, and a
+/// One thread by default (a current-thread runtime): a sidecar serves one pod's mailer, and a
 /// single worker avoids cross-thread wake-ups (measured: ~10% less CPU per
 /// message at the same throughput). `SMTPBIND_WORKER_THREADS` raises it.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -176,10 +176,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| (1..=64).contains(n))
         .unwrap_or(1);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build()
         .map_err(|e| Error::Runtime(format!("tokio runtime: {e}")))
 }
 
