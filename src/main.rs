@@ -183,7 +183,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         b.worker_threads(workers);
         b
     };
-    builder.enable_all().build()
+    builder
+        .enable_all()
+        .build()
         .map_err(|e| Error::Runtime(format!("tokio runtime: {e}")))
 }
 
