@@ -14,12 +14,16 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use smtpbind::smtp::command::{self, Command};
-use smtpbind::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed};
+use smtpbind::smtp::data::{BareLineEndings, DataDecoder, Feed};
 use smtpbind::smtp::header::{header_from_addresses, Gate, HeaderGate};
 use smtpbind::smtp::line::{Line, LineBuffer, MAX_DISCARD};
 use smtpbind::smtp::reply::{Reply, ReplyParser, MAX_REPLY_LINE, MAX_REPLY_LINES};
 use smtpbind::smtp::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
 use smtpbind::upstream::caps::Capabilities;
+
+#[path = "support/oracles.rs"]
+mod oracles;
+use oracles::{data_end, has_bare, header_end, normalize, stuff};
 
 /// `cases` cases (`PROPTEST_CASES` still overrides), drawn with XorShift:
 /// the default ChaCha generator dominates the run time of a debug build.
@@ -248,37 +252,6 @@ proptest! {
 // ---------------------------------------------------------------------------
 // DATA decoder and dot-stuffer
 
-/// The end of data: just past the first `\r\n.\r\n` in `\r\n` + input.
-fn reference_end(input: &[u8]) -> Option<usize> {
-    let mut v = b"\r\n".to_vec();
-    v.extend_from_slice(input);
-    v.windows(5).position(|w| w == b"\r\n.\r\n").map(|p| p + 3)
-}
-
-fn has_bare(v: &[u8]) -> bool {
-    v.iter().enumerate().any(|(i, &b)| {
-        (b == b'\r' && v.get(i + 1) != Some(&b'\n'))
-            || (b == b'\n' && (i == 0 || v[i - 1] != b'\r'))
-    })
-}
-
-fn normalize(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < content.len() {
-        match content[i] {
-            b'\r' if content.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 1;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Decodes `input` cut at `cuts`; returns (absolute end, output, violation),
 /// or the first broken per-call property.
 fn decode(
@@ -315,15 +288,6 @@ fn decode(
     Ok((end, out, d.saw_bare_line_ending()))
 }
 
-fn stuff(content: &[u8], split: usize) -> Vec<u8> {
-    let mut s = DotStuffer::new();
-    let mut out = Vec::new();
-    s.encode(&content[..split], &mut out);
-    s.encode(&content[split..], &mut out);
-    s.finish(&mut out);
-    out
-}
-
 proptest! {
     #![proptest_config(config(2000))]
 
@@ -333,7 +297,7 @@ proptest! {
     /// the message re-stuffed for the upstream has exactly one end, its last.
     #[test]
     fn data_decoder_properties(input in wire_bytes(300), idx in proptest::collection::vec(any::<Index>(), 0..4)) {
-        let end = reference_end(&input);
+        let end = data_end(&input);
         let cuts = cuts(input.len(), &idx);
         let mut outs = Vec::new();
         for mode in MODES {
@@ -355,7 +319,7 @@ proptest! {
         if end.is_some() {
             prop_assert!(norm.is_empty() || norm.ends_with(b"\r\n"));
             let wire = stuff(norm, norm.len() / 2);
-            prop_assert_eq!(reference_end(&wire), Some(wire.len()), "a second upstream message");
+            prop_assert_eq!(data_end(&wire), Some(wire.len()), "a second upstream message");
         }
     }
 
@@ -817,16 +781,6 @@ proptest! {
 
 // ---------------------------------------------------------------------------
 // Header gate and header From
-
-fn header_end(content: &[u8]) -> Option<usize> {
-    if content.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-}
 
 fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(

@@ -19,41 +19,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtpbind::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed};
+
+#[path = "../../tests/support/oracles.rs"]
+mod oracles;
+use oracles::{data_end, has_bare, normalize, stuff};
+use smtpbind::smtp::data::{BareLineEndings, DataDecoder, Feed};
 
 const MODES: [BareLineEndings; 2] = [BareLineEndings::Normalize, BareLineEndings::Reject];
-
-/// The end of data: just past the first `\r\n.\r\n` in `\r\n` + input.
-fn reference_end(input: &[u8]) -> Option<usize> {
-    let mut v = b"\r\n".to_vec();
-    v.extend_from_slice(input);
-    v.windows(5).position(|w| w == b"\r\n.\r\n").map(|p| p + 3)
-}
-
-fn has_bare(v: &[u8]) -> bool {
-    v.iter().enumerate().any(|(i, &b)| {
-        (b == b'\r' && v.get(i + 1) != Some(&b'\n'))
-            || (b == b'\n' && (i == 0 || v[i - 1] != b'\r'))
-    })
-}
-
-/// Every bare CR, bare LF and CRLF becomes CRLF.
-fn normalize(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 2);
-    let mut i = 0;
-    while i < content.len() {
-        match content[i] {
-            b'\r' if content.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 1;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
 
 /// Feeds `input` cut at `cuts` (sorted, within bounds), then once more with
 /// trailing garbage; checks the per-call properties; returns the absolute
@@ -95,15 +67,6 @@ fn decode(mode: BareLineEndings, input: &[u8], cuts: &[usize]) -> (Option<usize>
     (end, out, d.saw_bare_line_ending())
 }
 
-fn stuff(content: &[u8], split: usize) -> Vec<u8> {
-    let mut s = DotStuffer::new();
-    let mut out = Vec::new();
-    s.encode(&content[..split], &mut out);
-    s.encode(&content[split..], &mut out);
-    s.finish(&mut out);
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
@@ -112,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
     let a = u16::from_le_bytes([head[0], head[1]]) as usize % (input.len() + 1);
     let b = u16::from_le_bytes([head[2], head[3]]) as usize % (input.len() + 1);
     let cuts = [a.min(b), a.max(b)];
-    let end = reference_end(input);
+    let end = data_end(input);
 
     // 1. Arbitrary client bytes.
     let mut results = Vec::new();
@@ -138,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
         // What the upstream receives for this one DATA has exactly one end.
         let wire = stuff(norm, a.min(norm.len()));
         assert_eq!(
-            reference_end(&wire),
+            data_end(&wire),
             Some(wire.len()),
             "second upstream message"
         );
@@ -155,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(wire, stuff(input, b), "stuffing depends on the split");
     assert!(!has_bare(&wire));
     assert_eq!(
-        reference_end(&wire),
+        data_end(&wire),
         Some(wire.len()),
         "stuffed content ends early"
     );

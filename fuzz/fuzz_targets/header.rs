@@ -14,17 +14,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtpbind::smtp::header::{header_from_addresses, Gate, HeaderGate};
 
-fn reference_end(content: &[u8]) -> Option<usize> {
-    if content.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-}
+#[path = "../../tests/support/oracles.rs"]
+mod oracles;
+use oracles::header_end;
+use smtpbind::smtp::header::{header_from_addresses, Gate, HeaderGate};
 
 fn check_from(headers: &[u8]) {
     let result = header_from_addresses(headers);
@@ -48,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let chunk = usize::from(data[1]) + 1;
     let content = &data[2..];
 
-    let end = reference_end(content);
+    let end = header_end(content);
     let expected = match end {
         Some(e) if e <= limit => Gate::Complete,
         Some(_) => Gate::TooLarge,
