@@ -391,6 +391,14 @@ impl Session {
         Ok(())
     }
 
+    /// A step refused by policy: audited (and counted by reason), answered,
+    /// and the session goes on.
+    fn refuse(&mut self, reason: Reason, reply: Reply, extra: serde_json::Value) -> Flow {
+        audit::reject(&self.info, reason, &reply.last_line(), extra);
+        self.reply(reply);
+        Flow::Continue
+    }
+
     fn bad_command(&mut self, reply: Reply) -> Flow {
         self.errors += 1;
         if self.errors >= MAX_ERRORS {
@@ -617,42 +625,26 @@ impl Session {
             return self.bad_command(local::need_ehlo());
         }
         if !self.bound {
-            let reply = local::auth_required();
-            audit::reject(
-                &self.info,
-                Reason::AuthRequired,
-                &reply.last_line(),
-                json!({}),
-            );
-            self.reply(reply);
-            return Flow::Continue;
+            return self.refuse(Reason::AuthRequired, local::auth_required(), json!({}));
         }
         if self.tx.is_some() {
             return self.bad_command(local::nested_mail());
         }
         let sender_domain = domain_of(address);
         if !self.rt.policy.senders.allows(address) {
-            let reply = local::sender_not_allowed();
-            audit::reject(
-                &self.info,
+            return self.refuse(
                 Reason::SenderNotAllowed,
-                &reply.last_line(),
+                local::sender_not_allowed(),
                 json!({ "sender_domain": sender_domain }),
             );
-            self.reply(reply);
-            return Flow::Continue;
         }
         let max = self.rt.policy.limits.max_message_bytes;
         if size.is_some_and(|s| s > max) {
-            let reply = local::message_too_large();
-            audit::reject(
-                &self.info,
+            return self.refuse(
                 Reason::MessageTooLarge,
-                &reply.last_line(),
+                local::message_too_large(),
                 json!({ "size": size }),
             );
-            self.reply(reply);
-            return Flow::Continue;
         }
         // Credential in force now (a rotation since the last message means a
         // new upstream connection with the new credential).
@@ -797,26 +789,18 @@ impl Session {
             return self.bad_command(local::need_mail());
         };
         if tx.recipients >= max {
-            let reply = local::too_many_recipients();
-            audit::reject(
-                &self.info,
+            return self.refuse(
                 Reason::TooManyRecipients,
-                &reply.last_line(),
+                local::too_many_recipients(),
                 json!({ "max": max }),
             );
-            self.reply(reply);
-            return Flow::Continue;
         }
         if !self.rt.policy.recipients.domains.allows_address(address) {
-            let reply = local::recipient_not_allowed();
-            audit::reject(
-                &self.info,
+            return self.refuse(
                 Reason::RecipientNotAllowed,
-                &reply.last_line(),
+                local::recipient_not_allowed(),
                 json!({ "recipient_domain": domain_of(address) }),
             );
-            self.reply(reply);
-            return Flow::Continue;
         }
         tx.recipients += 1;
         let Some(conn) = self.upstream.as_mut() else {
