@@ -235,7 +235,6 @@ struct Conn {
     mail_from: Option<String>,
     mail_line: String,
     rcpts: Vec<String>,
-    data_seen: usize,
 }
 
 enum Next {
@@ -257,7 +256,6 @@ impl Conn {
             mail_from: None,
             mail_line: String::new(),
             rcpts: Vec::new(),
-            data_seen: 0,
         }
     }
 
@@ -519,7 +517,6 @@ impl Conn {
 
     /// Receives one message; false when the connection should close.
     async fn data(&mut self, io: &mut Box<dyn Io>) -> bool {
-        self.data_seen = 0;
         let mut data: Vec<u8> = std::mem::take(&mut self.buf);
         // Where to resume scanning for the end (the end sequence is at most
         // 5 bytes, so back up that far into what was already scanned).

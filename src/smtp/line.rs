@@ -50,14 +50,7 @@ impl LineBuffer {
         self.compact();
     }
 
-    /// Drops everything buffered (after STARTTLS-like boundaries or errors).
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.start = 0;
-        self.discarding = 0;
-    }
-
-    /// Space to read into: the caller appends with [`LineBuffer::extend`].
+    /// Appends bytes read from the client.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);

@@ -101,13 +101,4 @@ impl Pool {
         inner.idle.retain(|i| Some(i.conn.pin()) == pin);
         before - inner.idle.len()
     }
-
-    /// Closes everything (shutdown).
-    pub fn clear(&self) {
-        self.lock().idle.clear();
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.lock().idle.len()
-    }
 }
