@@ -1137,13 +1137,8 @@ impl Session {
             }
             None => Some(std::mem::take(content)),
         };
-        // An empty message (no header gate) still opens the upstream's DATA.
-        let forward = match forward {
-            None if ended && msg.gate.is_none() && !msg.upstream_open && msg.refusal.is_none() => {
-                Some(Vec::new())
-            }
-            other => other,
-        };
+        // Without a gate every call forwards (an empty message too), so the
+        // upstream's DATA is always opened by the end of the message.
         let Some(bytes) = forward else { return };
         if !msg.upstream_open {
             match self.upstream_data().await {
