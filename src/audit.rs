@@ -4,12 +4,14 @@
 //! short pin and the upstream; message events add the sender domain, the
 //! recipient count, the size and the upstream's final reply line (its queue id).
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::log;
 
-/// Who and where: the part every event of one session shares.
-#[derive(Debug, Clone, Default)]
+/// Who and where: the part every event of one session shares (its fields
+/// serialize in this order, `null` when unknown).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SessionInfo {
     pub session: String,
     pub peer: String,
@@ -18,21 +20,10 @@ pub struct SessionInfo {
     pub upstream: String,
 }
 
-impl SessionInfo {
-    fn fields(&self) -> Value {
-        json!({
-            "session": self.session,
-            "peer": self.peer,
-            "client_identity": self.client_identity,
-            "credential": self.credential,
-            "upstream": self.upstream,
-        })
-    }
-}
-
 /// Why something was refused; also the `reason` label of
 /// `smtpbind_rejections_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     IdentityMismatch,
     AuthRequired,
@@ -61,28 +52,56 @@ impl Reason {
     }
 }
 
-fn merge(mut base: Value, extra: Value) -> Value {
-    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
-        b.extend(e);
+/// The fields of a `reject` event.
+#[derive(Serialize)]
+struct RejectFields<'a> {
+    #[serde(flatten)]
+    info: &'a SessionInfo,
+    reason: Reason,
+    reply: &'a str,
+    /// More detail (an object), e.g. the refused sender's domain.
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
+}
+
+/// `extra`'s entries without the keys a reject event already has.
+fn reject_extra(extra: Value) -> serde_json::Map<String, Value> {
+    let mut extra = match extra {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    for key in [
+        "session",
+        "peer",
+        "client_identity",
+        "credential",
+        "upstream",
+        "reason",
+        "reply",
+    ] {
+        extra.shift_remove(key);
     }
-    base
+    extra
 }
 
 /// A refused step: counts `smtpbind_rejections_total{reason}` and logs it.
+/// `extra`'s entries (an object; anything else adds nothing) follow the
+/// common fields; they do not replace them.
 pub fn reject(info: &SessionInfo, reason: Reason, reply: &str, extra: Value) {
     metrics::counter!("smtpbind_rejections_total", "reason" => reason.as_str()).increment(1);
-    let fields = merge(
-        merge(
-            info.fields(),
-            json!({"reason": reason.as_str(), "reply": reply}),
-        ),
-        extra,
-    );
-    log::warn("reject", fields);
+    let extra = reject_extra(extra);
+    let fields = RejectFields {
+        info,
+        reason,
+        reply,
+        extra: &extra,
+    };
+    log::emit_with(log::Level::Warn, "reject", &fields);
 }
 
 /// Outcome of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MessageResult {
     /// The upstream accepted it (250 passed to the client).
     Relayed,
@@ -102,6 +121,7 @@ impl MessageResult {
     }
 }
 
+#[derive(Serialize)]
 pub struct MessageEvent<'a> {
     pub result: MessageResult,
     pub sender_domain: &'a str,
@@ -109,6 +129,15 @@ pub struct MessageEvent<'a> {
     pub bytes: u64,
     pub reply: &'a str,
     pub reason: Option<Reason>,
+}
+
+/// The fields of a `message` event.
+#[derive(Serialize)]
+struct MessageFields<'a> {
+    #[serde(flatten)]
+    info: &'a SessionInfo,
+    #[serde(flatten)]
+    message: &'a MessageEvent<'a>,
 }
 
 /// One event per message, and the message counters.
@@ -121,16 +150,120 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
         MessageResult::Relayed => log::Level::Info,
         _ => log::Level::Warn,
     };
-    let fields = merge(
-        info.fields(),
-        json!({
-            "result": m.result.as_str(),
-            "sender_domain": m.sender_domain,
-            "recipients": m.recipients,
-            "bytes": m.bytes,
-            "reply": m.reply,
-            "reason": m.reason.map(Reason::as_str),
-        }),
-    );
-    log::emit(level, "message", fields);
+    log::emit_with(level, "message", &MessageFields { info, message: m });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REASONS: [Reason; 9] = [
+        Reason::IdentityMismatch,
+        Reason::AuthRequired,
+        Reason::SenderNotAllowed,
+        Reason::HeaderFromMismatch,
+        Reason::RecipientNotAllowed,
+        Reason::TooManyRecipients,
+        Reason::MessageTooLarge,
+        Reason::BareLf,
+        Reason::CredentialNotPinned,
+    ];
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            session: "s-1".into(),
+            peer: "127.0.0.1:5555".into(),
+            client_identity: Some("apikey".into()),
+            credential: None,
+            upstream: "smtp.example:587".into(),
+        }
+    }
+
+    #[test]
+    fn the_json_name_of_a_reason_is_its_metric_label() {
+        for r in REASONS {
+            assert_eq!(serde_json::to_value(r).expect("json"), r.as_str());
+        }
+        for m in [
+            MessageResult::Relayed,
+            MessageResult::Rejected,
+            MessageResult::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(m).expect("json"), m.as_str());
+        }
+    }
+
+    #[test]
+    fn a_message_line_has_every_field_in_order() {
+        let m = MessageEvent {
+            result: MessageResult::Failed,
+            sender_domain: "acme.example",
+            recipients: 2,
+            bytes: 1234,
+            reply: "451 4.3.0 \"busy\"",
+            reason: Some(Reason::BareLf),
+        };
+        let i = info();
+        let l = log::line_with(
+            log::Level::Warn,
+            "message",
+            &MessageFields {
+                info: &i,
+                message: &m,
+            },
+        );
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&l)
+            .expect("one JSON object")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "ts",
+                "level",
+                "event",
+                "session",
+                "peer",
+                "client_identity",
+                "credential",
+                "upstream",
+                "result",
+                "sender_domain",
+                "recipients",
+                "bytes",
+                "reply",
+                "reason"
+            ]
+        );
+        let v: Value = serde_json::from_str(&l).expect("json");
+        assert_eq!(v["event"], "message");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["credential"], Value::Null);
+        assert_eq!(v["bytes"], 1234);
+        assert_eq!(v["reply"], "451 4.3.0 \"busy\"");
+        assert_eq!(v["reason"], "bare_lf");
+    }
+
+    #[test]
+    fn reject_details_follow_and_never_replace_the_common_fields() {
+        let i = info();
+        let extra = reject_extra(
+            serde_json::json!({"sender_domain": "x.example", "session": "forged", "reason": "forged"}),
+        );
+        let l = log::line_with(
+            log::Level::Warn,
+            "reject",
+            &RejectFields {
+                info: &i,
+                reason: Reason::SenderNotAllowed,
+                reply: "550 5.7.1 no",
+                extra: &extra,
+            },
+        );
+        let v: Value = serde_json::from_str(&l).expect("json");
+        assert_eq!(v["session"], "s-1");
+        assert_eq!(v["reason"], "sender_not_allowed");
+        assert_eq!(v["sender_domain"], "x.example");
+    }
 }

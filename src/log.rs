@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 static TENANT: OnceLock<String> = OnceLock::new();
@@ -36,24 +37,77 @@ impl Level {
     }
 }
 
+/// The keys every line starts with; `fields` cannot replace them.
+const FIXED: [&str; 4] = ["ts", "level", "event", "tenant"];
+
+/// A JSON object's entries without the fixed keys.
+struct WithoutFixed<'a>(Option<&'a Map<String, Value>>);
+
+impl Serialize for WithoutFixed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        let entries = self.0.into_iter().flatten();
+        for (k, v) in entries.filter(|(k, _)| !FIXED.contains(&k.as_str())) {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
 /// Builds the line for `event` with `fields` (a JSON object; other values are ignored).
 pub fn line(level: Level, event: &str, fields: Value) -> String {
-    let mut obj = Map::new();
-    obj.insert(
-        "ts".into(),
-        Value::String(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+    text(line_bytes(level, event, &fields_of(&fields)))
+}
+
+/// Builds the line for `event` with the entries of `fields`, which must
+/// serialize as a map without the fixed keys (the typed audit events).
+pub fn line_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> String {
+    text(line_bytes(level, event, fields))
+}
+
+fn fields_of(fields: &Value) -> WithoutFixed<'_> {
+    WithoutFixed(fields.as_object())
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// One line, written straight into one buffer (no intermediate JSON map),
+/// ending in `}` without the newline.
+fn line_bytes<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    let _ = write!(
+        out,
+        "{{\"ts\":\"{}\",\"level\":\"{}\",\"event\":",
+        humantime::format_rfc3339_millis(SystemTime::now()),
+        level.as_str()
     );
-    obj.insert("level".into(), Value::String(level.as_str().into()));
-    obj.insert("event".into(), Value::String(event.into()));
+    push_json(&mut out, event);
     if let Some(t) = TENANT.get() {
-        obj.insert("tenant".into(), Value::String(t.clone()));
+        out.extend_from_slice(b",\"tenant\":");
+        push_json(&mut out, t);
     }
-    if let Value::Object(extra) = fields {
-        for (k, v) in extra {
-            obj.entry(k).or_insert(v);
-        }
+    let mark = out.len();
+    push_json(&mut out, fields);
+    // `{"a":1}` continues the line as `,"a":1}`; `{}` or a non-map adds nothing.
+    if out.len() - mark > 2 && out[mark] == b'{' {
+        out[mark] = b',';
+    } else {
+        out.truncate(mark);
+        out.push(b'}');
     }
-    Value::Object(obj).to_string()
+    out
+}
+
+/// Appends the JSON form of `value` (strings escaped by serde_json).
+fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(mark);
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// Bytes waiting for the writer thread before emitters wait for it
@@ -128,19 +182,27 @@ fn writer_thread() -> Option<&'static std::thread::Thread> {
 /// so an async worker does not block on a slow stdout pipe (unless 4 MiB
 /// are already waiting); a closed stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
+    queue(line_bytes(level, event, &fields_of(&fields)));
+}
+
+/// [`emit`] for typed fields (see [`line_with`]).
+pub fn emit_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) {
+    queue(line_bytes(level, event, fields));
+}
+
+fn queue(mut text: Vec<u8>) {
     use std::sync::atomic::Ordering;
-    let mut text = line(level, event, fields);
-    text.push('\n');
+    text.push(b'\n');
     let Some(thread) = writer_thread().filter(|_| !QUEUE.stop.load(Ordering::SeqCst)) else {
         let mut lock = std::io::stdout().lock();
-        let _ = lock.write_all(text.as_bytes());
+        let _ = lock.write_all(&text);
         let _ = lock.flush();
         return;
     };
     loop {
         let mut queue = pending();
         if queue.len() < MAX_PENDING {
-            queue.extend_from_slice(text.as_bytes());
+            queue.extend_from_slice(&text);
             break;
         }
         drop(queue);
