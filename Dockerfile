@@ -5,23 +5,25 @@
 #   docker build -t smtpbind:0.1.0 .                                    # the sidecar (default target)
 #   docker build --target egress-lockdown -t smtpbind-egress-lockdown:0.1.0 .
 #
-# The sidecar image is distroless (no shell, no package manager), runs as
+# The sidecar image is distroless/static (no shell, no package manager, no
+# libc: the binary is statically linked, see scripts/build-release.sh), runs as
 # UID/GID 65532 and listens on 127.0.0.1:2525 (SMTP, loopback only) and
 # 0.0.0.0:9525 (/healthz /readyz /metrics), as the policy's defaults and the
 # Helm chart (helm/smtpbind) expect.
 
 ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 ARG LOCKDOWN_BASE_IMAGE=debian:bookworm-slim
 
 # ---- build -----------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
+# scripts/build-release.sh: cargo build --release --locked, linked statically
+# against glibc (crt-static), so the runtime image needs no libc at all.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin smtpbind \
- && install -D -m 0755 target/release/smtpbind /out/smtpbind
+    install -D -m 0755 "$(./scripts/build-release.sh)" /out/smtpbind
 
 # ---- egress lock-down init container (optional, see docs/kubernetes.md) ------
 # iptables (nft backend: needs NET_ADMIN only) and the one script the chart runs.

@@ -14,7 +14,7 @@
 # Env: ROUNDS (5), MSGS (10000 per measurement, one message per session),
 # MSGS_REUSE (20000, with -d), SESSIONS (8), SIZE (1024),
 # IDLE_SESSIONS (500), BIG_MIB (25), REUSE_MAX_IDLE (unset: the policy default),
-# SMTPBIND_BIN (default: cargo build --release),
+# SMTPBIND_BIN (default: scripts/build-release.sh, the static build the image ships),
 # KEEP=1 keeps the work dir (policy, logs, raw TSV).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,8 +43,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if [ -z "${SMTPBIND_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release --locked --quiet --bin smtpbind)
-  SMTPBIND_BIN=$ROOT/target/release/smtpbind
+  # the build that ships (the Docker image's): release, statically linked
+  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
