@@ -115,7 +115,7 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 const MAX_PENDING: usize = 4 << 20;
 /// After writing a batch the writer lets more lines gather this long, so
 /// under load one write (and one wake-up) carries many lines.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 struct Queue {
     pending: std::sync::Mutex<Vec<u8>>,

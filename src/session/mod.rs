@@ -290,14 +290,13 @@ impl Session {
                     if ready.is_err() {
                         return Err(Outcome::Error);
                     }
-                    let mut chunk = [0u8; READ_CHUNK];
-                    match self.io.try_read(&mut chunk) {
+                    match self.io.try_read_buf(self.inbuf.read_target(READ_CHUNK)) {
                         Ok(0) => return Err(Outcome::Closed),
-                        Ok(n) => {
-                            self.inbuf.extend(&chunk[..n]);
-                            return Ok(());
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.inbuf.trim();
+                            continue;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(_) => return Err(Outcome::Error),
                     }
                 }

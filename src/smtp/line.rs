@@ -5,10 +5,15 @@
 //! over the limit is discarded as it streams in and reported once, as
 //! [`Line::TooLong`], when its LF arrives; a "line" that never ends is reported
 //! as [`Line::Flood`] once [`MAX_DISCARD`] bytes were thrown away, and the
-//! session disconnects. Memory stays bounded by the limit plus one read.
+//! session disconnects. Memory stays bounded by the limit plus one read (twice
+//! that with the vector's growth), and an emptied buffer over 1 KiB is freed,
+//! so a session waiting for its next command holds no read buffer.
 
 /// How many bytes of one over-long line we discard before giving up on the client.
 pub const MAX_DISCARD: usize = 64 * 1024;
+
+/// An emptied buffer larger than this is freed rather than kept.
+const KEEP_CAPACITY: usize = 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -52,13 +57,37 @@ impl LineBuffer {
 
     /// Appends bytes read from the client.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.read_target(bytes.len()).extend_from_slice(bytes);
+    }
+
+    /// Frees the buffer if everything in it was consumed (after a read that
+    /// found nothing, so a waiting session holds no reserved room).
+    pub fn trim(&mut self) {
         self.compact();
-        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes allocated (for tests of the idle footprint).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Room for a read of `n` more bytes: the buffer to append them to (a
+    /// socket read appends into its spare capacity: nothing zeroed, nothing
+    /// copied). Bytes appended are pending input.
+    pub fn read_target(&mut self, n: usize) -> &mut Vec<u8> {
+        self.compact();
+        self.buf.reserve(n);
+        &mut self.buf
     }
 
     fn compact(&mut self) {
         if self.start == self.buf.len() {
-            self.buf.clear();
+            // Everything consumed: an idle session keeps no read buffer.
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
         } else if self.start > 4096 && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);
@@ -154,5 +183,25 @@ mod tests {
             }
         }
         assert_eq!(last, Line::Flood);
+    }
+
+    #[test]
+    fn a_consumed_read_buffer_is_freed() {
+        let mut b = LineBuffer::new();
+        let target = b.read_target(16 * 1024);
+        target.extend_from_slice(b"NOOP\r\n");
+        assert!(b.capacity() >= 16 * 1024);
+        assert_eq!(b.next_line(512), Line::Ok(b"NOOP".to_vec()));
+        assert_eq!(b.capacity(), 0, "an idle session keeps no 16 KiB buffer");
+        // a read that found nothing
+        b.read_target(16 * 1024);
+        b.trim();
+        assert_eq!(b.capacity(), 0);
+        // small buffers are kept (no allocation per short command)
+        b.extend(b"QUIT\r\n");
+        let small = b.capacity();
+        assert!(small > 0 && small <= KEEP_CAPACITY);
+        assert_eq!(b.next_line(512), Line::Ok(b"QUIT".to_vec()));
+        assert_eq!(b.capacity(), small);
     }
 }

@@ -381,15 +381,15 @@ impl Connection {
                 self.buf.drain(..used);
                 return Ok(reply);
             }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(self.reply_timeout, self.stream.read(&mut chunk))
+            // Read straight into the buffer's spare room (no zeroed chunk).
+            self.buf.reserve(4096);
+            let n = tokio::time::timeout(self.reply_timeout, self.stream.read_buf(&mut self.buf))
                 .await
                 .map_err(|_| UpstreamError::Timeout("reply"))?
                 .map_err(|e| UpstreamError::Io(e.kind()))?;
             if n == 0 {
                 return Err(UpstreamError::Closed);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
