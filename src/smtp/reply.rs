@@ -1,8 +1,6 @@
 //! SMTP replies: the ones smtpbind writes itself, and a bounded parser for
 //! the upstream's (possibly multi-line) replies.
 
-use std::fmt::Write as _;
-
 /// A reply as sent on the wire: a code and one or more text lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -38,14 +36,21 @@ impl Reply {
 
     /// Appends the wire form (`250-a\r\n250 b\r\n`).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut s = String::new();
+        // The code is 200..=599 (three digits) for every reply built here or parsed.
+        let code = self.code.min(999);
+        let digits = [
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+        ];
         let n = self.lines.len().max(1);
         for i in 0..n {
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            let sep = if i + 1 == n { ' ' } else { '-' };
-            let _ = write!(s, "{}{}{}\r\n", self.code, sep, text);
+            out.extend_from_slice(&digits);
+            out.push(if i + 1 == n { b' ' } else { b'-' });
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(s.as_bytes());
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -293,10 +298,15 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
         Some(_) => return Err(ReplyError::Malformed),
     };
     // Replies are passed back to the client: keep them printable.
-    let text: String = String::from_utf8_lossy(text)
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let text: String = if text.iter().all(|b| (0x20..0x7f).contains(b)) {
+        // printable ASCII, the usual case: nothing to replace
+        String::from_utf8_lossy(text).into_owned()
+    } else {
+        String::from_utf8_lossy(text)
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    };
     Ok((code, last, text))
 }
 
