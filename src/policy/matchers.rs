@@ -47,18 +47,15 @@ impl SenderMatcher {
         let Some((local, domain)) = split_address(address) else {
             return false;
         };
-        let local = local.to_ascii_lowercase();
-        let domain = domain.to_ascii_lowercase();
+        // Patterns are stored lowercased: compare without allocating.
         self.patterns.iter().any(|p| match p {
             SenderPattern::Null => false,
-            SenderPattern::AnyLocal(d) => domain == *d,
-            SenderPattern::AnySubdomain(suffix) => {
-                domain.len() > suffix.len() && domain.ends_with(suffix.as_str())
-            }
+            SenderPattern::AnyLocal(d) => domain.eq_ignore_ascii_case(d),
+            SenderPattern::AnySubdomain(suffix) => ends_with_ignore_ascii_case(domain, suffix),
             SenderPattern::Exact {
                 local: l,
                 domain: d,
-            } => local == *l && domain == *d,
+            } => local.eq_ignore_ascii_case(l) && domain.eq_ignore_ascii_case(d),
         })
     }
 
@@ -74,6 +71,12 @@ impl SenderMatcher {
     pub fn allows_null(&self) -> bool {
         self.patterns.contains(&SenderPattern::Null)
     }
+}
+
+/// `text` is longer than `suffix` and ends with it, ASCII case-insensitively.
+fn ends_with_ignore_ascii_case(text: &str, suffix: &str) -> bool {
+    let (t, s) = (text.as_bytes(), suffix.as_bytes());
+    t.len() > s.len() && t[t.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
 /// `local@domain` with exactly one `@`, both parts non-empty, one trailing dot
@@ -229,18 +232,13 @@ impl DomainMatcher {
         if self.is_any() {
             return true;
         }
-        let d = domain
-            .strip_suffix('.')
-            .unwrap_or(domain)
-            .to_ascii_lowercase();
+        let d = domain.strip_suffix('.').unwrap_or(domain);
         if d.is_empty() {
             return false;
         }
         self.patterns.iter().any(|p| match p {
-            DomainPattern::Exact(e) => d == *e,
-            DomainPattern::Subdomains(suffix) => {
-                d.len() > suffix.len() && d.ends_with(suffix.as_str())
-            }
+            DomainPattern::Exact(e) => d.eq_ignore_ascii_case(e),
+            DomainPattern::Subdomains(suffix) => ends_with_ignore_ascii_case(d, suffix),
         })
     }
 }

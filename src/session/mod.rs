@@ -31,7 +31,7 @@ use crate::server::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError, Mechanism};
 use crate::smtp::data::{BareLineEndings, DataDecoder, DotStuffer, Feed, LineEndingFilter};
 use crate::smtp::header::{header_from_addresses, Gate, HeaderGate};
-use crate::smtp::line::{Line, LineBuffer};
+use crate::smtp::line::{Line, LineBuffer, COMMAND_READ};
 use crate::smtp::reply::{local, Reply};
 use crate::smtp::{sasl, MAX_AUTH_LINE, MAX_COMMAND_LINE};
 use crate::upstream::{Connection, UpstreamError};
@@ -254,7 +254,7 @@ impl Session {
             }
             let timeout = self.rt.policy.limits.command_timeout;
             let until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-            match self.read_more(until, true).await {
+            match self.read_more(until, true, COMMAND_READ).await {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
             }
@@ -279,7 +279,14 @@ impl Session {
 
     /// Reads more client bytes into the buffer; a `421` timeout at `until`.
     /// `watch_phase`: also return early when shutdown asks this session to close.
-    async fn read_more(&mut self, until: Instant, watch_phase: bool) -> Result<(), Outcome> {
+    /// `room`: how much to reserve for the read ([`COMMAND_READ`] between
+    /// commands, [`READ_CHUNK`] while a message streams).
+    async fn read_more(
+        &mut self,
+        until: Instant,
+        watch_phase: bool,
+        room: usize,
+    ) -> Result<(), Outcome> {
         let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
         loop {
@@ -290,7 +297,7 @@ impl Session {
                     if ready.is_err() {
                         return Err(Outcome::Error);
                     }
-                    match self.io.try_read_buf(self.inbuf.read_target(READ_CHUNK)) {
+                    match self.io.try_read_buf(self.inbuf.read_target(room)) {
                         Ok(0) => return Err(Outcome::Closed),
                         Ok(_) => return Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -609,7 +616,7 @@ impl Session {
                     return Err(Flow::End(Outcome::Rejected));
                 }
                 Line::NeedMore => {
-                    if let Err(outcome) = self.read_more(until, false).await {
+                    if let Err(outcome) = self.read_more(until, false, COMMAND_READ).await {
                         return Err(Flow::End(outcome));
                     }
                 }
@@ -1255,7 +1262,7 @@ impl Session {
         // During DATA, shutdown only interrupts once the drain deadline passed.
         let mut phase = self.phase.clone();
         // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
-        let read = self.read_more(Instant::now() + timeout, false);
+        let read = self.read_more(Instant::now() + timeout, false, READ_CHUNK);
         tokio::pin!(read);
         loop {
             tokio::select! {
