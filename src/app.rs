@@ -181,7 +181,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     readiness.set_listener_bound();
     log::info(
         "listening",
-        json!({ "addr": bound.smtp.to_string(), "admin": bound.admin.to_string(), "upstream": policy.upstream.address, "version": env!("CARGO_PKG_VERSION") }),
+        json!({
+            "addr": bound.smtp.to_string(),
+            "admin": bound.admin.to_string(),
+            "upstream": policy.upstream.address,
+            "version": env!("CARGO_PKG_VERSION"),
+            "workers": tokio::runtime::Handle::current().metrics().num_workers(),
+        }),
     );
 
     shutdown.await;

@@ -495,3 +495,47 @@ fn wait_exit(sidecar: &mut Sidecar, timeout: Duration) -> Option<i32> {
     }
     None
 }
+
+/// Worker threads: `SMTPBIND_WORKER_THREADS`, else the CPUs the process may
+/// use capped at 2 (a CPU-limited pod, like `taskset -c 0` here, gets the
+/// current-thread runtime). Every configuration relays a message.
+#[test]
+fn worker_threads_follow_the_cpus_available_and_the_override() {
+    let up = Upstream::default();
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let start = |wrap: &dyn Fn(std::process::Command) -> std::process::Command| {
+        let sidecar = Sidecar::start_wrapped(up.addr(), &up.server.ca_pem, |_| {}, wrap);
+        let workers = sidecar.events("listening")[0]["workers"]
+            .as_u64()
+            .expect("workers");
+        let reply = send_one(sidecar.smtp, "apikey", KEY_A, "app@acme.example", "workers");
+        assert!(reply.starts_with("250 "), "{workers} workers: {reply}");
+        workers
+    };
+    let env = |value: &'static str| {
+        move |mut cmd: std::process::Command| {
+            cmd.env("SMTPBIND_WORKER_THREADS", value);
+            cmd
+        }
+    };
+    let default = start(&|mut cmd| {
+        cmd.env_remove("SMTPBIND_WORKER_THREADS");
+        cmd
+    });
+    assert_eq!(default, available.min(2) as u64);
+    assert_eq!(start(&env("1")), 1);
+    assert_eq!(start(&env("3")), 3);
+    assert_eq!(start(&env("nonsense")), available.min(2) as u64);
+    // one CPU allowed: the current-thread runtime
+    let pinned = start(&|cmd| {
+        let mut taskset = std::process::Command::new("taskset");
+        taskset
+            .args(["-c", "0"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        taskset.env_remove("SMTPBIND_WORKER_THREADS");
+        taskset
+    });
+    assert_eq!(pinned, 1);
+    assert_eq!(wait_messages(&up, 5).len(), 5);
+}

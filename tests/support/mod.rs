@@ -140,6 +140,17 @@ impl Sidecar {
         ca_pem: &str,
         configure: impl FnOnce(&mut PolicySpec),
     ) -> Sidecar {
+        Self::start_wrapped(upstream, ca_pem, configure, |cmd| cmd)
+    }
+
+    /// [`Sidecar::start_with_ca`] with the command changed by `wrap` before
+    /// it starts (environment, a wrapper program such as `taskset`).
+    pub fn start_wrapped(
+        upstream: SocketAddr,
+        ca_pem: &str,
+        configure: impl FnOnce(&mut PolicySpec),
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret_dir = dir.path().join("secret");
         write_secret(&secret_dir, "apikey", KEY_A);
@@ -169,7 +180,18 @@ impl Sidecar {
         configure(&mut spec);
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, spec.yaml()).expect("policy");
-        Self::spawn(dir, policy_path, secret_dir, &[])
+        let cmd = wrap(Self::command(&policy_path, &[]));
+        Self::spawn_command(dir, policy_path, secret_dir, cmd)
+    }
+
+    /// `smtpbind run` with the policy, on port 0, plus `extra` arguments.
+    pub fn command(policy_path: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--policy"])
+            .arg(policy_path)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra);
+        cmd
     }
 
     pub fn spawn(
@@ -178,11 +200,19 @@ impl Sidecar {
         secret_dir: PathBuf,
         extra: &[&str],
     ) -> Sidecar {
-        let mut child = Command::new(bin())
-            .args(["run", "--policy"])
-            .arg(&policy_path)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(extra)
+        let cmd = Self::command(&policy_path, extra);
+        Self::spawn_command(dir, policy_path, secret_dir, cmd)
+    }
+
+    /// Starts `cmd` (e.g. [`Sidecar::command`] with a changed environment or
+    /// wrapped in another program) and waits for its `listening` event.
+    pub fn spawn_command(
+        dir: tempfile::TempDir,
+        policy_path: PathBuf,
+        secret_dir: PathBuf,
+        mut cmd: Command,
+    ) -> Sidecar {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
