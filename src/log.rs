@@ -55,14 +55,18 @@ impl Serialize for WithoutFixed<'_> {
     }
 }
 
-/// Builds the line for `event` with `fields` (a JSON object; other values are ignored).
-pub fn line(level: Level, event: &str, fields: Value) -> String {
+/// Builds the line for `event` with `fields` (a JSON object; other values are
+/// ignored), as [`emit`] writes it (tests read lines through this).
+#[cfg(test)]
+pub(crate) fn line(level: Level, event: &str, fields: Value) -> String {
     text(line_bytes(level, event, &fields_of(&fields)))
 }
 
 /// Builds the line for `event` with the entries of `fields`, which must
-/// serialize as a map without the fixed keys (the typed audit events).
-pub fn line_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> String {
+/// serialize as a map without the fixed keys (the typed audit events), as
+/// [`emit_with`] writes it.
+#[cfg(test)]
+pub(crate) fn line_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> String {
     text(line_bytes(level, event, fields))
 }
 
@@ -70,6 +74,7 @@ fn fields_of(fields: &Value) -> WithoutFixed<'_> {
     WithoutFixed(fields.as_object())
 }
 
+#[cfg(test)]
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
