@@ -72,6 +72,7 @@ impl LineBuffer {
     }
 
     /// Bytes allocated (for tests of the idle footprint).
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
