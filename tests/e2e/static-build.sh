@@ -100,10 +100,12 @@ python3 "$ROOT/tests/e2e/dns_stub.py" "$DNS_ADDR" upstream.test 127.0.0.1 "$WORK
 PIDS+=($!)
 wait_for 10 grep -q listening "$WORK/dns.out" || die "the DNS stub did not start: $(cat "$WORK/dns.out")"
 
-# in_ns COMMAND...: runs COMMAND with the test hosts and resolv.conf
+# in_ns COMMAND...: runs COMMAND with the test hosts and resolv.conf. Each
+# step execs the next, so `in_ns ... &` leaves $! = COMMAND's own PID (the
+# cleanup trap stops it).
 in_ns() {
   # shellcheck disable=SC2016 # $1, $2, $@ are the inner sh's arguments
-  unshare -m sh -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"' \
+  exec unshare -m sh -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"' \
     sh "$WORK/hosts" "$WORK/resolv.conf" "$@"
 }
 
@@ -190,6 +192,14 @@ no_secret() { # both sidecars wrote output, and no trace of the key in it
       "$WORK/dns.log" "$WORK/hosts.log"
 }
 check "no secret in the sidecars' output" no_secret
+
+stop_all() { # stops what this script started; true when every process is gone
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  ! pgrep -f "$WORK/" >/dev/null
+}
+check "every process the test started has stopped (nothing left running in $WORK)" stop_all
 
 say "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]
