@@ -56,19 +56,6 @@ fn subjects(up: &Upstream) -> Vec<String> {
         .collect()
 }
 
-/// The `reason` of every reject event, once there are at least `n` (the
-/// events are read from the process's stdout by a thread).
-fn reject_reasons(sidecar: &Sidecar, n: usize) -> Vec<String> {
-    sidecar.wait_for(Duration::from_secs(5), |_| {
-        sidecar.events("reject").len() >= n
-    });
-    sidecar
-        .events("reject")
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 // ---- senders -------------------------------------------------------------------
 
 #[test]
@@ -197,7 +184,7 @@ fn recipient_domains_exact_and_subdomain_rules() {
         msgs[0].rcpt_to, expected,
         "only the allowed recipients reach the upstream"
     );
-    assert_eq!(reject_reasons(&sidecar, 6), ["recipient_not_allowed"; 6]);
+    assert_eq!(sidecar.reject_reasons(6), ["recipient_not_allowed"; 6]);
 }
 
 #[test]
@@ -226,7 +213,7 @@ fn max_per_message_third_rcpt_is_452_and_the_message_goes_to_the_first_two() {
     let msgs = wait_messages(&up, 1);
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].rcpt_to, vec!["one@example.net", "two@example.net"]);
-    assert_eq!(reject_reasons(&sidecar, 3), ["too_many_recipients"; 3]);
+    assert_eq!(sidecar.reject_reasons(3), ["too_many_recipients"; 3]);
 }
 
 // ---- header From -----------------------------------------------------------------
@@ -331,7 +318,7 @@ fn header_from_enforce_accepts_allowed_variants_and_refuses_mismatches_after_the
     );
 
     assert_eq!(
-        reject_reasons(&sidecar, refused.len()),
+        sidecar.reject_reasons(refused.len()),
         vec!["header_from_mismatch"; refused.len()]
     );
 }
@@ -464,7 +451,7 @@ fn bare_lf_reject_refuses_the_message_and_the_session_continues() {
         );
     }
     assert_eq!(
-        reject_reasons(&sidecar, bad.len()),
+        sidecar.reject_reasons(bad.len()),
         vec!["bare_lf"; bad.len()]
     );
 }
@@ -559,7 +546,7 @@ fn audit_events_of_a_scripted_session() {
         sidecar.wait_for(Duration::from_secs(5), |_| sidecar.events("message").len()
             >= 3)
     );
-    assert_eq!(reject_reasons(&sidecar, 8).len(), 8);
+    assert_eq!(sidecar.reject_reasons(8).len(), 8);
 
     let rejects = sidecar.events("reject");
     let reasons: Vec<&str> = rejects

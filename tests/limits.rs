@@ -121,19 +121,6 @@ fn garbage(seed: u64, n: usize) -> Vec<u8> {
     out
 }
 
-/// The `reason` of every reject event, once there are at least `n` (the
-/// events are read from the process's stdout by a thread).
-fn reject_reasons(sidecar: &Sidecar, n: usize) -> Vec<String> {
-    sidecar.wait_for(Duration::from_secs(5), |_| {
-        sidecar.events("reject").len() >= n
-    });
-    sidecar
-        .events("reject")
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 fn assert_alive(sidecar: &mut Sidecar) {
     assert!(
         sidecar.child.try_wait().expect("try_wait").is_none(),
@@ -338,7 +325,7 @@ fn auth_response_line_of_12288_octets_is_accepted_12289_is_500() {
     assert!(r.starts_with("235"), "{r}");
     assert_eq!(up.server.connections(), 0);
     assert_eq!(
-        reject_reasons(&sidecar, 3),
+        sidecar.reject_reasons(3),
         ["identity_mismatch", "identity_mismatch", "auth_required"]
     );
     sidecar.assert_no_secrets();
@@ -433,10 +420,9 @@ fn command_timeout_closes_an_idle_session_with_421() {
     assert_eq!(up.server.connections(), 0);
 }
 
-/// A requirement of a later issue, not met yet: the command timeout bounds
-/// the whole command, so a client that keeps a line open by dripping bytes
-/// is still dropped. Today `Session::read_more` starts a new
-/// `command_timeout` sleep for every read, so any byte resets it.
+/// The command timeout bounds the whole command (a deadline set when the
+/// session starts waiting for it), so a client that keeps a line open by
+/// dripping bytes is still dropped.
 #[test]
 fn dripping_client_is_dropped_at_the_command_timeout() {
     let up = Upstream::default();
@@ -557,7 +543,7 @@ fn max_message_bytes_size_parameter_streamed_excess_and_exact_boundary() {
             >= 4)
     );
     // SIZE=20000, 20 KB streamed, 10001 streamed.
-    assert_eq!(reject_reasons(&sidecar, 3), ["message_too_large"; 3]);
+    assert_eq!(sidecar.reject_reasons(3), ["message_too_large"; 3]);
 }
 
 /// Streams `n` 80-octet lines of DATA after complete headers, ignoring
@@ -615,7 +601,7 @@ fn a_message_cut_off_mid_stream_is_audited() {
     let (text, closed) = read_until_closed(&mut c.stream, Duration::from_secs(10));
     assert_eq!(text, TOO_LARGE);
     assert!(closed);
-    assert_eq!(reject_reasons(&sidecar, 1), ["message_too_large"]);
+    assert_eq!(sidecar.reject_reasons(1), ["message_too_large"]);
     let (_, metrics) = sidecar.http_get("/metrics");
     assert!(
         metrics

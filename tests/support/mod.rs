@@ -284,6 +284,16 @@ impl Sidecar {
             .collect()
     }
 
+    /// The `reason` of every reject event, once there are at least `n` (the
+    /// events are read from the process's stdout by a thread).
+    pub fn reject_reasons(&self, n: usize) -> Vec<String> {
+        self.wait_for(Duration::from_secs(5), |_| self.events("reject").len() >= n);
+        self.events("reject")
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
     /// Waits until `pred` holds for the output, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
         let start = Instant::now();
