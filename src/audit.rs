@@ -22,8 +22,7 @@ pub struct SessionInfo {
 
 /// Why something was refused; also the `reason` label of
 /// `smtpbind_rejections_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     IdentityMismatch,
     AuthRequired,
@@ -49,6 +48,19 @@ impl Reason {
             Reason::BareLf => "bare_lf",
             Reason::CredentialNotPinned => "credential_not_pinned",
         }
+    }
+}
+
+/// In events, a reason or result is its metric label (one spelling).
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for MessageResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -100,8 +112,7 @@ pub fn reject(info: &SessionInfo, reason: Reason, reply: &str, extra: Value) {
 }
 
 /// Outcome of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageResult {
     /// The upstream accepted it (250 passed to the client).
     Relayed,

@@ -32,9 +32,14 @@ die() {
   say "$PASS passed, $((FAIL + 1)) failed"
   exit 1
 }
-cleanup() {
+stop_all() { # stops what this script started; true when every process is gone
+  local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  ! pgrep -f "$WORK/" >/dev/null
+}
+cleanup() {
+  stop_all
   if [ "${KEEP_WORK:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -193,12 +198,6 @@ no_secret() { # both sidecars wrote output, and no trace of the key in it
 }
 check "no secret in the sidecars' output" no_secret
 
-stop_all() { # stops what this script started; true when every process is gone
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  ! pgrep -f "$WORK/" >/dev/null
-}
 check "every process the test started has stopped (nothing left running in $WORK)" stop_all
 
 say "$PASS passed, $FAIL failed"
