@@ -495,6 +495,7 @@ proptest! {
             size: o.size,
             auth_plain: o.auth_plain,
             auth_login: o.auth_login,
+            auth_xoauth2: false,
         });
     }
 }
