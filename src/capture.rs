@@ -75,6 +75,8 @@ pub struct CaptureConfig {
     pub lenient_eod: bool,
     /// Append one JSON line per message to `<dir>/<account>.jsonl`.
     pub log_dir: Option<PathBuf>,
+    /// Offer `AUTH XOAUTH2` and check its tokens against this issuer.
+    pub oauth: Option<crate::issuer::Tokens>,
 }
 
 impl CaptureConfig {
@@ -87,6 +89,7 @@ impl CaptureConfig {
             faults: Faults::default(),
             lenient_eod: false,
             log_dir: None,
+            oauth: None,
         }
     }
 }
@@ -360,8 +363,13 @@ impl Conn {
                 if self.config.tls == CaptureTls::StartTls && !self.tls && !f.no_starttls {
                     caps.push("STARTTLS".into());
                 }
+                let xoauth2 = if self.config.oauth.is_some() {
+                    " XOAUTH2"
+                } else {
+                    ""
+                };
                 caps.push(format!(
-                    "AUTH {}",
+                    "AUTH {}{xoauth2}",
                     f.only_mechanism
                         .clone()
                         .unwrap_or_else(|| "PLAIN LOGIN".into())
@@ -475,6 +483,9 @@ impl Conn {
                     _ => None,
                 }
             }
+            "XOAUTH2" if self.config.oauth.is_some() => {
+                return self.xoauth2(initial, io).await;
+            }
             _ => {
                 let _ = io.write_all(b"504 5.5.4 mechanism not supported\r\n").await;
                 return Next::Continue;
@@ -501,6 +512,58 @@ impl Conn {
             return Next::Close;
         }
         Next::Continue
+    }
+
+    /// `AUTH XOAUTH2`: the bearer token must be live at the issuer (and,
+    /// for a jwt_bearer token, issued for this `user=`). A refusal is the
+    /// providers' error challenge, then `535` after the client's empty line.
+    async fn xoauth2(&mut self, initial: Option<String>, io: &mut Box<dyn Io>) -> Next {
+        let resp = match initial {
+            Some(r) => r,
+            None => match self.challenge("334 \r\n", io).await {
+                Some(r) => r,
+                None => return Next::Close,
+            },
+        };
+        let account = parse_xoauth2(&resp).and_then(|(user, token)| {
+            let issued = self.config.oauth.as_ref()?.validate(&token)?;
+            if issued.subject.as_ref().is_some_and(|s| *s != user) {
+                return None;
+            }
+            Some(Account {
+                name: issued.account,
+                username: user,
+                password: String::new(),
+            })
+        });
+        lock(&self.rec).auths.push(AuthAttempt {
+            account: account.as_ref().map(|a| a.name.clone()),
+            tls: self.tls,
+        });
+        if account.is_some() {
+            self.account = account;
+            return match io.write_all(b"235 2.7.0 Accepted\r\n").await {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::Close,
+            };
+        }
+        use base64::Engine;
+        let error = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#);
+        if self
+            .challenge(&format!("334 {error}\r\n"), io)
+            .await
+            .is_none()
+        {
+            return Next::Close;
+        }
+        match io
+            .write_all(b"535 5.7.8 Username and Password not accepted\r\n")
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Close,
+        }
     }
 
     async fn challenge(&mut self, prompt: &str, io: &mut Box<dyn Io>) -> Option<String> {
@@ -599,6 +662,18 @@ impl Conn {
             }
         }
     }
+}
+
+/// `base64("user=" U "\x01auth=Bearer " T "\x01\x01")` → `(U, T)`.
+fn parse_xoauth2(b64: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let rest = text.strip_suffix("\x01\x01")?;
+    let (user, auth) = rest.split_once('\x01')?;
+    let user = user.strip_prefix("user=")?;
+    let token = auth.strip_prefix("auth=Bearer ")?;
+    Some((user.to_string(), token.to_string()))
 }
 
 fn between_brackets(line: &str) -> String {

@@ -29,6 +29,7 @@ pub mod certs;
 pub mod credential;
 pub mod demo;
 pub mod identity;
+pub mod issuer;
 pub mod log;
 pub mod policy;
 pub mod rate;
