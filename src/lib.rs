@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! server     listener, one permit per session (max_sessions)
+//! runtime    what server and sessions share: the policy snapshot, phase, channels
 //! session    per-client state machine: greeting, EHLO, AUTH → binding,
 //!            MAIL/RCPT relayed, DATA decoded, checked and streamed
 //! policy     YAML model, validation with file:line:col, matchers
@@ -33,6 +34,7 @@ pub mod issuer;
 pub mod log;
 pub mod policy;
 pub mod rate;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod smtp;
