@@ -99,6 +99,11 @@ pub fn limiter(policy: RatePolicy) -> Arc<RateLimiter> {
     }
 }
 
+/// The reply to a MAIL over the rate.
+pub fn refused_reply() -> crate::smtp::reply::Reply {
+    crate::smtp::reply::Reply::new(451, "4.7.0 sending rate exceeded, try again later")
+}
+
 /// For the session's MAIL: `true` to go on, `false` to answer `451 4.7.0`.
 pub async fn admit(policy: Option<RatePolicy>) -> bool {
     match policy {
