@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod idp;
+
 use smtpbind::capture::{Account, CaptureConfig, CaptureServer, Captured};
 
 /// Tenant A's provider key (mounted in the sidecar under test).
