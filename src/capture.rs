@@ -61,6 +61,8 @@ pub struct Faults {
     /// Close a connection that sent nothing for this long (like providers'
     /// idle timeouts), after a `421`.
     pub idle_close: Option<std::time::Duration>,
+    /// Refuse every `AUTH XOAUTH2`, however valid its token.
+    pub reject_xoauth2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -525,16 +527,14 @@ impl Conn {
                 None => return Next::Close,
             },
         };
-        let account = parse_xoauth2(&resp).and_then(|(user, token)| {
-            let issued = self.config.oauth.as_ref()?.validate(&token)?;
-            if issued.subject.as_ref().is_some_and(|s| *s != user) {
-                return None;
-            }
-            Some(Account {
-                name: issued.account,
-                username: user,
-                password: String::new(),
-            })
+        let account = match &self.config.oauth {
+            Some(tokens) if !self.config.faults.reject_xoauth2 => tokens.check_xoauth2(&resp),
+            _ => None,
+        }
+        .map(|(name, user)| Account {
+            name,
+            username: user,
+            password: String::new(),
         });
         lock(&self.rec).auths.push(AuthAttempt {
             account: account.as_ref().map(|a| a.name.clone()),
@@ -547,9 +547,7 @@ impl Conn {
                 Err(_) => Next::Close,
             };
         }
-        use base64::Engine;
-        let error = base64::engine::general_purpose::STANDARD
-            .encode(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#);
+        let error = crate::issuer::XOAUTH2_ERROR_CHALLENGE;
         if self
             .challenge(&format!("334 {error}\r\n"), io)
             .await
@@ -662,18 +660,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// `base64("user=" U "\x01auth=Bearer " T "\x01\x01")` → `(U, T)`.
-fn parse_xoauth2(b64: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let rest = text.strip_suffix("\x01\x01")?;
-    let (user, auth) = rest.split_once('\x01')?;
-    let user = user.strip_prefix("user=")?;
-    let token = auth.strip_prefix("auth=Bearer ")?;
-    Some((user.to_string(), token.to_string()))
 }
 
 fn between_brackets(line: &str) -> String {

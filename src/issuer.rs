@@ -30,6 +30,11 @@ use crate::certs::Pki;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
+/// What Gmail sends as the `334` challenge that refuses a token:
+/// base64 of `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`.
+pub const XOAUTH2_ERROR_CHALLENGE: &str =
+    "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==";
+
 /// A `client_credentials` client (Microsoft 365 app registration).
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
@@ -98,6 +103,22 @@ impl Tokens {
             .get(token)
             .filter(|i| Instant::now() < i.expires)
             .cloned()
+    }
+
+    /// An `AUTH XOAUTH2` response (`base64("user=" U "\x01auth=Bearer " T
+    /// "\x01\x01")`) with a live token (for a jwt_bearer token, issued for
+    /// `U`): the account and the user it sends as.
+    pub fn check_xoauth2(&self, response: &str) -> Option<(String, String)> {
+        use base64::engine::general_purpose::STANDARD;
+        let raw = STANDARD.decode(response.trim()).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (user, auth) = text.strip_suffix("\x01\x01")?.split_once('\x01')?;
+        let user = user.strip_prefix("user=")?;
+        let issued = self.validate(auth.strip_prefix("auth=Bearer ")?)?;
+        if issued.subject.as_deref().is_some_and(|s| s != user) {
+            return None;
+        }
+        Some((issued.account, user.to_string()))
     }
 
     /// Invalidates every token issued so far (a provider-side revocation).
@@ -363,4 +384,43 @@ fn random_token() -> String {
     let mut bytes = [0u8; 24];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     format!("tok.{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_challenge_is_gmails() {
+        use base64::engine::general_purpose::STANDARD;
+        let json = STANDARD.decode(XOAUTH2_ERROR_CHALLENGE).expect("base64");
+        let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(v["status"], "401");
+    }
+
+    #[test]
+    fn xoauth2_responses() {
+        let tokens = Tokens::default();
+        let issued = |subject: Option<&str>| Issued {
+            account: "acct".into(),
+            subject: subject.map(str::to_string),
+            expires: Instant::now() + Duration::from_secs(60),
+        };
+        tokens.lock().tokens.insert("t1".into(), issued(None));
+        tokens
+            .lock()
+            .tokens
+            .insert("t2".into(), issued(Some("a@x")));
+        let payload = |u: &str, t: &str| crate::identity::xoauth2_payload(u, t).to_string();
+        assert_eq!(
+            tokens.check_xoauth2(&payload("b@x", "t1")),
+            Some(("acct".into(), "b@x".into()))
+        );
+        assert!(tokens.check_xoauth2(&payload("a@x", "t2")).is_some());
+        assert!(tokens.check_xoauth2(&payload("b@x", "t2")).is_none());
+        assert!(tokens.check_xoauth2(&payload("b@x", "t3")).is_none());
+        assert!(tokens.check_xoauth2("not base64!").is_none());
+        tokens.revoke_all();
+        assert!(tokens.check_xoauth2(&payload("b@x", "t1")).is_none());
+    }
 }

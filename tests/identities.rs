@@ -506,3 +506,32 @@ fn rate_is_held_within_the_bucket_bound() {
         ) > 0.0
     );
 }
+
+#[test]
+fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
+    let idp = Idp::start(Duration::from_secs(60));
+    let tokens = idp.tokens().clone();
+    let up = Upstream::start(move |c| {
+        c.oauth = Some(tokens);
+        c.faults.reject_xoauth2 = true;
+    });
+    let ca = write_ca(&idp);
+    let (s, _secrets) = sidecar_with_secret(&up, CLIENT_ID, KEY_M, |p| {
+        oauth2(p, &idp, ca.path(), "client_credentials")
+    });
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let r = send(&s, "refused");
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+    // The first token, then exactly one refresh and one retry.
+    assert_eq!(idp.tokens().grants(), 2);
+    let auths = up.server.auth_attempts();
+    assert_eq!(auths.len(), 2);
+    assert!(auths.iter().all(|a| a.account.is_none()));
+    assert!(up.messages().is_empty());
+    let m = s.http_get("/metrics").1;
+    assert_eq!(
+        metric(&m, &series("smtpbind_upstream_auth_failures_total", "")),
+        2.0
+    );
+    check_no_leaks(&s, &idp);
+}
