@@ -535,3 +535,44 @@ fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
     );
     check_no_leaks(&s, &idp);
 }
+
+#[test]
+fn demo_xoauth2_shows_the_path_in_one_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "demo",
+        "--xoauth2",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--dir",
+    ])
+    .arg(&path);
+    let s = Sidecar::spawn_command(
+        dir,
+        path.join("acme-m365-policy.yaml"),
+        path.join("secrets"),
+        cmd,
+    );
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let app_password = std::fs::read_to_string(path.join("app-password")).expect("app password");
+    let r = send_one(s.smtp, "app", &app_password, FROM, "demo");
+    assert!(r.starts_with("250"), "{r}");
+    let log = path.join("upstream-activity").join("acme-m365.jsonl");
+    let start = Instant::now();
+    while !log.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = std::fs::read_to_string(&log).expect("activity log");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("json");
+    assert_eq!(
+        (v["account"].as_str(), v["username"].as_str()),
+        (Some("acme-m365"), Some(FROM))
+    );
+    let secret = std::fs::read_to_string(path.join("secrets/acme-m365/password")).expect("secret");
+    let out = s.output().join("\n");
+    assert!(!out.contains(&secret) && !out.contains(&app_password));
+}
