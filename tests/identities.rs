@@ -39,28 +39,55 @@ fn sidecar_with_secret(
     (sidecar, secrets)
 }
 
-/// `credential.mechanism: xoauth2` with `flow` against `idp`.
-fn oauth2(p: &mut PolicySpec, idp: &Idp, ca: &std::path::Path, flow: &str) {
-    p.set("credential.mechanism", "xoauth2")
-        .set("credential.oauth2.flow", flow)
-        .set("credential.oauth2.token_url", idp.url())
-        .set(
-            "credential.oauth2.scope",
-            "https://outlook.office365.com/.default",
-        )
-        .set("credential.oauth2.user", MAILBOX)
-        .set("credential.oauth2.ca_file", ca.display().to_string());
+/// One XOAUTH2 setup: the identity provider (tokens living `lifetime`), the
+/// capture upstream checking its tokens (`faults` applied), and a ready
+/// sidecar with the flow's Secret (client id + secret, or the JSON key).
+struct OAuth {
+    s: Sidecar,
+    up: Upstream,
+    idp: Idp,
+    _ca: tempfile::NamedTempFile,
+    _secrets: tempfile::TempDir,
 }
 
-fn write_ca(idp: &Idp) -> tempfile::NamedTempFile {
-    let f = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(f.path(), &idp.issuer.ca_pem).expect("ca");
-    f
-}
-
-fn oauth_upstream(idp: &Idp) -> Upstream {
+fn oauth_setup(
+    lifetime: Duration,
+    flow: &str,
+    faults: impl FnOnce(&mut smtpbind::capture::Faults) + Send + 'static,
+    configure: impl FnOnce(&mut PolicySpec),
+) -> OAuth {
+    let idp = Idp::start(lifetime);
     let tokens = idp.tokens().clone();
-    Upstream::start(move |c| c.oauth = Some(tokens))
+    let up = Upstream::start(move |c| {
+        c.oauth = Some(tokens);
+        faults(&mut c.faults);
+    });
+    let ca = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(ca.path(), &idp.issuer.ca_pem).expect("ca");
+    let (username, password) = match flow {
+        "jwt_bearer" => ("ignored", idp.sa_json.clone()),
+        _ => (CLIENT_ID, KEY_M.to_string()),
+    };
+    let (s, secrets) = sidecar_with_secret(&up, username, &password, |p| {
+        p.set("credential.mechanism", "xoauth2")
+            .set("credential.oauth2.flow", flow)
+            .set("credential.oauth2.token_url", idp.url())
+            .set(
+                "credential.oauth2.scope",
+                "https://outlook.office365.com/.default",
+            )
+            .set("credential.oauth2.user", MAILBOX)
+            .set("credential.oauth2.ca_file", ca.path().display().to_string());
+        configure(p);
+    });
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    OAuth {
+        s,
+        up,
+        idp,
+        _ca: ca,
+        _secrets: secrets,
+    }
 }
 
 fn wait_ready(s: &Sidecar, want: u16, within: Duration) -> (u16, String) {
@@ -94,13 +121,13 @@ fn check_no_leaks(s: &Sidecar, idp: &Idp) {
 #[test]
 fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
     // Tokens live 4 s: refreshed every 2 s (refresh_before clamped to half).
-    let idp = Idp::start(Duration::from_secs(4));
-    let up = oauth_upstream(&idp);
-    let ca = write_ca(&idp);
-    let (s, _secrets) = sidecar_with_secret(&up, CLIENT_ID, KEY_M, |p| {
-        oauth2(p, &idp, ca.path(), "client_credentials")
-    });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(Duration::from_secs(4), "client_credentials", |_| {}, |_| {});
 
     let run_for = Duration::from_secs(30);
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,14 +201,13 @@ fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
 
 #[test]
 fn jwt_bearer_signs_an_assertion_and_sends_as_the_mailbox() {
-    let idp = Idp::start(Duration::from_secs(60));
-    let up = oauth_upstream(&idp);
-    let ca = write_ca(&idp);
-    let json = idp.sa_json.clone();
-    let (s, _secrets) = sidecar_with_secret(&up, "ignored", &json, |p| {
-        oauth2(p, &idp, ca.path(), "jwt_bearer")
-    });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(Duration::from_secs(60), "jwt_bearer", |_| {}, |_| {});
     for i in 0..3 {
         assert!(send(&s, &format!("google {i}")).starts_with("250"));
     }
@@ -236,13 +262,13 @@ fn check_credentials_refuses_a_broken_service_account_key() {
 
 #[test]
 fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
-    let idp = Idp::start(Duration::from_secs(3));
-    let up = oauth_upstream(&idp);
-    let ca = write_ca(&idp);
-    let (s, _secrets) = sidecar_with_secret(&up, CLIENT_ID, KEY_M, |p| {
-        oauth2(p, &idp, ca.path(), "client_credentials")
-    });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(Duration::from_secs(3), "client_credentials", |_| {}, |_| {});
     assert!(send(&s, "before").starts_with("250"));
     // A session bound before the outage, with a pooled upstream connection.
     let (mut held, _) = Raw::connect(s.smtp);
@@ -293,14 +319,20 @@ fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
 
 #[test]
 fn a_token_the_provider_rejects_is_refreshed_once_and_retried() {
-    let idp = Idp::start(Duration::from_secs(60));
-    let up = oauth_upstream(&idp);
-    let ca = write_ca(&idp);
-    let (s, _secrets) = sidecar_with_secret(&up, CLIENT_ID, KEY_M, |p| {
-        oauth2(p, &idp, ca.path(), "client_credentials");
-        p.set("upstream.reuse.max_idle", 0);
-    });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |_| {},
+        |p| {
+            p.set("upstream.reuse.max_idle", 0);
+        },
+    );
     assert!(send(&s, "first").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1);
     // The provider revokes the token the sidecar holds.
@@ -509,17 +541,18 @@ fn rate_is_held_within_the_bucket_bound() {
 
 #[test]
 fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
-    let idp = Idp::start(Duration::from_secs(60));
-    let tokens = idp.tokens().clone();
-    let up = Upstream::start(move |c| {
-        c.oauth = Some(tokens);
-        c.faults.reject_xoauth2 = true;
-    });
-    let ca = write_ca(&idp);
-    let (s, _secrets) = sidecar_with_secret(&up, CLIENT_ID, KEY_M, |p| {
-        oauth2(p, &idp, ca.path(), "client_credentials")
-    });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |f| f.reject_xoauth2 = true,
+        |_| {},
+    );
     let r = send(&s, "refused");
     assert!(r.starts_with("454 4.7.0"), "{r}");
     // The first token, then exactly one refresh and one retry.

@@ -21,22 +21,12 @@ impl Validator<'_> {
         mechanism: Mechanism,
         raw: Option<RawOAuth2>,
     ) -> Option<OAuth2Policy> {
-        let Some(raw) = raw else {
-            if mechanism == Mechanism::XOAuth2 {
-                self.err(
-                    "credential.mechanism",
-                    "xoauth2 requires a `credential.oauth2` section (flow, token_url, scope, user)",
-                );
-            }
-            return None;
-        };
-        if mechanism != Mechanism::XOAuth2 {
-            self.err(
-                "credential.oauth2",
-                "only allowed with `credential.mechanism: xoauth2`",
-            );
-            return None;
-        }
+        let raw = self.section(
+            (mechanism, Mechanism::XOAuth2),
+            raw,
+            ("credential.oauth2", "xoauth2"),
+            "flow, token_url, scope, user",
+        )?;
         let flow = match raw.flow {
             Some(RawOAuth2Flow::ClientCredentials) => OAuth2Flow::ClientCredentials,
             Some(RawOAuth2Flow::JwtBearer) => OAuth2Flow::JwtBearer,
@@ -88,22 +78,12 @@ impl Validator<'_> {
 
     /// `credential.ses`: required with `ses`, refused otherwise.
     pub(super) fn ses(&mut self, mechanism: Mechanism, raw: Option<RawSes>) -> Option<SesPolicy> {
-        let Some(raw) = raw else {
-            if mechanism == Mechanism::Ses {
-                self.err(
-                    "credential.mechanism",
-                    "ses requires a `credential.ses` section with `region`",
-                );
-            }
-            return None;
-        };
-        if mechanism != Mechanism::Ses {
-            self.err(
-                "credential.ses",
-                "only allowed with `credential.mechanism: ses`",
-            );
-            return None;
-        }
+        let raw = self.section(
+            (mechanism, Mechanism::Ses),
+            raw,
+            ("credential.ses", "ses"),
+            "region",
+        )?;
         let region = match raw.region {
             Some(r) if is_region(&r) => r,
             Some(_) => {
@@ -174,6 +154,35 @@ impl Validator<'_> {
                      (the app must never hold the provider's secret); use `sha256:<64 hex>`",
                 );
             }
+        }
+    }
+
+    /// A mechanism's own section: `Some` when present with its mechanism;
+    /// an error when the mechanism lacks it or another mechanism has it.
+    fn section<T>(
+        &mut self,
+        (mechanism, owner): (Mechanism, Mechanism),
+        raw: Option<T>,
+        (key, name): (&str, &str),
+        keys: &str,
+    ) -> Option<T> {
+        match (raw, mechanism == owner) {
+            (Some(raw), true) => Some(raw),
+            (Some(_), false) => {
+                self.err(
+                    key,
+                    format!("only allowed with `credential.mechanism: {name}`"),
+                );
+                None
+            }
+            (None, true) => {
+                self.err(
+                    "credential.mechanism",
+                    format!("{name} requires a `{key}` section ({keys})"),
+                );
+                None
+            }
+            (None, false) => None,
         }
     }
 

@@ -8,7 +8,6 @@
 //! `$CARGO_TARGET_TMPDIR/test-secrets/` so that tests/scan_secrets.py
 //! searches the whole run's output for them too.
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
@@ -134,21 +133,11 @@ impl Idp {
 
 impl Drop for Idp {
     fn drop(&mut self) {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-secrets");
-        let _ = std::fs::create_dir_all(&dir);
-        let name = format!(
-            "{}-{}.txt",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
         let lines: Vec<String> = self
             .secrets()
             .into_iter()
             .filter(|s| !s.contains('\n'))
             .collect();
-        let _ = std::fs::write(dir.join(name), lines.join("\n"));
-        let _ = &self.rt;
+        super::keep_for_scan("test-secrets", "txt", &lines.join("\n"));
     }
 }
