@@ -42,6 +42,7 @@ fn sidecar_with_secret(
 /// One XOAUTH2 setup: the identity provider (tokens living `lifetime`), the
 /// capture upstream checking its tokens (`faults` applied), and a ready
 /// sidecar with the flow's Secret (client id + secret, or the JSON key).
+/// `configure` runs last (it may override any key).
 struct OAuth {
     s: Sidecar,
     up: Upstream,
@@ -80,7 +81,6 @@ fn oauth_setup(
             .set("credential.oauth2.ca_file", ca.path().display().to_string());
         configure(p);
     });
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
     OAuth {
         s,
         up,
@@ -128,6 +128,7 @@ fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
         _ca,
         _secrets,
     } = oauth_setup(Duration::from_secs(4), "client_credentials", |_| {}, |_| {});
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
 
     let run_for = Duration::from_secs(30);
     let stop = Arc::new(AtomicBool::new(false));
@@ -208,6 +209,7 @@ fn jwt_bearer_signs_an_assertion_and_sends_as_the_mailbox() {
         _ca,
         _secrets,
     } = oauth_setup(Duration::from_secs(60), "jwt_bearer", |_| {}, |_| {});
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
     for i in 0..3 {
         assert!(send(&s, &format!("google {i}")).starts_with("250"));
     }
@@ -269,6 +271,7 @@ fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
         _ca,
         _secrets,
     } = oauth_setup(Duration::from_secs(3), "client_credentials", |_| {}, |_| {});
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
     assert!(send(&s, "before").starts_with("250"));
     // A session bound before the outage, with a pooled upstream connection.
     let (mut held, _) = Raw::connect(s.smtp);
@@ -333,6 +336,7 @@ fn a_token_the_provider_rejects_is_refreshed_once_and_retried() {
             p.set("upstream.reuse.max_idle", 0);
         },
     );
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
     assert!(send(&s, "first").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1);
     // The provider revokes the token the sidecar holds.
@@ -553,6 +557,7 @@ fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
         |f| f.reject_xoauth2 = true,
         |_| {},
     );
+    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
     let r = send(&s, "refused");
     assert!(r.starts_with("454 4.7.0"), "{r}");
     // The first token, then exactly one refresh and one retry.
@@ -608,4 +613,47 @@ fn demo_xoauth2_shows_the_path_in_one_command() {
     let secret = std::fs::read_to_string(path.join("secrets/acme-m365/password")).expect("secret");
     let out = s.output().join("\n");
     assert!(!out.contains(&secret) && !out.contains(&app_password));
+}
+
+#[test]
+fn an_untrusted_token_endpoint_leaves_the_process_running_and_not_ready() {
+    // A CA that did not sign the token endpoint's certificate.
+    let other_ca = tempfile::NamedTempFile::new().expect("tmp");
+    let pki = smtpbind::certs::Pki::generate("another CA", &["localhost".into()]).expect("pki");
+    std::fs::write(other_ca.path(), pki.ca_pem).expect("ca");
+    let OAuth {
+        s,
+        up,
+        idp,
+        _ca,
+        _secrets,
+    } = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |_| {},
+        |p| {
+            p.set(
+                "credential.oauth2.ca_file",
+                other_ca.path().display().to_string(),
+            );
+        },
+    );
+    let start = Instant::now();
+    let (code, reason) = loop {
+        let (code, reason) = s.http_get("/readyz");
+        if reason.contains("TLS") || start.elapsed() > Duration::from_secs(3) {
+            break (code, reason);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 503);
+    assert!(
+        reason.contains("TLS") && reason.contains("certificate"),
+        "{reason}"
+    );
+    let (_c, greeting) = Raw::connect(s.smtp);
+    assert!(greeting.starts_with("421 4.3.0"), "{greeting}");
+    assert_eq!(idp.tokens().grants(), 0);
+    assert!(s.http_get("/healthz").0 == 200, "the process keeps running");
+    assert!(up.messages().is_empty());
 }

@@ -393,3 +393,134 @@ async fn refresh_timer(source: Weak<TokenSource>) {
         s.refresh_if_due().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::{Issuer, IssuerConfig, OAuthClient};
+    use crate::policy::OAuth2Flow;
+
+    struct Setup {
+        issuer: Issuer,
+        source: Arc<TokenSource>,
+        _ca: tempfile::NamedTempFile,
+    }
+
+    /// A token source (no timer) against the built-in issuer.
+    async fn setup(lifetime: Duration, secret: &str) -> Setup {
+        let issuer = Issuer::start(IssuerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token_lifetime: lifetime,
+            clients: vec![OAuthClient {
+                account: "acct".into(),
+                client_id: "client".into(),
+                client_secret: "the-client-secret".into(),
+            }],
+            service_accounts: Vec::new(),
+        })
+        .await
+        .expect("issuer");
+        let ca = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(ca.path(), &issuer.ca_pem).expect("ca");
+        let policy = OAuth2Policy {
+            flow: OAuth2Flow::ClientCredentials,
+            token_url: issuer.url(),
+            scope: "https://outlook.office365.com/.default".into(),
+            user: "billing@acme.example".into(),
+            ca_file: Some(ca.path().to_path_buf()),
+            refresh_before: Duration::from_secs(300),
+        };
+        let grant = Grant::ClientCredentials {
+            client_id: "client".into(),
+            client_secret: Secret::new(secret.into()),
+        };
+        let source = Arc::new(TokenSource::new(&policy, grant).expect("source"));
+        Setup {
+            issuer,
+            source,
+            _ca: ca,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_request_however_many_sessions_wait() {
+        let t = setup(Duration::from_secs(60), "the-client-secret").await;
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let s = t.source.clone();
+                tokio::spawn(async move { s.token().await.map(|t| t.generation) })
+            })
+            .collect();
+        for w in waiters {
+            assert_eq!(w.await.expect("task").expect("token"), 1);
+        }
+        assert_eq!(t.issuer.tokens.grants(), 1);
+        // A refusal seen by many sessions at once: one new token for all.
+        let retries: Vec<_> = (0..20)
+            .map(|_| {
+                let s = t.source.clone();
+                tokio::spawn(async move { s.refresh_rejected(1).await.map(|t| t.generation) })
+            })
+            .collect();
+        for r in retries {
+            assert_eq!(r.await.expect("task").expect("token"), 2);
+        }
+        assert_eq!(t.issuer.tokens.grants(), 2);
+        assert!(t.source.usable().is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_ahead_margin_and_backoff() {
+        let t = setup(Duration::from_secs(4), "the-client-secret").await;
+        let before = Instant::now();
+        t.source.token().await.expect("token");
+        let took = before.elapsed();
+        {
+            let state = t.source.lock();
+            let refresh_in = state.refresh_at.expect("refresh_at") - before;
+            let usable = state.token.as_ref().expect("token").usable_until - before;
+            // refresh_before 300 s is clamped to half the 4 s lifetime; use
+            // stops a tenth of the lifetime early, counted from the request.
+            let (refresh, until) = (Duration::from_secs(2), Duration::from_millis(3600));
+            assert!(
+                refresh_in >= refresh && refresh_in <= refresh + took,
+                "{refresh_in:?}"
+            );
+            assert!(usable >= until && usable <= until + took, "{usable:?}");
+        }
+        // Endpoint down: the failure is kept, retried only after the backoff.
+        t.issuer.set_down(true);
+        let _flight = t.source.flight.lock().await;
+        let e = t.source.fetch().await.err().expect("down");
+        drop(_flight);
+        assert!(
+            e.to_string().contains("HTTP 503: temporarily_unavailable"),
+            "{e}"
+        );
+        let refusals = t.issuer.tokens.refusals();
+        let e = t
+            .source
+            .refresh_rejected(1)
+            .await
+            .err()
+            .expect("backing off");
+        assert!(e.to_string().contains("retrying in 500ms"), "{e}");
+        assert_eq!(
+            t.issuer.tokens.refusals(),
+            refusals,
+            "no request while backing off"
+        );
+        assert!(t.source.usable().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_client_is_named_by_code_never_by_secret() {
+        let t = setup(Duration::from_secs(60), "a-wrong-secret").await;
+        let e = t.source.token().await.err().expect("refused").to_string();
+        assert!(e.contains("HTTP 400: invalid_client"), "{e}");
+        let reason = t.source.usable().expect_err("not usable");
+        for text in [e, reason] {
+            assert!(!text.contains("a-wrong-secret"), "{text}");
+        }
+    }
+}
