@@ -121,14 +121,9 @@ fn check_no_leaks(s: &Sidecar, idp: &Idp) {
 #[test]
 fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
     // Tokens live 4 s: refreshed every 2 s (refresh_before clamped to half).
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(Duration::from_secs(4), "client_credentials", |_| {}, |_| {});
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let o = oauth_setup(Duration::from_secs(4), "client_credentials", |_| {}, |_| {});
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
 
     let run_for = Duration::from_secs(30);
     let stop = Arc::new(AtomicBool::new(false));
@@ -166,7 +161,7 @@ fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
     }
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let grants = idp.tokens().grants();
-    let messages = wait_messages(&up, sent as usize);
+    let messages = wait_messages(up, sent as usize);
     eprintln!(
         "load: {sent} messages relayed, {failed} failed, {grants} tokens fetched in {:?}",
         run_for
@@ -197,23 +192,18 @@ fn client_credentials_under_load_refreshes_ahead_and_loses_nothing() {
     assert_eq!(ok as u64, grants, "{m}");
     let left = metric(&m, &series("smtpbind_oauth_token_expiry_seconds", ""));
     assert!(left > 0.0 && left <= 4.0, "{left}");
-    check_no_leaks(&s, &idp);
+    check_no_leaks(s, idp);
 }
 
 #[test]
 fn jwt_bearer_signs_an_assertion_and_sends_as_the_mailbox() {
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(Duration::from_secs(60), "jwt_bearer", |_| {}, |_| {});
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
+    let o = oauth_setup(Duration::from_secs(60), "jwt_bearer", |_| {}, |_| {});
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
     for i in 0..3 {
-        assert!(send(&s, &format!("google {i}")).starts_with("250"));
+        assert!(send(s, &format!("google {i}")).starts_with("250"));
     }
-    let messages = wait_messages(&up, 3);
+    let messages = wait_messages(up, 3);
     assert_eq!(messages.len(), 3);
     assert!(messages
         .iter()
@@ -231,7 +221,7 @@ fn jwt_bearer_signs_an_assertion_and_sends_as_the_mailbox() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    check_no_leaks(&s, &idp);
+    check_no_leaks(s, idp);
 }
 
 #[test]
@@ -264,15 +254,10 @@ fn check_credentials_refuses_a_broken_service_account_key() {
 
 #[test]
 fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(Duration::from_secs(3), "client_credentials", |_| {}, |_| {});
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
-    assert!(send(&s, "before").starts_with("250"));
+    let o = oauth_setup(Duration::from_secs(3), "client_credentials", |_| {}, |_| {});
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    assert!(send(s, "before").starts_with("250"));
     // A session bound before the outage, with a pooled upstream connection.
     let (mut held, _) = Raw::connect(s.smtp);
     held.cmd("EHLO x");
@@ -281,7 +266,7 @@ fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
         .starts_with("235"));
 
     idp.issuer.set_down(true);
-    let (code, reason) = wait_ready(&s, 503, Duration::from_secs(5));
+    let (code, reason) = wait_ready(s, 503, Duration::from_secs(5));
     assert_eq!(code, 503, "still ready with the endpoint down");
     assert!(
         reason.contains("OAuth2 token") && reason.contains("503"),
@@ -313,22 +298,16 @@ fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
     );
 
     idp.issuer.set_down(false);
-    let (code, _) = wait_ready(&s, 200, Duration::from_secs(10));
+    let (code, _) = wait_ready(s, 200, Duration::from_secs(10));
     assert_eq!(code, 200, "did not recover by itself");
-    assert!(send(&s, "after").starts_with("250"));
-    assert_eq!(wait_messages(&up, relayed + 1).len(), relayed + 1);
-    check_no_leaks(&s, &idp);
+    assert!(send(s, "after").starts_with("250"));
+    assert_eq!(wait_messages(up, relayed + 1).len(), relayed + 1);
+    check_no_leaks(s, idp);
 }
 
 #[test]
 fn a_token_the_provider_rejects_is_refreshed_once_and_retried() {
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(
+    let o = oauth_setup(
         Duration::from_secs(60),
         "client_credentials",
         |_| {},
@@ -336,12 +315,13 @@ fn a_token_the_provider_rejects_is_refreshed_once_and_retried() {
             p.set("upstream.reuse.max_idle", 0);
         },
     );
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
-    assert!(send(&s, "first").starts_with("250"));
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    assert!(send(s, "first").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1);
     // The provider revokes the token the sidecar holds.
     idp.tokens().revoke_all();
-    assert!(send(&s, "second").starts_with("250"));
+    assert!(send(s, "second").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 2, "one refresh after the refusal");
     let auths: Vec<_> = up
         .server
@@ -357,13 +337,13 @@ fn a_token_the_provider_rejects_is_refreshed_once_and_retried() {
             Some(M365_ACCOUNT.to_string())
         ]
     );
-    assert_eq!(wait_messages(&up, 2).len(), 2);
+    assert_eq!(wait_messages(up, 2).len(), 2);
     let m = s.http_get("/metrics").1;
     assert_eq!(
         metric(&m, &series("smtpbind_upstream_auth_failures_total", "")),
         1.0
     );
-    check_no_leaks(&s, &idp);
+    check_no_leaks(s, idp);
 }
 
 #[test]
@@ -545,20 +525,15 @@ fn rate_is_held_within_the_bucket_bound() {
 
 #[test]
 fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(
+    let o = oauth_setup(
         Duration::from_secs(60),
         "client_credentials",
         |f| f.reject_xoauth2 = true,
         |_| {},
     );
-    assert_eq!(wait_ready(&s, 200, Duration::from_secs(5)).0, 200);
-    let r = send(&s, "refused");
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    let r = send(s, "refused");
     assert!(r.starts_with("454 4.7.0"), "{r}");
     // The first token, then exactly one refresh and one retry.
     assert_eq!(idp.tokens().grants(), 2);
@@ -571,7 +546,7 @@ fn a_provider_that_keeps_refusing_gets_one_retry_then_454() {
         metric(&m, &series("smtpbind_upstream_auth_failures_total", "")),
         2.0
     );
-    check_no_leaks(&s, &idp);
+    check_no_leaks(s, idp);
 }
 
 #[test]
@@ -621,13 +596,7 @@ fn an_untrusted_token_endpoint_leaves_the_process_running_and_not_ready() {
     let other_ca = tempfile::NamedTempFile::new().expect("tmp");
     let pki = smtpbind::certs::Pki::generate("another CA", &["localhost".into()]).expect("pki");
     std::fs::write(other_ca.path(), pki.ca_pem).expect("ca");
-    let OAuth {
-        s,
-        up,
-        idp,
-        _ca,
-        _secrets,
-    } = oauth_setup(
+    let o = oauth_setup(
         Duration::from_secs(60),
         "client_credentials",
         |_| {},
@@ -638,6 +607,7 @@ fn an_untrusted_token_endpoint_leaves_the_process_running_and_not_ready() {
             );
         },
     );
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
     let start = Instant::now();
     let (code, reason) = loop {
         let (code, reason) = s.http_get("/readyz");
