@@ -64,6 +64,10 @@ fn describe() {
         "Upstream connections taken from the idle pool"
     );
     describe_counter!(
+        "smtpbind_admin_evicted_connections_total",
+        "Admin connections closed to make room for a new one (at 64)"
+    );
+    describe_counter!(
         "smtpbind_oauth_token_refreshes_total",
         "OAuth2 token fetches (the first counts) by result: ok | error"
     );
