@@ -627,3 +627,27 @@ fn an_untrusted_token_endpoint_leaves_the_process_running_and_not_ready() {
     assert!(s.http_get("/healthz").0 == 200, "the process keeps running");
     assert!(up.messages().is_empty());
 }
+
+#[test]
+fn a_policy_reload_keeps_the_token_in_hand() {
+    let o = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |_| {},
+        |_| {},
+    );
+    let (s, idp) = (&o.s, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    assert!(send(s, "before").starts_with("250"));
+    // The reload must not need the token endpoint: it is down from here on.
+    idp.issuer.set_down(true);
+    let mut text = std::fs::read_to_string(&s.policy_path).expect("policy");
+    text.push_str("\n# edited by the operator\n");
+    std::fs::write(&s.policy_path, text).expect("policy");
+    assert!(s.wait_for(Duration::from_secs(5), |lines| lines
+        .iter()
+        .any(|l| l.contains("\"event\":\"policy\"") && l.contains("\"result\":\"ok\""))));
+    assert_eq!(s.http_get("/readyz").0, 200);
+    assert!(send(s, "after").starts_with("250"));
+    assert_eq!(idp.tokens().grants(), 1, "the reload fetched a new token");
+}

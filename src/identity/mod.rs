@@ -106,11 +106,15 @@ impl UpstreamAuth {
                     }
                 };
                 let source = TokenSource::new(oauth2, grant)?;
-                Ok(UpstreamAuth::XOAuth2(if start {
-                    source.start()
-                } else {
-                    Arc::new(source)
-                }))
+                if !start {
+                    return Ok(UpstreamAuth::XOAuth2(Arc::new(source)));
+                }
+                let key = SourceKey {
+                    pin: crate::policy::Pin::of(password.as_bytes()),
+                    username: crate::policy::Pin::of(username.as_bytes()),
+                    oauth2: oauth2.clone(),
+                };
+                Ok(UpstreamAuth::XOAuth2(shared_source(key, source)))
             }
             _ => Ok(UpstreamAuth::Mounted),
         }
@@ -124,6 +128,39 @@ impl UpstreamAuth {
             UpstreamAuth::Mounted | UpstreamAuth::Ses(_) => Ok(()),
         }
     }
+}
+
+/// What a token source is for: the same Secret (by its hashes) and the
+/// same `oauth2` section.
+#[derive(PartialEq)]
+struct SourceKey {
+    pin: crate::policy::Pin,
+    username: crate::policy::Pin,
+    oauth2: crate::policy::OAuth2Policy,
+}
+
+/// The running token source for `key` if one is alive (a policy reload
+/// that leaves the credential and its `oauth2` section as they were keeps
+/// the token in hand — and readiness — instead of fetching anew), else
+/// `fresh`, started.
+fn shared_source(key: SourceKey, fresh: TokenSource) -> Arc<TokenSource> {
+    type Live = Vec<(SourceKey, std::sync::Weak<TokenSource>)>;
+    static LIVE: std::sync::OnceLock<std::sync::Mutex<Live>> = std::sync::OnceLock::new();
+    let mut live = LIVE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    live.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(source) = live
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return source;
+    }
+    let source = fresh.start();
+    live.push((key, Arc::downgrade(&source)));
+    source
 }
 
 /// The XOAUTH2 initial response: `base64("user=" user "\x01auth=Bearer " token "\x01\x01")`.
@@ -149,6 +186,39 @@ mod tests {
             raw,
             b"user=someuser@example.com\x01auth=Bearer ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg\x01\x01"
         );
+    }
+
+    #[test]
+    fn one_token_source_per_credential_and_section() {
+        let policy = |user: &str| CredentialPolicy {
+            secret_dir: "/s".into(),
+            mechanism: Mechanism::XOAuth2,
+            pins: Vec::new(),
+            oauth2: Some(crate::policy::OAuth2Policy {
+                flow: OAuth2Flow::ClientCredentials,
+                token_url: "https://login.example/token".into(),
+                scope: "s".into(),
+                user: user.into(),
+                ca_file: None,
+                refresh_before: std::time::Duration::from_secs(300),
+            }),
+            ses: None,
+        };
+        let source =
+            |p: &CredentialPolicy, secret: &str| match UpstreamAuth::prepare(p, "id", secret, true)
+            {
+                Ok(UpstreamAuth::XOAuth2(s)) => s,
+                other => panic!("{other:?}"),
+            };
+        let a = source(&policy("a@x"), "secret-1");
+        assert!(Arc::ptr_eq(&a, &source(&policy("a@x"), "secret-1")));
+        assert!(!Arc::ptr_eq(&a, &source(&policy("b@x"), "secret-1")));
+        assert!(!Arc::ptr_eq(&a, &source(&policy("a@x"), "secret-2")));
+        // Not started (check --credentials): never shared.
+        match UpstreamAuth::prepare(&policy("a@x"), "id", "secret-1", false) {
+            Ok(UpstreamAuth::XOAuth2(s)) => assert!(!Arc::ptr_eq(&a, &s)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub enum OAuth2Flow {
     JwtBearer,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuth2Policy {
     pub flow: OAuth2Flow,
     /// `https://host[:port]/path`, validated.
