@@ -18,6 +18,8 @@
 //! app        process wiring: watchers, signals, drain
 //! capture    the recording upstream used by `demo`, `capture` and the tests
 //! demo       the one-command local demo
+//! watch      inotify + polling of kubelet-mounted files (shared)
+//! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -35,6 +37,8 @@ pub mod session;
 pub mod smtp;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
+pub mod webhook;
 
 pub use app::{run, RunOptions};
 
@@ -54,6 +58,8 @@ pub enum Error {
     Bind { addr: String, error: std::io::Error },
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 impl Error {
@@ -61,6 +67,7 @@ impl Error {
         match self {
             Error::Policy(_) | Error::Credential(_) | Error::Tls(_) | Error::Usage(_) => 1,
             Error::Bind { .. } | Error::Runtime(_) => 2,
+            Error::Webhook(e) => e.exit_code(),
         }
     }
 }
