@@ -59,7 +59,7 @@ pub fn mutate(config: &Config, spec: &Spec, namespace: &str, pod: &Pod) -> Mutat
         .find(|c| injected.iter().any(|i| i.name == c.name))
     {
         return Mutation::Refuse(format!(
-            "smtpbind: cannot inject: the pod already has a {} named {:?}",
+            "smtpbind: cannot inject: {} {:?} already uses the name of a container smtpbind injects",
             c.kind.as_str(),
             c.name
         ));

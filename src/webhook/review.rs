@@ -6,6 +6,7 @@
 //! which may hold a pod's literal environment values. Any other kind than a
 //! Pod, and operations the endpoint does not handle, are allowed unchanged.
 
+use base64::Engine;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube_core::response::Status;
@@ -81,8 +82,20 @@ impl Webhook {
             ));
         }
         let response = AdmissionResponse::from(&request);
-        let (response, result) = self.decide(endpoint, &request, response)?;
-        let body = serde_json::to_vec(&response.into_review())
+        let (mut response, result) = self.decide(endpoint, &request, response)?;
+        // kube-core serializes `patch` (Vec<u8>) as an array of numbers; the
+        // API's field is `[]byte`, which is base64 in JSON: write it that way.
+        let patch = response.patch.take();
+        let mut review = serde_json::to_value(response.into_review())
+            .map_err(|e| BadRequest(format!("cannot encode the response: {e}")))?;
+        if let (Some(patch), Some(r)) = (
+            patch,
+            review.get_mut("response").and_then(|r| r.as_object_mut()),
+        ) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+            r.insert("patch".into(), serde_json::Value::String(encoded));
+        }
+        let body = serde_json::to_vec(&review)
             .map_err(|e| BadRequest(format!("cannot encode the response: {e}")))?;
         Ok(Answer { body, result })
     }
