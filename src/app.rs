@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::credential::{Credential, CredentialState};
 use crate::policy::{self, Pin, Policy};
-use crate::server::{self, Channels, Phase, Runtime};
+use crate::runtime::{Channels, Phase, Runtime};
+use crate::server;
 use crate::{log, telemetry, Error};
 
 /// How often the mounted Secret and the policy file are re-read when no

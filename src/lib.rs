@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! server     listener, one permit per session (max_sessions)
+//! runtime    what server and sessions share: the policy snapshot, phase, channels
 //! session    per-client state machine: greeting, EHLO, AUTH → binding,
 //!            MAIL/RCPT relayed, DATA decoded, checked and streamed
 //! policy     YAML model, validation with file:line:col, matchers
@@ -32,6 +33,7 @@ pub mod credential;
 pub mod demo;
 pub mod log;
 pub mod policy;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -1,63 +1,19 @@
 //! The listener: accepts clients, bounds them with a semaphore permit each
 //! (`max_sessions`; past it a client gets `421` and is closed), and gives
-//! every session one snapshot of the runtime (policy, connector, pool).
+//! every session one snapshot of the runtime (policy, connector, pool;
+//! see [`crate::runtime`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::credential::CredentialState;
-use crate::policy::Policy;
+use crate::runtime::{Channels, Phase};
 use crate::session::Session;
 use crate::smtp::reply::local;
-use crate::upstream::pool::Pool;
-use crate::upstream::Connector;
-
-/// Everything built from one policy. Replaced whole on reload; a session
-/// keeps the snapshot it started with.
-pub struct Runtime {
-    pub policy: Policy,
-    pub connector: Connector,
-    pub pool: Pool,
-}
-
-impl Runtime {
-    pub fn new(
-        policy: Policy,
-        current_pin: Option<crate::policy::Pin>,
-    ) -> Result<Runtime, crate::Error> {
-        let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
-        let pool = Pool::new(policy.upstream.reuse);
-        pool.set_current(current_pin);
-        Ok(Runtime {
-            policy,
-            connector,
-            pool,
-        })
-    }
-}
-
-/// Process lifecycle, published to sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Running,
-    /// SIGTERM: not ready, listener closed, transactions may finish.
-    Draining,
-    /// Drain deadline passed: every session closes now.
-    Closing,
-}
-
-/// Shared channels the listener hands to each session.
-#[derive(Clone)]
-pub struct Channels {
-    pub runtime: watch::Receiver<Arc<Runtime>>,
-    pub credentials: watch::Receiver<CredentialState>,
-    pub phase: watch::Receiver<Phase>,
-}
 
 static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
 

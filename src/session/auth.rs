@@ -1,0 +1,143 @@
+//! AUTH: the client's SASL exchange ends here; the presented identity is
+//! checked against `client.accept` (`binding`) and never forwarded.
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{binding, Flow, Outcome, Session, MAX_AUTH_FAILURES};
+use crate::audit::{self, Reason};
+use crate::policy::ClientAuth;
+use crate::smtp::command::Mechanism;
+use crate::smtp::line::{Line, COMMAND_READ};
+use crate::smtp::reply::{local, Reply};
+use crate::smtp::{sasl, MAX_AUTH_LINE};
+
+impl Session {
+    pub(super) async fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Flow {
+        if self.rt.policy.client.auth == ClientAuth::None {
+            return self.bad_command(local::auth_not_offered());
+        }
+        if !self.greeted {
+            return self.bad_command(local::need_ehlo());
+        }
+        if self.bound {
+            return self.bad_command(local::already_authenticated());
+        }
+        if self.tx.is_some() {
+            return self.bad_command(local::nested_mail());
+        }
+        let identity = match mechanism {
+            Mechanism::Plain => {
+                let response = match initial {
+                    Some(r) => zeroize::Zeroizing::new(r),
+                    None => match self.auth_continue("").await {
+                        Ok(r) => r,
+                        Err(flow) => return flow,
+                    },
+                };
+                sasl::decode_plain(&response)
+            }
+            Mechanism::Login => {
+                let user = match initial {
+                    Some(r) => zeroize::Zeroizing::new(r),
+                    None => match self.auth_continue(sasl::LOGIN_USERNAME_CHALLENGE).await {
+                        Ok(r) => r,
+                        Err(flow) => return flow,
+                    },
+                };
+                match sasl::decode_login_field(&user) {
+                    Ok(username) => {
+                        match self.auth_continue(sasl::LOGIN_PASSWORD_CHALLENGE).await {
+                            Ok(pass) => {
+                                sasl::decode_login_field(&pass).map(|password| sasl::Identity {
+                                    username: username.to_string(),
+                                    password,
+                                })
+                            }
+                            Err(flow) => return flow,
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Mechanism::Other => return self.bad_command(local::auth_mechanism()),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(sasl::SaslError::Cancelled) => {
+                self.reply(local::auth_cancelled());
+                return Flow::Continue;
+            }
+            Err(sasl::SaslError::Authzid) => return self.auth_failed(None),
+            Err(_) => return self.bad_command(local::auth_malformed()),
+        };
+        let Some(cred) = self.cred.clone() else {
+            self.reply(local::not_ready());
+            return Flow::End(Outcome::Rejected);
+        };
+        let accept = &self.rt.policy.client.accept;
+        if binding::identity_allowed(
+            accept,
+            &cred,
+            &identity.username,
+            identity.password.as_bytes(),
+        ) {
+            self.bound = true;
+            self.info.client_identity = Some(identity.username.clone());
+            self.reply(local::auth_ok());
+            Flow::Continue
+        } else {
+            self.auth_failed(Some(&identity.username))
+        }
+    }
+
+    pub(super) fn auth_failed(&mut self, username: Option<&str>) -> Flow {
+        self.auth_failures += 1;
+        let reply = local::auth_failed();
+        audit::reject(
+            &self.info,
+            Reason::IdentityMismatch,
+            &reply.last_line(),
+            json!({ "presented_username": username }),
+        );
+        self.reply(reply);
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            self.reply(local::too_many_errors());
+            return Flow::End(Outcome::Rejected);
+        }
+        Flow::Continue
+    }
+
+    /// Sends a `334` challenge and reads one response line (up to 12288 octets).
+    pub(super) async fn auth_continue(
+        &mut self,
+        challenge: &str,
+    ) -> Result<zeroize::Zeroizing<String>, Flow> {
+        self.reply(Reply::new(334, challenge));
+        if self.flush().await.is_err() {
+            return Err(Flow::End(Outcome::Error));
+        }
+        let until = Instant::now() + self.rt.policy.limits.command_timeout;
+        loop {
+            match self.inbuf.next_line(MAX_AUTH_LINE) {
+                Line::Ok(line) => {
+                    let line = zeroize::Zeroizing::new(line);
+                    return match std::str::from_utf8(&line) {
+                        Ok(s) => Ok(zeroize::Zeroizing::new(s.to_string())),
+                        Err(_) => Err(self.bad_command(local::auth_malformed())),
+                    };
+                }
+                Line::TooLong => return Err(self.bad_command(local::line_too_long())),
+                Line::Flood => {
+                    self.reply(local::line_too_long());
+                    return Err(Flow::End(Outcome::Rejected));
+                }
+                Line::NeedMore => {
+                    if let Err(outcome) = self.read_more(until, false, COMMAND_READ).await {
+                        return Err(Flow::End(outcome));
+                    }
+                }
+            }
+        }
+    }
+}

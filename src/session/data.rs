@@ -1,0 +1,132 @@
+//! The DATA and BDAT verbs: framing of the client's message (end marker or
+//! chunk sizes); the content goes through the message pipeline.
+
+use super::{Flow, Outcome, Session, READ_CHUNK};
+use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
+use crate::smtp::reply::{local, Reply};
+
+impl Session {
+    pub(super) async fn data(&mut self) -> Flow {
+        if self.bdat.is_some() {
+            return self.bad_command(local::bdat_in_progress());
+        }
+        if let Err(flow) = self.ready_for_message() {
+            return flow;
+        }
+        let mut msg = self.new_inbound();
+        self.early_data(&mut msg).await;
+        self.reply(local::start_data());
+        if self.flush().await.is_err() {
+            return Flow::End(Outcome::Error);
+        }
+        let mut decoder = DataDecoder::new(msg.mode);
+        let mut content = Vec::with_capacity(READ_CHUNK);
+        let data_timeout = self.rt.policy.limits.data_timeout;
+        loop {
+            if !self.inbuf.has_pending() {
+                if let Err(outcome) = self.read_data(data_timeout).await {
+                    return self.abandon_message(&msg, outcome);
+                }
+            }
+            let ended = match decoder.feed(self.inbuf.pending(), &mut content) {
+                Feed::Ended { consumed } => {
+                    self.inbuf.consume(consumed);
+                    true
+                }
+                Feed::More => {
+                    let n = self.inbuf.pending().len();
+                    self.inbuf.consume(n);
+                    false
+                }
+            };
+            self.accept_content(
+                &mut msg,
+                &mut content,
+                decoder.saw_bare_line_ending(),
+                ended,
+            )
+            .await;
+            if ended {
+                break;
+            }
+            if let Some(flow) = self.cut_off_runaway(&msg) {
+                return flow;
+            }
+        }
+        self.finish_message(msg).await
+    }
+
+    /// BDAT (RFC 3030): chunks of exactly `size` octets, no dot-stuffing, no
+    /// end marker. Relayed as DATA to the upstream (re-stuffed), with the
+    /// same policy as DATA: line endings, size, header From.
+    pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
+        if self.bdat.is_none() {
+            if let Err(flow) = self.ready_for_message() {
+                // The chunk's octets still follow the command: skip them.
+                return match self.skip_octets(size).await {
+                    Ok(()) => flow,
+                    Err(outcome) => Flow::End(outcome),
+                };
+            }
+            let mut msg = self.new_inbound();
+            self.early_data(&mut msg).await;
+            let filter = LineEndingFilter::new(msg.mode);
+            self.bdat = Some((msg, filter));
+        }
+        let Some((mut msg, mut filter)) = self.bdat.take() else {
+            return Flow::Continue;
+        };
+        let data_timeout = self.rt.policy.limits.data_timeout;
+        let mut remaining = size;
+        let mut content = Vec::with_capacity(READ_CHUNK);
+        while remaining > 0 {
+            if !self.inbuf.has_pending() {
+                if let Err(outcome) = self.read_data(data_timeout).await {
+                    return self.abandon_message(&msg, outcome);
+                }
+            }
+            let take = remaining.min(self.inbuf.pending().len());
+            filter.feed(&self.inbuf.pending()[..take], &mut content);
+            self.inbuf.consume(take);
+            remaining -= take;
+            if remaining == 0 && last {
+                filter.finish(&mut content);
+            }
+            let ended = remaining == 0 && last;
+            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), ended)
+                .await;
+            if let Some(flow) = self.cut_off_runaway(&msg) {
+                return flow;
+            }
+        }
+        if size == 0 && last {
+            filter.finish(&mut content);
+            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), true)
+                .await;
+        }
+        if last {
+            return self.finish_message(msg).await;
+        }
+        if msg.refusal.is_some() {
+            // RFC 3030: a failed chunk fails the transaction.
+            return self.finish_message(msg).await;
+        }
+        self.reply(Reply::new(250, format!("2.0.0 {size} octets received")));
+        self.bdat = Some((msg, filter));
+        Flow::Continue
+    }
+
+    /// Reads and drops `n` octets (a BDAT chunk that cannot be accepted).
+    pub(super) async fn skip_octets(&mut self, mut n: usize) -> Result<(), Outcome> {
+        let data_timeout = self.rt.policy.limits.data_timeout;
+        while n > 0 {
+            if !self.inbuf.has_pending() {
+                self.read_data(data_timeout).await?;
+            }
+            let take = n.min(self.inbuf.pending().len());
+            self.inbuf.consume(take);
+            n -= take;
+        }
+        Ok(())
+    }
+}

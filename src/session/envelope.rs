@@ -1,0 +1,275 @@
+//! MAIL, RCPT and RSET: the envelope, checked against the policy and
+//! relayed to the session's upstream connection (pipelined when it offers
+//! PIPELINING).
+
+use serde_json::json;
+
+use super::{Flow, Outcome, Session, Slot, Transaction};
+use crate::audit::{self, Reason};
+use crate::credential::CredentialState;
+use crate::smtp::envelope::{Body, MailFrom, RcptTo, ReversePath};
+use crate::smtp::reply::{local, Reply};
+use crate::upstream::{Connection, UpstreamError};
+
+impl Session {
+    /// MAIL FROM: the typed path is checked against `senders` and the
+    /// upstream command is written from it (never from the client's bytes).
+    pub(super) async fn mail(&mut self, mail: MailFrom) -> Flow {
+        if !self.greeted {
+            return self.bad_command(local::need_ehlo());
+        }
+        if !self.bound {
+            return self.refuse(Reason::AuthRequired, local::auth_required(), json!({}));
+        }
+        if self.tx.is_some() {
+            return self.bad_command(local::nested_mail());
+        }
+        if mail.smtputf8 && !self.smtputf8_offered {
+            return self.bad_command(local::parameter("SMTPUTF8"));
+        }
+        if !mail.path.is_ascii() && !mail.smtputf8 {
+            self.reply(local::non_ascii_address());
+            return Flow::Continue;
+        }
+        let (sender_domain, allowed) = match &mail.path {
+            ReversePath::Null => (String::new(), self.rt.policy.senders.allows_null()),
+            ReversePath::Mailbox(m) => (
+                m.domain_lower(),
+                self.rt.policy.senders.allows_mailbox(&m.local, &m.domain),
+            ),
+        };
+        if !allowed {
+            return self.refuse(
+                Reason::SenderNotAllowed,
+                local::sender_not_allowed(),
+                json!({ "sender_domain": sender_domain }),
+            );
+        }
+        let max = self.rt.policy.limits.max_message_bytes;
+        if mail.size.is_some_and(|s| s > max) {
+            return self.refuse(
+                Reason::MessageTooLarge,
+                local::message_too_large(),
+                json!({ "size": mail.size }),
+            );
+        }
+        // Credential in force now (a rotation since the last message means a
+        // new upstream connection with the new credential).
+        if let Err(flow) = self.refresh_credential() {
+            return flow;
+        }
+        // A pooled connection the server closed while idle is only found out
+        // when the first command fails: then retry once on a new connection.
+        for attempt in 0..2 {
+            let conn = match self.upstream_connection().await {
+                Ok(conn) => conn,
+                Err(reply) => {
+                    self.reply(reply);
+                    return Flow::Continue;
+                }
+            };
+            if mail.body == Some(Body::EightBitMime) && !conn.capabilities().eight_bit_mime {
+                self.reply(local::eight_bit_unsupported());
+                return Flow::Continue;
+            }
+            if mail.smtputf8 && !conn.capabilities().smtputf8 {
+                // Offered at EHLO from an earlier connection; this one lacks it.
+                self.reply(local::non_ascii_address());
+                return Flow::Continue;
+            }
+            let line = mail.to_command(conn.capabilities().size.is_some());
+            let reused = conn.take_reused();
+            conn.set_clean(false);
+            if conn.capabilities().pipelining && !reused {
+                // Answered at the next settle (before the client's output is
+                // flushed, or before a command that needs the outcome).
+                if let Err(e) = conn.write(line.as_bytes()).await {
+                    self.upstream_lost(&e);
+                    return Flow::Continue;
+                }
+                self.slots.push_back(Slot::Mail);
+                self.tx = Some(Transaction {
+                    sender_domain,
+                    recipients: 0,
+                    accepted: 0,
+                    smtputf8: mail.smtputf8,
+                });
+                return Flow::Continue;
+            }
+            match conn.command(line.as_bytes()).await {
+                Ok(reply) => {
+                    if reply.is_positive() {
+                        self.tx = Some(Transaction {
+                            sender_domain,
+                            recipients: 0,
+                            accepted: 0,
+                            smtputf8: mail.smtputf8,
+                        });
+                    } else {
+                        conn.set_clean(true);
+                    }
+                    self.reply(reply);
+                    return Flow::Continue;
+                }
+                Err(e) if reused && attempt == 0 => {
+                    self.log_upstream_error(&e);
+                    self.upstream = None;
+                }
+                Err(e) => {
+                    self.upstream_lost(&e);
+                    return Flow::Continue;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    pub(super) fn refresh_credential(&mut self) -> Result<(), Flow> {
+        let state = self.credentials.borrow().clone();
+        match state {
+            CredentialState::Ready(cred) => {
+                let changed = self.cred.as_ref().map(|c| c.pin()) != Some(cred.pin());
+                if changed {
+                    // Never reuse a connection authenticated with another credential.
+                    self.upstream = None;
+                    self.info.credential = Some(cred.pin().short());
+                    self.cred = Some(cred);
+                }
+                Ok(())
+            }
+            CredentialState::NotReady(_) => {
+                self.upstream = None;
+                let reply = local::not_ready();
+                audit::reject(
+                    &self.info,
+                    Reason::CredentialNotPinned,
+                    &reply.last_line(),
+                    json!({}),
+                );
+                self.reply(reply);
+                Err(Flow::End(Outcome::Rejected))
+            }
+        }
+    }
+
+    /// The session's upstream connection: the one it has, an idle one from
+    /// the pool authenticated with this exact credential, or a new one.
+    pub(super) async fn upstream_connection(&mut self) -> Result<&mut Connection, Reply> {
+        if self.upstream.is_none() {
+            let Some(cred) = self.cred.clone() else {
+                return Err(local::not_ready());
+            };
+            let conn = match self.rt.pool.checkout(cred.pin()).await {
+                Some(conn) => conn,
+                None => match self.rt.connector.connect(&cred).await {
+                    Ok(conn) => {
+                        self.rt.learn_upstream(conn.capabilities());
+                        conn
+                    }
+                    Err(e) => {
+                        self.log_upstream_error(&e);
+                        return Err(if e.is_tls() {
+                            local::tls_required()
+                        } else if e.is_auth() {
+                            local::upstream_auth_failed()
+                        } else {
+                            local::upstream_unavailable()
+                        });
+                    }
+                },
+            };
+            self.upstream = Some(conn);
+        }
+        self.upstream
+            .as_mut()
+            .ok_or_else(local::upstream_unavailable)
+    }
+
+    /// The upstream broke: drop it, forget the transaction, tell the client 4xx.
+    pub(super) fn upstream_lost(&mut self, e: &UpstreamError) {
+        self.log_upstream_error(e);
+        self.upstream = None;
+        self.tx = None;
+        self.reply(local::upstream_failed());
+    }
+
+    /// RCPT TO: the typed mailbox is checked against `recipients` and the
+    /// upstream command is written from it.
+    pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Flow {
+        let max = self.rt.policy.recipients.max_per_message;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.bad_command(local::need_mail());
+        };
+        if tx.recipients >= max {
+            return self.refuse(
+                Reason::TooManyRecipients,
+                local::too_many_recipients(),
+                json!({ "max": max }),
+            );
+        }
+        if !rcpt.mailbox.is_ascii() && !tx.smtputf8 {
+            self.reply(local::non_ascii_address());
+            return Flow::Continue;
+        }
+        if !self
+            .rt
+            .policy
+            .recipients
+            .domains
+            .allows_domain(&rcpt.mailbox.domain)
+        {
+            return self.refuse(
+                Reason::RecipientNotAllowed,
+                local::recipient_not_allowed(),
+                json!({ "recipient_domain": rcpt.mailbox.domain_lower() }),
+            );
+        }
+        tx.recipients += 1;
+        let Some(conn) = self.upstream.as_mut() else {
+            self.tx = None;
+            self.reply(local::upstream_failed());
+            return Flow::Continue;
+        };
+        let line = rcpt.to_command();
+        if conn.capabilities().pipelining {
+            if let Err(e) = conn.write(line.as_bytes()).await {
+                self.upstream_lost(&e);
+                return Flow::Continue;
+            }
+            self.slots.push_back(Slot::Rcpt);
+            return Flow::Continue;
+        }
+        match conn.command(line.as_bytes()).await {
+            Ok(reply) => {
+                if reply.is_positive() {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.accepted += 1;
+                    }
+                }
+                self.reply(reply);
+            }
+            Err(e) => self.upstream_lost(&e),
+        }
+        Flow::Continue
+    }
+
+    /// Ends any open transaction, upstream included (RSET, or drop the
+    /// connection if RSET fails).
+    pub(super) async fn reset_transaction(&mut self) {
+        self.tx = None;
+        if let Some((msg, _)) = self.bdat.take() {
+            if msg.upstream_open {
+                // Mid-DATA upstream: only dropping it keeps the message unsent.
+                self.upstream = None;
+            }
+        }
+        if let Some(conn) = self.upstream.as_mut() {
+            if !conn.is_clean() {
+                match conn.command(b"RSET\r\n").await {
+                    Ok(r) if r.code == 250 => conn.set_clean(true),
+                    _ => self.upstream = None,
+                }
+            }
+        }
+    }
+}

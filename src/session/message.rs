@@ -1,0 +1,439 @@
+//! The message pipeline shared by DATA and BDAT: decoded content is checked
+//! (line endings, size, header From) and streamed to the upstream; a refused
+//! message is aborted by dropping the upstream connection, never ended.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, READ_CHUNK, WIRE_BATCH};
+use crate::audit::{self, MessageEvent, MessageResult, Reason};
+use crate::policy::{BareLf, HeaderFrom};
+use crate::runtime::Phase;
+use crate::smtp::data::{BareLineEndings, DotStuffer};
+use crate::smtp::header::{header_section_wellformed, header_sender_addresses, Gate, HeaderGate};
+use crate::smtp::reply::{local, Reply};
+use crate::upstream::UpstreamError;
+
+/// The message being received, by DATA or BDAT: its policy state and its
+/// stream to the upstream.
+pub(super) struct Inbound {
+    pub(super) mode: BareLineEndings,
+    pub(super) max: u64,
+    /// Buffers the header section until From is checked (`header_from: enforce`).
+    pub(super) gate: Option<HeaderGate>,
+    pub(super) stuffer: DotStuffer,
+    pub(super) wire: Vec<u8>,
+    pub(super) size: u64,
+    pub(super) refusal: Option<Refusal>,
+    /// DATA was sent upstream: it is (or is about to be) receiving this
+    /// message, so an abort must drop the connection, never send an end.
+    pub(super) upstream_open: bool,
+    /// DATA was sent ahead (while the client sends its first bytes) and its
+    /// reply is not read yet.
+    pub(super) data_reply_pending: bool,
+}
+
+/// Why a message was not relayed (decided while streaming DATA).
+pub(super) enum Refusal {
+    Policy(Reason, Reply),
+    /// The upstream refused DATA; its reply goes to the client.
+    Upstream(Reply),
+    /// The upstream connection broke.
+    UpstreamLost,
+}
+
+impl Session {
+    /// Checks that a transaction can take a message (DATA or the first BDAT).
+    pub(super) fn ready_for_message(&mut self) -> Result<(), Flow> {
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(self.bad_command(local::need_mail()));
+        };
+        if tx.accepted == 0 {
+            let reply = if tx.recipients == 0 {
+                local::need_rcpt()
+            } else {
+                local::no_valid_recipients()
+            };
+            return Err(self.bad_command(reply));
+        }
+        Ok(())
+    }
+
+    pub(super) fn new_inbound(&self) -> Inbound {
+        let policy = &self.rt.policy;
+        Inbound {
+            mode: match policy.data.bare_lf {
+                BareLf::Reject => BareLineEndings::Reject,
+                BareLf::Normalize => BareLineEndings::Normalize,
+            },
+            max: policy.limits.max_message_bytes,
+            gate: (policy.header_from == HeaderFrom::Enforce)
+                .then(|| HeaderGate::new(MAX_HEADER_BYTES)),
+            stuffer: DotStuffer::new(),
+            wire: Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8),
+            size: 0,
+            refusal: None,
+            upstream_open: false,
+            data_reply_pending: false,
+        }
+    }
+
+    /// The client vanished, stalled or shutdown cut in mid-message: the
+    /// upstream must not receive an end for it.
+    pub(super) fn abandon_message(&mut self, msg: &Inbound, outcome: Outcome) -> Flow {
+        let reply = match outcome {
+            Outcome::Shutdown => {
+                self.reply(local::shutting_down());
+                local::shutting_down().last_line()
+            }
+            Outcome::Timeout => local::timeout().last_line(),
+            _ => "(client closed the connection mid-message)".to_string(),
+        };
+        if msg.upstream_open {
+            self.upstream = None;
+        }
+        self.bdat = None;
+        if let Some(tx) = self.tx.take() {
+            audit::message(
+                &self.info,
+                &MessageEvent {
+                    result: MessageResult::Failed,
+                    sender_domain: &tx.sender_domain,
+                    recipients: tx.accepted,
+                    bytes: msg.size,
+                    reply: &reply,
+                    reason: None,
+                },
+            );
+        }
+        Flow::End(outcome)
+    }
+
+    /// A client that keeps sending long after the size limit is cut off.
+    pub(super) fn cut_off_runaway(&mut self, msg: &Inbound) -> Option<Flow> {
+        if msg.size <= msg.max.saturating_mul(2).saturating_add(1 << 20) {
+            return None;
+        }
+        let reply = local::message_too_large();
+        if msg.upstream_open {
+            self.upstream = None;
+        }
+        self.bdat = None;
+        if let Some(tx) = self.tx.take() {
+            // The refusal decided while streaming is audited here, once:
+            // finish_message is never reached for this message.
+            audit::reject(
+                &self.info,
+                Reason::MessageTooLarge,
+                &reply.last_line(),
+                json!({ "sender_domain": tx.sender_domain, "disconnected": true }),
+            );
+            audit::message(
+                &self.info,
+                &MessageEvent {
+                    result: MessageResult::Rejected,
+                    sender_domain: &tx.sender_domain,
+                    recipients: tx.accepted,
+                    bytes: msg.size,
+                    reply: &reply.last_line(),
+                    reason: Some(Reason::MessageTooLarge),
+                },
+            );
+        }
+        self.reply(reply);
+        Some(Flow::End(Outcome::Rejected))
+    }
+
+    /// Takes decoded message content: size and line-ending policy, the
+    /// header gate (From), then the stream to the upstream. `content` is
+    /// consumed (cleared).
+    pub(super) async fn accept_content(
+        &mut self,
+        msg: &mut Inbound,
+        content: &mut Vec<u8>,
+        saw_bare: bool,
+        ended: bool,
+    ) {
+        msg.size += content.len() as u64;
+        if msg.refusal.is_none() {
+            if memchr::memchr(0, content).is_some() {
+                // No BINARYMIME: a NUL is never relayed (receivers that strip
+                // it would read another message or another header).
+                msg.refusal = Some(Refusal::Policy(
+                    Reason::MalformedContent,
+                    local::malformed_content(),
+                ));
+            } else if msg.mode == BareLineEndings::Reject && saw_bare {
+                msg.refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
+            } else if msg.size > msg.max {
+                msg.refusal = Some(Refusal::Policy(
+                    Reason::MessageTooLarge,
+                    local::message_too_large(),
+                ));
+            }
+        }
+        if msg.refusal.is_some() {
+            content.clear();
+            return;
+        }
+        let forward = match msg.gate.as_mut() {
+            Some(g) => {
+                let mut state = g.push(content);
+                if ended && matches!(state, Gate::NeedMore) {
+                    state = g.finish();
+                }
+                content.clear();
+                match state {
+                    Gate::NeedMore => None,
+                    Gate::TooLarge => {
+                        msg.refusal = Some(Refusal::Policy(
+                            Reason::MessageTooLarge,
+                            local::headers_too_large(),
+                        ));
+                        None
+                    }
+                    Gate::Complete => {
+                        if !header_section_wellformed(g.headers()) {
+                            msg.refusal = Some(Refusal::Policy(
+                                Reason::MalformedContent,
+                                local::malformed_content(),
+                            ));
+                            None
+                        } else if self.header_from_allowed(g.headers()) {
+                            msg.gate.take().map(HeaderGate::into_buffer)
+                        } else {
+                            msg.refusal = Some(Refusal::Policy(
+                                Reason::HeaderFromMismatch,
+                                local::header_from_mismatch(),
+                            ));
+                            None
+                        }
+                    }
+                }
+            }
+            None => Some(std::mem::take(content)),
+        };
+        // Without a gate every call forwards (an empty message too), so the
+        // upstream's DATA is always opened by the end of the message.
+        let Some(bytes) = forward else { return };
+        if !msg.upstream_open {
+            match self.upstream_data().await {
+                Ok(()) => msg.upstream_open = true,
+                Err(r) => {
+                    msg.refusal = Some(r);
+                    return;
+                }
+            }
+        }
+        if msg.data_reply_pending {
+            msg.data_reply_pending = false;
+            let reply = match self.upstream.as_mut() {
+                Some(conn) => conn.read_reply().await,
+                None => Err(UpstreamError::Closed),
+            };
+            match reply {
+                Ok(r) if r.code == 354 => {}
+                Ok(r) => {
+                    // Refused DATA: the upstream is not receiving a message.
+                    msg.upstream_open = false;
+                    msg.refusal = Some(Refusal::Upstream(r));
+                    return;
+                }
+                Err(e) => {
+                    self.log_upstream_error(&e);
+                    self.upstream = None;
+                    msg.refusal = Some(Refusal::UpstreamLost);
+                    return;
+                }
+            }
+        }
+        // Batched: written once WIRE_BATCH bytes are pending, and the rest
+        // together with the end of data in finish_message (one send).
+        msg.stuffer.encode(&bytes, &mut msg.wire);
+        if msg.wire.len() >= WIRE_BATCH {
+            let mut wire = std::mem::take(&mut msg.wire);
+            if let Err(r) = self.upstream_write(&wire).await {
+                msg.refusal = Some(r);
+            }
+            wire.clear();
+            msg.wire = wire;
+        }
+        if content.capacity() == 0 {
+            *content = bytes;
+            content.clear();
+        }
+    }
+
+    /// `header_from: enforce`: every address of From, Sender, Resent-From
+    /// and Resent-Sender is an allowed sender.
+    pub(super) fn header_from_allowed(&self, headers: &[u8]) -> bool {
+        match header_sender_addresses(headers) {
+            Ok(addresses) => {
+                !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Sends DATA upstream without waiting for its 354, which is read when
+    /// the first message bytes are forwarded: the upstream's round trip
+    /// overlaps the client sending its message.
+    pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
+        let Some(conn) = self.upstream.as_mut() else {
+            return;
+        };
+        match conn.send(b"DATA\r\n").await {
+            Ok(()) => {
+                msg.upstream_open = true;
+                msg.data_reply_pending = true;
+            }
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+                msg.refusal = Some(Refusal::UpstreamLost);
+            }
+        }
+    }
+
+    /// Sends DATA upstream and expects 354.
+    pub(super) async fn upstream_data(&mut self) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        match conn.command(b"DATA\r\n").await {
+            Ok(r) if r.code == 354 => Ok(()),
+            Ok(r) => Err(Refusal::Upstream(r)),
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+                Err(Refusal::UpstreamLost)
+            }
+        }
+    }
+
+    pub(super) async fn upstream_write(&mut self, wire: &[u8]) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        if let Err(e) = conn.write(wire).await {
+            self.log_upstream_error(&e);
+            self.upstream = None;
+            return Err(Refusal::UpstreamLost);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
+        // During DATA, shutdown only interrupts once the drain deadline passed.
+        let mut phase = self.phase.clone();
+        // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
+        let read = self.read_more(Instant::now() + timeout, false, READ_CHUNK);
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => return r,
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Closing {
+                        return Err(Outcome::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// End of data: either the upstream gets the end of the message and its
+    /// final reply goes to the client, or the message is refused and the
+    /// upstream connection (if it was receiving) is dropped mid-message.
+    pub(super) async fn finish_message(&mut self, mut msg: Inbound) -> Flow {
+        if msg.refusal.is_none() && (msg.data_reply_pending || !msg.upstream_open) {
+            // Nothing was forwarded yet (cannot happen with the gate's
+            // contract, kept as a guard): open the upstream's DATA first.
+            let mut empty = Vec::new();
+            self.accept_content(&mut msg, &mut empty, false, true).await;
+        }
+        let Inbound {
+            refusal,
+            upstream_open,
+            mut stuffer,
+            size,
+            wire: pending,
+            ..
+        } = msg;
+        let Some(tx) = self.tx.take() else {
+            return Flow::Continue;
+        };
+        let (result, reply, reason) = match refusal {
+            Some(Refusal::Policy(reason, reply)) => {
+                if upstream_open {
+                    // Abort: the upstream never sees this message's end.
+                    self.upstream = None;
+                }
+                audit::reject(
+                    &self.info,
+                    reason,
+                    &reply.last_line(),
+                    json!({ "sender_domain": tx.sender_domain }),
+                );
+                (MessageResult::Rejected, reply, Some(reason))
+            }
+            Some(Refusal::Upstream(reply)) => (MessageResult::Failed, reply, None),
+            Some(Refusal::UpstreamLost) => {
+                self.upstream = None;
+                (MessageResult::Failed, local::upstream_failed(), None)
+            }
+            None => {
+                let mut wire = pending;
+                stuffer.finish(&mut wire);
+                match self.upstream.as_mut() {
+                    Some(conn) => {
+                        let sent = match conn.write(&wire).await {
+                            Ok(()) => conn.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        match sent {
+                            Ok(()) => match conn.read_reply().await {
+                                Ok(reply) => {
+                                    conn.set_clean(true);
+                                    let result = if reply.code == 250 {
+                                        MessageResult::Relayed
+                                    } else {
+                                        MessageResult::Failed
+                                    };
+                                    (result, reply, None)
+                                }
+                                Err(e) => {
+                                    self.log_upstream_error(&e);
+                                    self.upstream = None;
+                                    (MessageResult::Failed, local::upstream_failed(), None)
+                                }
+                            },
+                            Err(e) => {
+                                self.log_upstream_error(&e);
+                                self.upstream = None;
+                                (MessageResult::Failed, local::upstream_failed(), None)
+                            }
+                        }
+                    }
+                    None => (MessageResult::Failed, local::upstream_failed(), None),
+                }
+            }
+        };
+        // Whatever happened, the upstream transaction is over or gone.
+        self.reset_transaction().await;
+        audit::message(
+            &self.info,
+            &MessageEvent {
+                result,
+                sender_domain: &tx.sender_domain,
+                recipients: tx.accepted,
+                bytes: size,
+                reply: &reply.last_line(),
+                reason,
+            },
+        );
+        self.reply(reply);
+        Flow::Continue
+    }
+}
