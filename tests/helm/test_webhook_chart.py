@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -31,8 +32,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gen_injected  # noqa: E402
-from test_chart import (CHART, HERE, K8S_VERSIONS, ROOT, of_kind, objects_of, render_chart,  # noqa: E402
-                        require_bin)
+from test_chart import (CHART, HERE, K8S_VERSIONS, ROOT, make_ca, of_kind, objects_of,  # noqa: E402
+                        render_chart, require_bin)
 
 GOLDEN = ROOT / "tests" / "webhook" / "golden"
 VALUES = yaml.safe_load((HERE / "webhook-values.yaml").read_text())
@@ -181,6 +182,25 @@ def test_generated_ca_signs_the_serving_certificate(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert b"PRIVATE KEY" in data["tls.key"]
+    # the webhook serves the rendered pair, and a client with the caBundle trusts it under the Service's name
+    binary = require_bin()
+    (tmp_path / "tls").mkdir()
+    for key in ("tls.crt", "tls.key"):
+        (tmp_path / "tls" / key).write_bytes(data[key])
+    (tmp_path / "config.yaml").write_text(one(objs, "ConfigMap")["data"]["config.yaml"])
+    proc = subprocess.Popen([str(binary), "webhook", "--config", str(tmp_path / "config.yaml"), "--listen",
+                             "127.0.0.1:0", "--tls-dir", str(tmp_path / "tls")], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        port = json.loads(line)["webhook"].rsplit(":", 1)[1]
+        host = f"smtpbind-webhook.{NAMESPACE}.svc"
+        out = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(tmp_path / "ca.crt"),
+                              "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/readyz"],
+                             capture_output=True, text=True)
+        assert out.stdout == "ready\n", out.stdout + out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_webhook_requires_tenants_and_never_its_own_namespace() -> None:
@@ -306,3 +326,44 @@ def test_admin_port_ingress() -> None:
         values["networkPolicy"]["adminIngress"].update(bad)
         with pytest.raises(helm_python.HelmValuesError):
             render(values)
+
+
+# ---- the kind harness's webhook step (tests/kind/run.sh; no cluster here) ---------------------
+
+KIND = ROOT / "tests" / "kind"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kind_webhook_manifests_validate_strict(version: str) -> None:
+    values = yaml.safe_load((KIND / "webhook" / "values.yaml").read_text())
+    objs = objects_of(render_chart(CHART, values, "smtpbind-webhook", "smtpbind-webhook",
+                                   kube_version=f"v{version}"))
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget",
+                     "Secret", "Service", "ValidatingWebhookConfiguration"], kinds  # no chart-rendered tenant
+    m, _ = webhooks(objs)
+    assert m["namespaceSelector"]["matchLabels"] == {"smtpbind.dev/webhook": "enabled"}
+    namespace = yaml.safe_load((KIND / "webhook" / "namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["smtpbind.dev/webhook"] == "enabled"
+    assert namespace["metadata"]["name"] in m["namespaceSelector"]["matchExpressions"][1]["values"]
+    mailer = objects_of(render_chart(KIND / "mailer-chart", {"podAnnotations": {"smtpbind.dev/inject": "true"}},
+                                     "legacy-mailer", namespace["metadata"]["name"], kube_version=f"v{version}"))
+    (deploy,) = mailer
+    assert deploy["spec"]["template"]["metadata"]["annotations"] == {"smtpbind.dev/inject": "true"}
+    assert validate_strict(objs + mailer + [namespace], version) == []
+
+
+def test_kind_webhook_policy_passes_smtpbind_check(tmp_path: Path) -> None:
+    binary = require_bin()
+    # the CA the harness puts next to the policy: a stand-in here
+    make_ca(tmp_path / "ca.pem")
+    text = (KIND / "webhook" / "acme-policy.yaml").read_text()
+    assert "ca_file: /etc/smtpbind/policy/ca.pem" in text
+    (tmp_path / "policy.yaml").write_text(text.replace("/etc/smtpbind/policy/ca.pem", str(tmp_path / "ca.pem")))
+    out = subprocess.run([str(binary), "check", str(tmp_path / "policy.yaml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the pin is the kind harness's acme Secret's password
+    secrets = [d for d in yaml.safe_load_all((KIND / "tenant-secrets.yaml").read_text()) if d]
+    password = next(s for s in secrets if s["metadata"]["name"] == "acme-smtp")["stringData"]["password"]
+    policy = yaml.safe_load((KIND / "webhook" / "acme-policy.yaml").read_text())
+    assert policy["credential"]["pins"] == ["sha256:" + hashlib.sha256(password.encode()).hexdigest()]
