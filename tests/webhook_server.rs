@@ -295,7 +295,8 @@ ctx = ssl.create_default_context(cafile=sys.argv[1])
 port = int(sys.argv[2]); body = open(sys.argv[3], "rb").read(); stop = sys.argv[4]
 seen, ok, failed = set(), 0, []
 keep = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
-while not os.path.exists(stop):
+deadline = time.time() + 60  # never outlive the test
+while not os.path.exists(stop) and time.time() < deadline:
     for conn in (keep, http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)):
         try:
             conn.request("POST", "/validate", body, {"Content-Type": "application/json"})
@@ -323,10 +324,19 @@ sys.exit(1 if failed else 0)
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
+    // Whatever happens below, the client stops (a panic must not leave it looping).
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let stop_guard = Stop(stop.clone());
     let tls = w.dir.path().join("tls");
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
-        mount_pair(&tls, &w.ca.pair());
+        let pair = w.ca.pair();
+        mount_pair(&tls, &pair);
         let start = Instant::now();
         while count(&w.output(), "\"result\":\"ok\"") <= i
             && start.elapsed() < Duration::from_secs(10)
@@ -339,9 +349,14 @@ sys.exit(1 if failed else 0)
             "reload {i}: {}",
             w.output()
         );
+        assert_eq!(
+            served_leaf(&w),
+            pair.0.trim(),
+            "reload {i}: a new handshake gets the new pair"
+        );
     }
     std::thread::sleep(Duration::from_millis(700));
-    std::fs::write(&stop, "").expect("stop");
+    drop(stop_guard);
     let out = client.wait_with_output().expect("client");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -353,10 +368,7 @@ sys.exit(1 if failed else 0)
     let ok: u32 = fields[0].parse().expect("count");
     let certs: u32 = fields[1].parse().expect("certs");
     assert!(ok > 50, "only {ok} requests");
-    assert!(
-        certs >= 3,
-        "only {certs} certificates seen: rotation did not reach new connections"
-    );
+    assert!(certs >= 2, "{text}: the stream never saw a new certificate");
 
     // A broken pair is refused; the last good one stays in use.
     let (crt, _) = w.ca.pair();
@@ -368,6 +380,19 @@ sys.exit(1 if failed else 0)
         w.output()
     );
     assert_eq!(w.curl(&[], "/readyz").0, 200);
+}
+
+/// The leaf certificate a new TLS handshake gets (PEM), by openssl s_client.
+fn served_leaf(w: &Webhook) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null 2>/dev/null | openssl x509",
+        w.addr.port()
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn count(text: &str, needle: &str) -> usize {
