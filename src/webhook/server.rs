@@ -208,30 +208,34 @@ impl Shared {
 
     /// The probes and metrics (no I/O: testable directly).
     pub fn route_get(&self, method: &Method, path: &str) -> Resp {
-        if method != Method::GET && method != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n".into(),
-            );
-        }
-        match path {
-            "/healthz" => text(StatusCode::OK, "ok\n".into()),
-            "/readyz" if self.shutting_down.load(Ordering::SeqCst) => text(
+        let readable = method == Method::GET || method == Method::HEAD;
+        let (status, body) = match path {
+            _ if !readable => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            "/healthz" => (StatusCode::OK, "ok\n"),
+            "/readyz" if self.shutting_down.load(Ordering::SeqCst) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: shutting down\n".into(),
+                "not ready: shutting down\n",
             ),
             // The certificate is loaded before the port is bound.
-            "/readyz" => text(StatusCode::OK, "ready\n".into()),
-            "/metrics" => match &self.metrics {
-                Some(handle) => respond(
+            "/readyz" => (StatusCode::OK, "ready\n"),
+            "/metrics" if self.metrics.is_none() => {
+                (StatusCode::NOT_FOUND, "metrics not enabled\n")
+            }
+            "/metrics" => {
+                let text = self
+                    .metrics
+                    .as_ref()
+                    .map(|h| h.render())
+                    .unwrap_or_default();
+                return respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    handle.render(),
-                ),
-                None => text(StatusCode::NOT_FOUND, "metrics not enabled\n".into()),
-            },
-            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
-        }
+                    text,
+                );
+            }
+            _ => (StatusCode::NOT_FOUND, "not found\n"),
+        };
+        text(status, body.to_string())
     }
 }
 

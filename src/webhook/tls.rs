@@ -148,23 +148,26 @@ pub async fn watch(dir: PathBuf, target: Arc<Reloading>) {
             continue;
         }
         seen = now;
-        match load_pair(&dir) {
+        let (result, detail) = match load_pair(&dir) {
             Ok(pair) => {
                 target.set(pair);
-                metrics::counter!("smtpbind_webhook_certificate_reloads_total", "result" => "ok")
-                    .increment(1);
-                log::info(
-                    "certificate",
+                (
+                    "ok",
                     json!({ "result": "ok", "dir": dir.display().to_string() }),
-                );
+                )
             }
-            Err(e) => {
-                metrics::counter!("smtpbind_webhook_certificate_reloads_total", "result" => "error").increment(1);
-                log::error(
-                    "certificate",
-                    json!({ "result": "error", "error": e.to_string(), "message": "the last good certificate stays in use" }),
-                );
-            }
-        }
+            Err(e) => (
+                "error",
+                json!({ "result": "error", "error": e.to_string(), "message": "the last good certificate stays in use" }),
+            ),
+        };
+        metrics::counter!("smtpbind_webhook_certificate_reloads_total", "result" => result)
+            .increment(1);
+        let level = if result == "ok" {
+            log::Level::Info
+        } else {
+            log::Level::Error
+        };
+        log::emit(level, "certificate", detail);
     }
 }
