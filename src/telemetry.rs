@@ -63,5 +63,9 @@ fn describe() {
         "smtpbind_upstream_reuse_total",
         "Upstream connections taken from the idle pool"
     );
+    describe_counter!(
+        "smtpbind_admin_evicted_connections_total",
+        "Admin connections closed to make room for a new one (at 64)"
+    );
     describe_gauge!("smtpbind_build_info", "Build information");
 }

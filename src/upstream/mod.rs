@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod pool;
 pub mod tls;
+pub mod warm;
 
 use std::io;
 use std::pin::Pin as StdPin;
