@@ -26,7 +26,7 @@ openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -
   -days 1 -extfile "$work/ext" -out "$work/tls.crt" 2>/dev/null
 mkdir "$work/tls" && cp "$work/tls.crt" "$work/tls.key" "$work/tls/"
 
-"$BIN" webhook --config tests/webhook/config.yaml --listen 127.0.0.1:0 --tls-dir "$work/tls" > "$work/log" 2>&1 &
+"$BIN" webhook --config tests/webhook/config.yaml --listen 127.0.0.1:0 --lame-duck 100ms --tls-dir "$work/tls" > "$work/log" 2>&1 &
 pid=$!
 port=
 for _ in $(seq 100); do
