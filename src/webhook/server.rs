@@ -318,3 +318,41 @@ async fn connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_capacity_the_oldest_idle_connection_makes_room() {
+        let conns = Conns::default();
+        let held: Vec<Arc<Conn>> = (0..MAX_CONNECTIONS)
+            .map(|_| conns.admit().expect("below capacity"))
+            .collect();
+        // the first one is inside a request: not evictable
+        let busy = Busy::new(&held[0]);
+        let newcomer = conns.admit().expect("room made");
+        assert!(newcomer.idle.load(Ordering::SeqCst));
+        // the oldest idle one (the second) was told to close, the busy one was not
+        let told = |c: &Arc<Conn>| {
+            let notified = c.close.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable()
+        };
+        assert!(told(&held[1]));
+        assert!(!told(&held[0]));
+        drop(busy);
+        assert!(held[0].idle.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn at_capacity_with_every_connection_busy_the_newcomer_waits_outside() {
+        let conns = Conns::default();
+        let held: Vec<Arc<Conn>> = (0..MAX_CONNECTIONS)
+            .map(|_| conns.admit().expect("below capacity"))
+            .collect();
+        let _busy: Vec<Busy> = held.iter().map(Busy::new).collect();
+        assert!(conns.admit().is_none());
+        drop(held);
+    }
+}
