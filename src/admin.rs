@@ -55,7 +55,8 @@ impl Readiness {
             return Err("listener not bound".into());
         }
         match credential {
-            CredentialState::Ready(_) => Ok(()),
+            // XOAUTH2: ready only while a usable token is held (§9).
+            CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),
             CredentialState::NotReady(reason) => Err(format!("credential: {reason}")),
         }
     }

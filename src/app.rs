@@ -62,7 +62,7 @@ pub struct Bound {
 }
 
 fn load_credential(policy: &Policy) -> CredentialState {
-    let result = Credential::load(&policy.credential.secret_dir, &policy.credential.pins);
+    let result = Credential::load_for(&policy.credential, true);
     let state = CredentialState::from_load(result);
     match &state {
         CredentialState::Ready(c) => {
@@ -278,7 +278,7 @@ fn reload_policy(
             );
         }
         // Re-check the credential against the new pins.
-        let state = CredentialState::from_load(Credential::load(&new.credential.secret_dir, &new.credential.pins));
+        let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
         let rt = Runtime::new(new, pin_of(&state))?;
         Ok((rt, state))
     });

@@ -10,7 +10,12 @@
 //!            MAIL/RCPT relayed, DATA decoded, checked and streamed
 //! policy     YAML model, validation with file:line:col, matchers
 //! credential the mounted Secret, pin check, rotation
-//! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH, pool keyed by pin
+//! identity   §9: what the upstream AUTH is made of — XOAUTH2 tokens
+//!            (refresh timer, single flight, token endpoint over rustls,
+//!            RS256 assertion) or the derived SES password
+//! rate       §10: the per-pod token bucket taken at MAIL
+//! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH (PLAIN, LOGIN,
+//!            XOAUTH2), pool keyed by pin (and the XOAUTH2 user)
 //! smtp       I/O-free protocol pieces: framing, commands, replies, DATA codec,
 //!            header From, SASL
 //! admin      /healthz /readyz /metrics (hyper)
@@ -18,6 +23,7 @@
 //! telemetry  Prometheus metrics
 //! app        process wiring: watchers, signals, drain
 //! capture    the recording upstream used by `demo`, `capture` and the tests
+//! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests
 //! demo       the one-command local demo
 //! watch      inotify + polling of kubelet-mounted files (shared)
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
@@ -31,8 +37,11 @@ pub mod capture;
 pub mod certs;
 pub mod credential;
 pub mod demo;
+pub mod identity;
+pub mod issuer;
 pub mod log;
 pub mod policy;
+pub mod rate;
 pub mod runtime;
 pub mod server;
 pub mod session;

@@ -80,6 +80,10 @@ enum Cmd {
         /// Where the demo writes its secrets, policy, CA and the upstream's activity logs.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Show the XOAUTH2 path (Microsoft 365 client credentials) against a
+        /// built-in token endpoint and the capture upstream.
+        #[arg(long)]
+        xoauth2: bool,
     },
     /// Run the capture upstream alone (a recording SMTP server with STARTTLS
     /// and AUTH), for the pod simulation and the kind harness.
@@ -161,8 +165,20 @@ fn main() -> ExitCode {
             rt.block_on(smtpbind::webhook::run(opts, shutdown_signal()))
                 .map_err(Error::from)
         }),
-        Cmd::Demo { listen, admin, dir } => runtime()
-            .and_then(|rt| rt.block_on(smtpbind::demo::run(listen, admin, dir, shutdown_signal()))),
+        Cmd::Demo {
+            listen,
+            admin,
+            dir,
+            xoauth2,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                if xoauth2 {
+                    smtpbind::demo::run_xoauth2(listen, admin, dir, shutdown_signal()).await
+                } else {
+                    smtpbind::demo::run(listen, admin, dir, shutdown_signal()).await
+                }
+            })
+        }),
         Cmd::Capture {
             listen,
             tls,
@@ -267,7 +283,8 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
         match policy::load(file) {
             Ok(p) => {
                 if credentials {
-                    match Credential::load(&p.credential.secret_dir, &p.credential.pins) {
+                    // Pin, and for jwt_bearer the key parses (no network).
+                    match Credential::load_for(&p.credential, false) {
                         Ok(c) => println!(
                             "{}: ok (tenant {}, credential {})",
                             file.display(),

@@ -16,11 +16,15 @@
 //!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
+//! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10
+//! (`limits.rate`) are validated in `identity.rs`.
+//!
 //! Durations are an integer followed by `ms`, `s` or `m` (`500ms`, `10s`,
 //! `5m`), greater than zero and at most 24 hours. Error messages never contain
 //! a password (an `accept[].password` value is never echoed) nor the content
 //! of any file other than the policy's own keys.
 
+mod identity;
 mod locate;
 mod matchers;
 mod model;
@@ -498,6 +502,7 @@ impl Validator<'_> {
             );
         }
         let client = self.client(raw.client.unwrap_or_default());
+        self.no_mounted_password(credential.mechanism, &client);
 
         let senders = match raw.senders {
             None => {
@@ -560,6 +565,7 @@ impl Validator<'_> {
                 rl.data_timeout,
                 Duration::from_secs(600),
             ),
+            rate: self.rate(rl.rate),
         };
 
         let bare_lf = match raw.data.and_then(|d| d.bare_lf) {
@@ -718,6 +724,8 @@ impl Validator<'_> {
             None | Some(RawMechanism::Auto) => Mechanism::Auto,
             Some(RawMechanism::Plain) => Mechanism::Plain,
             Some(RawMechanism::Login) => Mechanism::Login,
+            Some(RawMechanism::Xoauth2) => Mechanism::XOAuth2,
+            Some(RawMechanism::Ses) => Mechanism::Ses,
             Some(RawMechanism::None) => Mechanism::None,
         };
         let mut pins: Vec<Pin> = Vec::new();
@@ -754,10 +762,14 @@ impl Validator<'_> {
                 }
             }
         }
+        let oauth2 = self.oauth2(mechanism, rc.oauth2);
+        let ses = self.ses(mechanism, rc.ses);
         CredentialPolicy {
             secret_dir,
             mechanism,
             pins,
+            oauth2,
+            ses,
         }
     }
 

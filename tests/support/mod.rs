@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod idp;
+
 use smtpbind::capture::{Account, CaptureConfig, CaptureServer, Captured};
 
 /// Tenant A's provider key (mounted in the sidecar under test).
@@ -348,17 +350,23 @@ impl Drop for Sidecar {
         let _ = self.child.wait();
         // Keep everything the process printed for the whole-run secret scan
         // (tests/scan_secrets.py, run by tests/run.sh after cargo test).
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sidecar-output");
-        let _ = std::fs::create_dir_all(&dir);
-        let name = format!(
-            "{}-{}.log",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = std::fs::write(dir.join(name), self.output().join("\n"));
+        keep_for_scan("sidecar-output", "log", &self.output().join("\n"));
     }
+}
+
+/// Writes `text` to a new file in `$CARGO_TARGET_TMPDIR/<dir>/` for
+/// tests/scan_secrets.py (outputs to scan, or secrets made at run time).
+pub fn keep_for_scan(dir: &str, ext: &str, text: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let name = format!(
+        "{}-{}.{ext}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let _ = std::fs::write(dir.join(name), text);
 }
 
 pub fn assert_no_secrets(text: &str) {
