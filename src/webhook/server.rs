@@ -323,12 +323,18 @@ async fn connection(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn at_capacity_the_oldest_idle_connection_makes_room() {
+    /// A bound at capacity, and its connections (all idle).
+    fn full() -> (Conns, Vec<Arc<Conn>>) {
         let conns = Conns::default();
-        let held: Vec<Arc<Conn>> = (0..MAX_CONNECTIONS)
+        let held = (0..MAX_CONNECTIONS)
             .map(|_| conns.admit().expect("below capacity"))
             .collect();
+        (conns, held)
+    }
+
+    #[tokio::test]
+    async fn at_capacity_the_oldest_idle_connection_makes_room() {
+        let (conns, held) = full();
         // the first one is inside a request: not evictable
         let busy = Busy::new(&held[0]);
         let newcomer = conns.admit().expect("room made");
@@ -347,10 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_capacity_with_every_connection_busy_the_newcomer_waits_outside() {
-        let conns = Conns::default();
-        let held: Vec<Arc<Conn>> = (0..MAX_CONNECTIONS)
-            .map(|_| conns.admit().expect("below capacity"))
-            .collect();
+        let (conns, held) = full();
         let _busy: Vec<Busy> = held.iter().map(Busy::new).collect();
         assert!(conns.admit().is_none());
         drop(held);
