@@ -644,9 +644,11 @@ fn a_policy_reload_keeps_the_token_in_hand() {
     let mut text = std::fs::read_to_string(&s.policy_path).expect("policy");
     text.push_str("\n# edited by the operator\n");
     std::fs::write(&s.policy_path, text).expect("policy");
-    assert!(s.wait_for(Duration::from_secs(5), |lines| lines
-        .iter()
-        .any(|l| l.contains("\"event\":\"policy\"") && l.contains("\"result\":\"ok\""))));
+    assert!(
+        s.wait_for(Duration::from_secs(5), |lines| lines.iter().any(|l| l
+            .contains("\"event\":\"policy\"")
+            && l.contains("\"result\":\"ok\"")))
+    );
     assert_eq!(s.http_get("/readyz").0, 200);
     assert!(send(s, "after").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1, "the reload fetched a new token");
