@@ -173,6 +173,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         (policy.credential.secret_dir.clone(), cred_fingerprint),
     ));
 
+    let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
     let channels = Channels {
         runtime: runtime_rx,
         credentials: cred_rx,
@@ -180,6 +181,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     };
     let server = tokio::spawn(server::serve(listener, channels, drain));
     readiness.set_listener_bound();
+    prewarm(&channels_runtime, &channels_cred);
     log::info(
         "listening",
         json!({
@@ -260,7 +262,20 @@ async fn watch_files(
             let state = load_credential(&policy);
             runtime_tx.borrow().pool.set_current(pin_of(&state));
             cred_tx.send_replace(state);
+            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
         }
+    }
+}
+
+/// One upstream connection opened ahead of the first session, for the
+/// credential in force now (see `upstream::warm`).
+fn prewarm(
+    runtime: &watch::Receiver<Arc<Runtime>>,
+    credentials: &watch::Receiver<CredentialState>,
+) {
+    if let CredentialState::Ready(cred) = &*credentials.borrow() {
+        let rt = runtime.borrow().clone();
+        tokio::spawn(crate::upstream::warm::prewarm(rt, cred.clone()));
     }
 }
 
@@ -302,6 +317,7 @@ fn reload_policy(
             runtime_tx.borrow().pool.set_current(None);
             runtime_tx.send_replace(Arc::new(rt));
             cred_tx.send_replace(state);
+            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
             log::info(
                 "policy",

@@ -11,8 +11,9 @@
 //!
 //! * `listen_insecure_ok: true` — allow a non-loopback `listen` address;
 //! * `upstream.reply_timeout` — wait for any single upstream reply (default `120s`);
-//! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse) and
-//!   `upstream.reuse.idle_timeout` (default `30s`);
+//! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse),
+//!   `upstream.reuse.idle_timeout` (default `30s`) and
+//!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
 //! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10
@@ -627,8 +628,16 @@ impl Validator<'_> {
             Duration::from_secs(120),
         );
         let rr = ru.reuse.unwrap_or_default();
+        let max_idle = self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16);
         let reuse = ReusePolicy {
-            max_idle: self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16) as usize,
+            max_idle: max_idle as usize,
+            prewarm: self.int(
+                "upstream.reuse.prewarm",
+                rr.prewarm,
+                0,
+                max_idle,
+                1.min(max_idle),
+            ) as usize,
             idle_timeout: self.duration(
                 "upstream.reuse.idle_timeout",
                 rr.idle_timeout,

@@ -61,6 +61,9 @@ pub struct ReusePolicy {
     pub max_idle: usize,
     /// An idle connection older than this is closed (default 30s).
     pub idle_timeout: Duration,
+    /// Connections opened ahead of demand when a credential becomes ready
+    /// (start, rotation, reload); default 1, at most `max_idle`.
+    pub prewarm: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

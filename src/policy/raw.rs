@@ -74,6 +74,9 @@ pub(crate) struct RawReuse {
     pub max_idle: Option<i64>,
     /// An idle connection older than this is closed. Default `30s`.
     pub idle_timeout: Option<String>,
+    /// Connections opened ahead of demand once the credential is ready,
+    /// 0..=max_idle. Default `1`.
+    pub prewarm: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

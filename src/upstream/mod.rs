@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod pool;
 pub mod tls;
+pub mod warm;
 mod xoauth2;
 
 use std::io;

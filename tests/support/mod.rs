@@ -167,6 +167,9 @@ impl Sidecar {
             .set("upstream.server_name", "localhost")
             .set("upstream.connect_timeout", "3s")
             .set("upstream.reply_timeout", "5s")
+            // No connection ahead of demand, so "nothing reached the
+            // upstream" means exactly that (tests/hardening.rs tests prewarm).
+            .set("upstream.reuse.prewarm", 0)
             .set("credential.secret_dir", secret_dir.display().to_string())
             .set("credential.pins", yaml_list(&[&pin(KEY_A)]))
             .set("client.auth", "required")
