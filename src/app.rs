@@ -25,55 +25,25 @@ use crate::{log, telemetry, Error};
 /// file systems without inotify.
 const POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// Starts an inotify watch on `dirs` that wakes `wake` on any event. `None`
-/// (with a warning) when inotify is unavailable: polling still works.
+/// The inotify watch of `smtpbind run`: wakes `wake` when the policy file,
+/// the credential files or the kubelet's `..` entries change.
 fn inotify(
     dirs: &[&Path],
     policy_file: &Path,
     wake: Arc<tokio::sync::Notify>,
 ) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
     let policy_name = policy_file.file_name().map(|n| n.to_os_string());
-    // Only changes to the files we read count: not our own reads (access
-    // events), not other files that share the directory.
+    // Only changes to the files we read count: not other files that share the directory.
     let relevant = move |path: &Path| match path.file_name() {
         Some(name) => {
             Some(name) == policy_name.as_deref()
                 || name == "username"
                 || name == "password"
-                || name.to_string_lossy().starts_with("..")
+                || crate::watch::is_kubelet_entry(path)
         }
         None => true,
     };
-    let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(event) => {
-            if !matches!(event.kind, notify::EventKind::Access(_))
-                && (event.paths.is_empty() || event.paths.iter().any(|p| relevant(p)))
-            {
-                wake.notify_one();
-            }
-        }
-        Err(_) => wake.notify_one(),
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            log::warn(
-                "watch",
-                json!({ "message": "inotify unavailable, polling only", "error": e.to_string() }),
-            );
-            return None;
-        }
-    };
-    for dir in dirs {
-        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-            log::warn(
-                "watch",
-                json!({ "message": "cannot watch, polling only", "dir": dir.display().to_string(), "error": e.to_string() }),
-            );
-        }
-    }
-    Some(watcher)
+    crate::watch::inotify(dirs, relevant, wake)
 }
 
 #[derive(Debug, Clone)]

@@ -25,6 +25,8 @@
 //! capture    the recording upstream used by `demo`, `capture` and the tests
 //! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests
 //! demo       the one-command local demo
+//! watch      inotify + polling of kubelet-mounted files (shared)
+//! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -46,6 +48,8 @@ pub mod session;
 pub mod smtp;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
+pub mod webhook;
 
 pub use app::{run, RunOptions};
 
@@ -65,6 +69,8 @@ pub enum Error {
     Bind { addr: String, error: std::io::Error },
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 impl Error {
@@ -72,6 +78,7 @@ impl Error {
         match self {
             Error::Policy(_) | Error::Credential(_) | Error::Tls(_) | Error::Usage(_) => 1,
             Error::Bind { .. } | Error::Runtime(_) => 2,
+            Error::Webhook(e) => e.exit_code(),
         }
     }
 }

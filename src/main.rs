@@ -43,13 +43,25 @@ enum Cmd {
         #[arg(long, value_parser = duration)]
         drain: Option<Duration>,
     },
-    /// Validate policy files; exit 1 with file:line:col errors.
+    /// Validate policy files and webhook configurations; exit 1 with file:line:col errors.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Also load each policy's mounted credential and verify its pin.
         #[arg(long)]
         credentials: bool,
+    },
+    /// Serve Kubernetes admission for Pods over HTTPS: /mutate injects the
+    /// sidecar, /validate enforces the rules (see docs/kubernetes.md).
+    Webhook {
+        /// Webhook configuration (YAML, version 1).
+        #[arg(long, env = "SMTPBIND_WEBHOOK_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Directory of a kubernetes.io/tls Secret mount: tls.crt, tls.key (reloaded on change).
+        #[arg(long, default_value = "/etc/smtpbind/webhook-tls")]
+        tls_dir: PathBuf,
     },
     /// Print the pin ("sha256:<64 hex>") of a password file's bytes.
     Fingerprint { file: PathBuf },
@@ -107,7 +119,7 @@ fn main() -> ExitCode {
     };
     let serving = matches!(
         cli.command,
-        Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::Capture { .. }
+        Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::Capture { .. } | Cmd::Webhook { .. }
     );
     let result = match cli.command {
         Cmd::Check { files, credentials } => return check(&files, credentials),
@@ -133,6 +145,19 @@ fn main() -> ExitCode {
                 },
                 shutdown_signal(),
             ))
+        }),
+        Cmd::Webhook {
+            config,
+            listen,
+            tls_dir,
+        } => runtime().and_then(|rt| {
+            let opts = smtpbind::webhook::Options {
+                config,
+                listen,
+                tls_dir,
+            };
+            rt.block_on(smtpbind::webhook::run(opts, shutdown_signal()))
+                .map_err(Error::from)
         }),
         Cmd::Demo {
             listen,
@@ -239,6 +264,16 @@ async fn shutdown_signal() {
 fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
     let mut failed = false;
     for file in files {
+        if let Some(result) = smtpbind::webhook::check(file) {
+            match result {
+                Ok(summary) => println!("{}: ok ({summary})", file.display()),
+                Err(errors) => {
+                    failed = true;
+                    eprintln!("{errors}");
+                }
+            }
+            continue;
+        }
         match policy::load(file) {
             Ok(p) => {
                 if credentials {

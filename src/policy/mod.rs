@@ -144,6 +144,61 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     }
 }
 
+/// The located errors of a YAML file other than a policy (the webhook's
+/// configuration): the same `FILE:LINE:COL: KEY: MESSAGE` as a policy's.
+pub(crate) struct Located<'a> {
+    file: &'a Path,
+    locator: Locator,
+    errors: Vec<PolicyError>,
+}
+
+impl<'a> Located<'a> {
+    /// Deserializes `text` as `T` (a syntax, type or unknown-key error comes
+    /// alone, as for policies) and returns it with a collector of semantic errors.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned + Default>(
+        text: &str,
+        file: &'a Path,
+    ) -> Result<(T, Located<'a>), PolicyErrors> {
+        let raw = match serde_yaml::from_str::<Option<T>>(text) {
+            Ok(raw) => raw.unwrap_or_default(),
+            Err(e) => return Err(PolicyErrors(vec![yaml_error(&e, text, file)])),
+        };
+        let located = Located {
+            file,
+            locator: Locator::new(text),
+            errors: Vec::new(),
+        };
+        Ok((raw, located))
+    }
+
+    /// Records a problem with the key at dotted path `key`.
+    pub(crate) fn err(&mut self, key: &str, message: impl Into<String>) {
+        self.errors
+            .push(error_at(self.file, &self.locator, key, &message.into()));
+    }
+
+    /// `value` when no problem was recorded, else every problem in file order.
+    pub(crate) fn finish<T>(mut self, value: T) -> Result<T, PolicyErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.col));
+            Err(PolicyErrors(self.errors))
+        }
+    }
+}
+
+fn error_at(file: &Path, locator: &Locator, key: &str, message: &str) -> PolicyError {
+    let pos = locator.locate_key(key);
+    PolicyError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        col: pos.col,
+        key: one_line(key),
+        message: one_line(message),
+    }
+}
+
 /// Parses a duration: an integer followed by `ms`, `s` or `m` (`500ms`,
 /// `10s`, `5m`), greater than zero and at most 24 hours.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -368,14 +423,8 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&mut self, key: &str, message: impl Into<String>) {
-        let pos = self.locator.locate_key(key);
-        self.errors.push(PolicyError {
-            file: self.file.to_path_buf(),
-            line: pos.line,
-            col: pos.col,
-            key: one_line(key),
-            message: one_line(&message.into()),
-        });
+        self.errors
+            .push(error_at(self.file, &self.locator, key, &message.into()));
     }
 
     fn duration(&mut self, key: &str, value: Option<String>, default: Duration) -> Duration {
