@@ -62,6 +62,10 @@ enum Cmd {
         /// Directory of a kubernetes.io/tls Secret mount: tls.crt, tls.key (reloaded on change).
         #[arg(long, default_value = "/etc/smtpbind/webhook-tls")]
         tls_dir: PathBuf,
+        /// After SIGTERM, keep answering this long with /readyz 503, while the
+        /// pod leaves the Service's endpoints.
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        lame_duck: Duration,
     },
     /// Print the pin ("sha256:<64 hex>") of a password file's bytes.
     Fingerprint { file: PathBuf },
@@ -150,11 +154,13 @@ fn main() -> ExitCode {
             config,
             listen,
             tls_dir,
+            lame_duck,
         } => runtime().and_then(|rt| {
             let opts = smtpbind::webhook::Options {
                 config,
                 listen,
                 tls_dir,
+                lame_duck,
             };
             rt.block_on(smtpbind::webhook::run(opts, shutdown_signal()))
                 .map_err(Error::from)
