@@ -141,33 +141,46 @@ def _message(rcpt, size):
     return head + body_line * n + b".\r\n"
 
 
-async def session(path, rcpt, size, tls_ctx):
-    """One legacy session; returns (seconds connect->250 after data, wall time at connect)."""
+async def session(path, rcpt, size, tls_ctx, steps=None):
+    """One legacy session; returns (seconds connect->250 after data, wall time at connect).
+    With `steps` (a list), appends (step, seconds since connect) after each step."""
     wall = time.time()
     t0 = time.perf_counter()
+    mark = (lambda name: steps.append((name, time.perf_counter() - t0))) if steps is not None else (lambda name: None)
     reader, writer = await asyncio.open_connection(path["host"], path["port"])
     _nodelay(writer)
+    mark("connect")
     try:
         code, lines = await _reply(reader)
         if code != 220:
             raise SmtpError("greeting %s" % lines)
+        mark("220")
         await _cmd(reader, writer, "EHLO legacy.acme.example", 250)
+        mark("EHLO")
         if path.get("starttls"):
             await _cmd(reader, writer, "STARTTLS", 220)
+            mark("STARTTLS")
             await writer.start_tls(tls_ctx, server_hostname=path.get("server_name", "localhost"))
+            mark("TLS handshake")
             await _cmd(reader, writer, "EHLO legacy.acme.example", 250)
+            mark("EHLO")
         if path.get("auth"):
             user, pw = path["auth"]
             tok = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
             await _cmd(reader, writer, "AUTH PLAIN " + tok, 235)
+            mark("AUTH")
         await _cmd(reader, writer, "MAIL FROM:<app@acme.example>", 250)
+        mark("MAIL")
         await _cmd(reader, writer, "RCPT TO:<%s>" % rcpt, 250)
+        mark("RCPT")
         await _cmd(reader, writer, "DATA", 354)
+        mark("DATA")
         writer.write(_message(rcpt, size))
         code, lines = await _reply(reader)
         if code != 250:
             raise SmtpError("end of data -> %s" % lines)
         t1 = time.perf_counter()
+        mark("end of data")
         writer.write(b"QUIT\r\n")
         try:
             await asyncio.wait_for(_reply(reader), 5)
@@ -313,6 +326,29 @@ async def measure_main(a):
             json.dump(result, f, indent=1)
 
 
+async def trace_main(a):
+    """Per-step timing of a few sessions per path: where the round trips go."""
+    paths = json.loads(a.paths)
+    tls_ctx = ssl.create_default_context(cafile=a.ca) if a.ca else None
+    print()
+    print("== per-step timing, median of %d sequential sessions per path (ms since connect; in RTTs of %g ms)" % (a.n, a.rtt_ms))
+    for p in paths:
+        runs = []
+        for i in range(a.n + 1):
+            st = []
+            await session(p, "trace-%s-%d@dest.example" % (p["name"], i), a.size, tls_ctx, st)
+            if i:  # the first fills the pool / warms caches
+                runs.append(st)
+        names = [n for n, _ in runs[0]]
+        med = [statistics.median(r[k][1] for r in runs) for k in range(len(names))]
+        prev = 0.0
+        parts = []
+        for n, t in zip(names, med):
+            parts.append("%s +%.0f" % (n, (t - prev) * 1000))
+            prev = t
+        print("%-20s %6.0f ms = %4.1f RTT: %s" % (p["name"], med[-1] * 1000, med[-1] * 1000 / a.rtt_ms, ", ".join(parts)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -331,8 +367,16 @@ def main():
     m.add_argument("--rtt-ms", type=float, default=40.0)
     m.add_argument("--settle", type=float, default=5.0)
     m.add_argument("--json-out")
+    t = sub.add_parser("trace")
+    t.add_argument("--paths", required=True)
+    t.add_argument("--ca")
+    t.add_argument("--n", type=int, default=5)
+    t.add_argument("--size", type=int, default=1024)
+    t.add_argument("--rtt-ms", type=float, default=40.0)
     a = ap.parse_args()
-    if a.cmd == "link":
+    if a.cmd == "trace":
+        asyncio.run(trace_main(a))
+    elif a.cmd == "link":
         asyncio.run(link_main(a.listen, a.to, a.delay_ms / 1000.0))
     else:
         asyncio.run(measure_main(a))

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Profile of the proxies in bench/run.sh's reused-session mode (smtp-source -d):
+# where smtpbind spends its CPU per message compared with haproxy's TCP
+# passthrough. Same setup as bench/run.sh (smtp-sink -a upstream, smtpbind with
+# tls: none + insecure: true, mechanism: none, client.auth: none, header_from:
+# enforce; haproxy mode tcp). For each proxy (haproxy, smtpbind with its default
+# workers, smtpbind with SMTPBIND_WORKER_THREADS=1):
+#   1. ROUNDS interleaved timed runs: msg/s, proxy CPU (utime+stime) per message,
+#      context switches (voluntary + involuntary, all threads) per message;
+#   2. one run under `strace -c -f`: syscalls per message, by name;
+#   3. one run under `perf record -e cpu-clock` (software clock: this VM has no
+#      hardware counters): the hottest symbols by self time.
+# strace and perf slow the proxy down; only their counts and shares are read,
+# never their timings. See bench/README.md.
+#
+# Env: ROUNDS (5), MSGS (20000 per timed run), TRACE_MSGS (5000 under strace /
+# perf), SESSIONS (8), SIZE (1024), SMTPBIND_BIN (default: scripts/build-release.sh),
+# KEEP=1 keeps the work dir (perf.data, strace output).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ROUNDS=${ROUNDS:-5}
+MSGS=${MSGS:-20000}
+TRACE_MSGS=${TRACE_MSGS:-5000}
+SESSIONS=${SESSIONS:-8}
+SIZE=${SIZE:-1024}
+
+need=()
+command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null || need+=(postfix)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v strace >/dev/null || need+=(strace)
+command -v perf >/dev/null || need+=(linux-perf)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "profile: missing ${need[*]}: install them or run as root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ -z "${SMTPBIND_BIN:-}" ]; then
+  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
+fi
+ulimit -n 65536 2>/dev/null || true
+
+WORK=$(mktemp -d /tmp/smtpbind-profile.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_220() {
+  for _ in $(seq 1 100); do
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi
+    sleep 0.1
+  done
+  echo "profile: nothing answers 220 on 127.0.0.1:$1" >&2; return 1
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ctx_switches() { # all threads of PID: voluntary + involuntary
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {s += $2} END {print s + 0}'
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+SINK_PORT=$(free_port); HAP_PORT=$(free_port)
+SB_PORT=$(free_port); SB_ADMIN=$(free_port); SB1_PORT=$(free_port); SB1_ADMIN=$(free_port)
+mkdir -p "$WORK/secret/..2026_01_01_00_00_00.000000001"
+printf 'bench' > "$WORK/secret/..2026_01_01_00_00_00.000000001/username"
+printf 'bench-password' > "$WORK/secret/..2026_01_01_00_00_00.000000001/password"
+ln -s ..2026_01_01_00_00_00.000000001 "$WORK/secret/..data"
+ln -s ..data/username "$WORK/secret/username"
+ln -s ..data/password "$WORK/secret/password"
+PIN=$("$SMTPBIND_BIN" fingerprint "$WORK/secret/password")
+write_policy() { # DIR PORT ADMIN
+  mkdir -p "$1"
+  cat > "$1/policy.yaml" <<CONF
+version: 1
+tenant: bench
+listen: 127.0.0.1:$2
+admin: 127.0.0.1:$3
+upstream:
+  address: 127.0.0.1:$SINK_PORT
+  tls: none
+  insecure: true
+credential:
+  secret_dir: $WORK/secret
+  mechanism: none
+  pins: [ "$PIN" ]
+client:
+  auth: none
+senders: [ "*@bench.example" ]
+header_from: enforce
+CONF
+}
+write_policy "$WORK/p" "$SB_PORT" "$SB_ADMIN"
+write_policy "$WORK/p1" "$SB1_PORT" "$SB1_ADMIN"
+"$SMTPBIND_BIN" check "$WORK/p/policy.yaml" >/dev/null
+
+smtp-sink -u nobody -4 -m 4096 -a "127.0.0.1:$SINK_PORT" 4096 2>"$WORK/sink.err" &
+PIDS+=("$!")
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen smtp
+    bind 127.0.0.1:$HAP_PORT
+    server sink 127.0.0.1:$SINK_PORT
+CONF
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+HAP_PID=$!; PIDS+=("$HAP_PID")
+"$SMTPBIND_BIN" run --policy "$WORK/p/policy.yaml" >"$WORK/sb.log" 2>&1 &
+SB_PID=$!; PIDS+=("$SB_PID")
+SMTPBIND_WORKER_THREADS=1 "$SMTPBIND_BIN" run --policy "$WORK/p1/policy.yaml" >"$WORK/sb1.log" 2>&1 &
+SB1_PID=$!; PIDS+=("$SB1_PID")
+for p in "$SINK_PORT" "$HAP_PORT" "$SB_PORT" "$SB1_PORT"; do wait_220 "$p"; done
+
+source_run() { # PORT COUNT
+  smtp-source -4 -d -s "$SESSIONS" -m "$2" -l "$SIZE" -f bench@bench.example -t sink@bench.example \
+    -M bench.example "127.0.0.1:$1" >/dev/null
+}
+names=(haproxy smtpbind smtpbind-1w)
+ports=("$HAP_PORT" "$SB_PORT" "$SB1_PORT")
+pids=("$HAP_PID" "$SB_PID" "$SB1_PID")
+
+echo "== machine"
+echo "cpus: $(nproc) x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+echo "smtpbind: $("$SMTPBIND_BIN" --version) ($SMTPBIND_BIN); haproxy: $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)"
+echo "perf: $(perf --version 2>&1); hardware counters: $(perf stat -e instructions -x, true 2>&1 | grep -q 'not supported' && echo 'not supported (software cpu-clock sampling only)' || echo yes)"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load: smtp-source -d, $SESSIONS sessions, $SIZE-byte messages, $MSGS msgs per timed run, $ROUNDS rounds"
+for i in 0 1 2; do source_run "${ports[$i]}" 200; done   # warm up (pools, caches)
+
+TSV=$WORK/timed.tsv
+: > "$TSV"
+for round in $(seq 1 "$ROUNDS"); do
+  for k in 0 1 2; do
+    i=$(((k + round) % 3))
+    pid=${pids[$i]}
+    c0=$(cpu_ticks "$pid"); x0=$(ctx_switches "$pid"); t0=$(date +%s%N)
+    source_run "${ports[$i]}" "$MSGS"
+    t1=$(date +%s%N); c1=$(cpu_ticks "$pid"); x1=$(ctx_switches "$pid")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "${names[$i]}" \
+      "$(awk -v n="$MSGS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / ((b - a) / 1e9)}')" \
+      "$(( (c1 - c0) * TICK_US / MSGS ))" \
+      "$(awk -v n="$MSGS" -v a="$x0" -v b="$x1" 'BEGIN {printf "%.2f", (b - a) / n}')" >> "$TSV"
+  done
+done
+echo
+echo "== timed runs (medians over $ROUNDS interleaved rounds; ratio = median of per-round ratios to haproxy)"
+python3 - "$TSV" <<'PY'
+import sys, statistics as st
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r, name, rate, cpu, ctx in rows:
+    by.setdefault(name, {})[int(r)] = (float(rate), float(cpu), float(ctx))
+base = by["haproxy"]
+print(f"{'proxy':<13} {'msg/s':>7} {'x hap':>6} {'(min-max)':>11} {'CPU us/msg':>11} {'x hap':>6} {'ctxsw/msg':>10}")
+for name, d in by.items():
+    rounds = sorted(d)
+    rr = [d[k][0] / base[k][0] for k in rounds]
+    cr = [d[k][1] / base[k][1] for k in rounds if base[k][1]]
+    print(f"{name:<13} {st.median(v[0] for v in d.values()):7.0f} {st.median(rr):5.2f}x {min(rr):5.2f}-{max(rr):4.2f} "
+          f"{st.median(v[1] for v in d.values()):11.1f} {st.median(cr) if cr else float('nan'):5.2f}x "
+          f"{st.median(v[2] for v in d.values()):10.2f}")
+PY
+
+echo
+echo "== syscalls per message (strace -c -f, $TRACE_MSGS msgs; top 12 by count)"
+for i in 0 1 2; do
+  strace -c -f -q -o "$WORK/strace.${names[$i]}" -p "${pids[$i]}" &
+  st_pid=$!
+  sleep 1
+  source_run "${ports[$i]}" "$TRACE_MSGS"
+  kill -INT "$st_pid" 2>/dev/null || true
+  wait "$st_pid" 2>/dev/null || true
+  python3 - "$WORK/strace.${names[$i]}" "${names[$i]}" "$TRACE_MSGS" <<'PY'
+import sys
+path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = []
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        calls = int(f[3]); errors = int(f[4]) if len(f) == 6 else 0
+        rows.append((calls, errors, f[-1]))
+rows.sort(reverse=True)
+total = sum(c for c, _, _ in rows)
+print(f"{name}: {total / n:.1f} syscalls/msg: " + ", ".join(
+    f"{s} {c / n:.2f}" + (f" ({e / n:.2f} err)" if e else "") for c, e, s in rows[:12]))
+PY
+done
+
+echo
+echo "== hottest symbols (perf record -e cpu-clock, $TRACE_MSGS msgs; self time share of the process)"
+for i in 0 1; do
+  perf record -q -e cpu-clock -F 2999 -o "$WORK/perf.${names[$i]}.data" -p "${pids[$i]}" >/dev/null 2>&1 &
+  pf_pid=$!
+  sleep 1
+  source_run "${ports[$i]}" "$TRACE_MSGS"
+  kill -INT "$pf_pid" 2>/dev/null || true
+  wait "$pf_pid" 2>/dev/null || true
+  echo "-- ${names[$i]}: by shared object"
+  perf report -q -i "$WORK/perf.${names[$i]}.data" --stdio --sort dso 2>/dev/null | awk 'NF {printf "   %s\n", $0}' | head -6
+  echo "-- ${names[$i]}: top 25 symbols"
+  perf report -q -i "$WORK/perf.${names[$i]}.data" --stdio --sort sym --no-children 2>/dev/null |
+    awk 'NF {printf "   %s\n", substr($0, 1, 150)}' | head -25
+done
+echo
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
