@@ -142,6 +142,10 @@ fi
 
 # --- load: LOADED sidecars at once, SESSIONS sessions each --------------------------
 [ "$LOADED" -gt "$N" ] && LOADED=$N
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CPU0=()
+for i in $(seq 1 "$LOADED"); do CPU0+=("$(cpu_ticks "${SB[$((i - 1))]}")"); done
 SRC=()
 for i in $(seq 1 "$LOADED"); do
   smtp-source -4 -s "$SESSIONS" -m "$MSGS" -l "$SIZE" -f "app@t$i.example" -t rcpt@dest.example \
@@ -163,6 +167,10 @@ while :; do
 done
 fails=0
 for s in "${SRC[@]}"; do wait "$s" || fails=$((fails + 1)); done
+cpu_us=0
+for i in $(seq 1 "$LOADED"); do
+  cpu_us=$((cpu_us + ($(cpu_ticks "${SB[$((i - 1))]}") - CPU0[i - 1]) * TICK_US))
+done
 relayed=0
 for i in $(seq 1 "$LOADED"); do
   admin=$(grep -m1 '"event":"listening"' "$WORK/t$i/log" | sed -n 's/.*"admin":"\([^"]*\)".*/\1/p')
@@ -175,6 +183,7 @@ done
 for i in $(seq 1 "$LOADED"); do echo "${PEAK_P[$i]} ${PEAK_R[$i]}" >> "$WORK/load.txt"; done
 report "peak under load ($SESSIONS sessions each)" "$WORK/load.txt"
 echo "  load: $LOADED sidecars x $SESSIONS sessions x $MSGS msgs of $SIZE bytes in $((SECONDS - t0)) s; smtp-source failures: $fails; relayed (from /metrics): ${relayed:-?}"
+echo "  sidecar CPU (user+sys) per message, one message per session, STARTTLS + AUTH upstream: $((cpu_us / (LOADED * MSGS))) us"
 sleep 1
 : > "$WORK/after.txt"
 for i in $(seq 1 "$LOADED"); do rollup "${SB[$((i - 1))]}" >> "$WORK/after.txt"; done
