@@ -15,7 +15,8 @@
 #
 # Env: ROUNDS (5), MSGS (20000 per timed run), TRACE_MSGS (5000 under strace /
 # perf), NICE (-10 as root), SESSIONS (8), SIZE (1024), SMTPBIND_BIN (default: scripts/build-release.sh),
-# KEEP=1 keeps the work dir (perf.data, strace output).
+# CALLGRAPH=0 skips the allocator call graph, KEEP=1 keeps the work dir
+# (perf.data, strace output).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -255,5 +256,21 @@ for line in open(path):
 print("-- %s: self time by group: " % name + ", ".join("%s %.1f%%" % (g, v) for g, v in sorted(tot.items(), key=lambda x: -x[1])) + ", other %.1f%%" % other)
 PY
 done
+if [ "${CALLGRAPH:-1}" = 1 ]; then
+  # Inclusive time per smtpbind function (its callees and the syscalls they
+  # make included): DWARF unwinding from .eh_frame (the release build has no
+  # frame pointers and no debug info, but keeps unwind tables).
+  echo
+  echo "== smtpbind: inclusive time by function (perf record --call-graph dwarf, $((TRACE_MSGS / 2)) msgs; share of all samples, self in the 2nd column)"
+  perf record -q -e cpu-clock -F 1999 --call-graph dwarf,16384 -o "$WORK/perf.cg.data" -p "$SB_PID" >/dev/null 2>&1 &
+  pf_pid=$!
+  sleep 1
+  source_run "$SB_PORT" "$((TRACE_MSGS / 2))"
+  kill -INT "$pf_pid" 2>/dev/null || true
+  wait "$pf_pid" 2>/dev/null || true
+  perf report -q -i "$WORK/perf.cg.data" --stdio --children --sort sym -g none 2>/dev/null |
+    grep -E 'smtpbind::|mail_parser|rustls|tokio::runtime::(io|time)' |
+    awk 'n < 30 {print "   " substr($0, 1, 170); n++}' || true
+fi
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
