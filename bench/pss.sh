@@ -16,7 +16,8 @@
 # from each process's "listening" event) and is stopped at the end.
 #
 # Env: N (100), LOADED (10), SESSIONS (8), MSGS (2000 per loaded sidecar),
-# SIZE (1024), SMTPBIND_BIN (default: scripts/build-release.sh), KEEP=1.
+# SIZE (1024), PREWARM (unset: the policy default; else upstream.reuse.prewarm),
+# SMTPBIND_BIN (default: scripts/build-release.sh), KEEP=1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -96,6 +97,8 @@ upstream:
   tls: starttls
   ca_file: $WORK/ca.pem
   server_name: localhost
+${PREWARM:+  reuse:
+    prewarm: $PREWARM}
 credential:
   secret_dir: $WORK/t$i/secret
   mechanism: auto
@@ -116,7 +119,7 @@ echo "== machine"
 echo "cpus: $(nproc) x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), memory $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 echo "smtpbind: $("$SMTPBIND_BIN" --version) ($SMTPBIND_BIN, $(stat -c %s "$SMTPBIND_BIN") bytes, $(file -b "$SMTPBIND_BIN" 2>/dev/null | cut -d, -f1-5 || echo '?'))"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "$N sidecars started; upstream: smtpbind capture, STARTTLS + AUTH, one account per tenant"
+echo "$N sidecars started; upstream: smtpbind capture, STARTTLS + AUTH, one account per tenant; upstream.reuse.prewarm: ${PREWARM:-policy default}"
 
 report() { # LABEL FILE (lines: pss rss)
   python3 - "$1" "$2" <<'PY'
