@@ -17,64 +17,8 @@ use crate::credential::{Credential, CredentialState};
 use crate::policy::{self, Pin, Policy};
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
+use crate::watch::DirWatch;
 use crate::{log, telemetry, Error};
-
-/// How often the mounted Secret and the policy file are re-read when no
-/// inotify event arrives. inotify watches the *directories* (a watch on a
-/// file breaks when the kubelet swaps the `..data` symlink); polling covers
-/// file systems without inotify.
-const POLL_INTERVAL: Duration = Duration::from_millis(1000);
-
-/// Starts an inotify watch on `dirs` that wakes `wake` on any event. `None`
-/// (with a warning) when inotify is unavailable: polling still works.
-fn inotify(
-    dirs: &[&Path],
-    policy_file: &Path,
-    wake: Arc<tokio::sync::Notify>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let policy_name = policy_file.file_name().map(|n| n.to_os_string());
-    // Only changes to the files we read count: not our own reads (access
-    // events), not other files that share the directory.
-    let relevant = move |path: &Path| match path.file_name() {
-        Some(name) => {
-            Some(name) == policy_name.as_deref()
-                || name == "username"
-                || name == "password"
-                || name.to_string_lossy().starts_with("..")
-        }
-        None => true,
-    };
-    let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(event) => {
-            if !matches!(event.kind, notify::EventKind::Access(_))
-                && (event.paths.is_empty() || event.paths.iter().any(|p| relevant(p)))
-            {
-                wake.notify_one();
-            }
-        }
-        Err(_) => wake.notify_one(),
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            log::warn(
-                "watch",
-                json!({ "message": "inotify unavailable, polling only", "error": e.to_string() }),
-            );
-            return None;
-        }
-    };
-    for dir in dirs {
-        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-            log::warn(
-                "watch",
-                json!({ "message": "cannot watch, polling only", "dir": dir.display().to_string(), "error": e.to_string() }),
-            );
-        }
-    }
-    Some(watcher)
-}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -224,22 +168,20 @@ async fn watch_files(
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
 ) {
     let mut policy_bytes = Some(policy_loaded);
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let wake = Arc::new(tokio::sync::Notify::new());
     let policy_dir = policy_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
+    // Only changes to the files we read count.
+    let policy_name = policy_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut files = DirWatch::new(&[&policy_dir, &secret_dir], move |name| {
+        name == policy_name || name == "username" || name == "password"
+    });
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = wake.notified() => {
-                // Let a burst of events (a kubelet swap is several) settle.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        files.next().await;
         // Policy file.
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
@@ -249,7 +191,7 @@ async fn watch_files(
             if dir != secret_dir {
                 secret_dir = dir;
                 cred_fingerprint = None;
-                _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
+                files.watch_dirs(&[&policy_dir, &secret_dir]);
             }
         }
         // Credential: compare the files' identity, reload on any change.

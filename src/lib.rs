@@ -37,6 +37,7 @@ pub mod session;
 pub mod smtp;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
 
 pub use app::{run, RunOptions};
 
