@@ -27,6 +27,7 @@ pub mod app;
 pub mod audit;
 pub mod capture;
 pub mod certs;
+pub mod client_tls;
 pub mod credential;
 pub mod demo;
 pub mod log;
@@ -36,6 +37,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod telemetry;
+pub mod tls_init;
 pub mod upstream;
 pub mod watch;
 
@@ -51,6 +53,10 @@ pub enum Error {
     Credential(#[from] credential::CredentialError),
     #[error("{0}")]
     Tls(#[from] upstream::tls::TlsConfigError),
+    #[error("client.tls: {0}")]
+    ClientTls(#[from] client_tls::ClientTlsError),
+    #[error("tls-init: {0}")]
+    TlsInit(#[from] tls_init::TlsInitError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot bind {addr}: {error}")]
@@ -62,7 +68,12 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Policy(_) | Error::Credential(_) | Error::Tls(_) | Error::Usage(_) => 1,
+            Error::Policy(_)
+            | Error::Credential(_)
+            | Error::Tls(_)
+            | Error::ClientTls(_)
+            | Error::TlsInit(_)
+            | Error::Usage(_) => 1,
             Error::Bind { .. } | Error::Runtime(_) => 2,
         }
     }

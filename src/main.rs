@@ -65,6 +65,19 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write a pod-local CA (ca.crt) and a serving pair (tls.crt, tls.key)
+    /// for localhost, 127.0.0.1, ::1 and each --name; no CA key is written.
+    TlsInit {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Another name for the certificate, e.g. the provider's host for transparent mode.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the capture upstream alone (a recording SMTP server with STARTTLS
     /// and AUTH), for the pod simulation and the kind harness.
     Capture {
@@ -114,6 +127,15 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(Error::from(e)),
         },
+        Cmd::TlsInit { dir, names, force } => smtpbind::tls_init::run(&dir, &names, force)
+            .map(|w| {
+                println!(
+                    "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1} (no CA key)",
+                    w.dir.display(),
+                    w.names.join(", ")
+                );
+            })
+            .map_err(Error::from),
         Cmd::Run {
             policy,
             listen,
