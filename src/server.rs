@@ -81,7 +81,7 @@ pub fn addresses(listeners: &[Listener]) -> Vec<serde_json::Value> {
         .iter()
         .filter_map(|l| {
             let addr = l.socket.local_addr().ok()?;
-            Some(serde_json::json!({ "addr": addr.to_string(), "tls": if l.implicit { "implicit" } else { "plain" } }))
+            Some(serde_json::json!({ "listen": addr.to_string(), "tls": if l.implicit { "implicit" } else { "plain" } }))
         })
         .collect()
 }

@@ -66,10 +66,14 @@ fn implicit_addr(sc: &Sidecar) -> SocketAddr {
         .expect("listeners")
         .iter()
         .find(|l| {
-            l["tls"] == "implicit" && l["addr"].as_str().is_some_and(|a| a.starts_with("127."))
+            l["tls"] == "implicit" && l["listen"].as_str().is_some_and(|a| a.starts_with("127."))
         })
         .expect("an implicit listener");
-    l["addr"].as_str().expect("addr").parse().expect("addr")
+    l["listen"]
+        .as_str()
+        .expect("listen")
+        .parse()
+        .expect("listen")
 }
 
 fn client_config(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
