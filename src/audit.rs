@@ -34,6 +34,8 @@ pub enum Reason {
     TooManyRecipients,
     MessageTooLarge,
     BareLf,
+    /// NUL in the content, or a header line that is not a header field.
+    MalformedContent,
     CredentialNotPinned,
 }
 
@@ -48,6 +50,7 @@ impl Reason {
             Reason::TooManyRecipients => "too_many_recipients",
             Reason::MessageTooLarge => "message_too_large",
             Reason::BareLf => "bare_lf",
+            Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
         }
     }

@@ -353,6 +353,7 @@ impl Conn {
                     self.config.hostname.clone(),
                     "8BITMIME".into(),
                     "SIZE 52428800".into(),
+                    "SMTPUTF8".into(),
                 ];
                 if !f.no_pipelining {
                     caps.push("PIPELINING".into());

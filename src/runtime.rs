@@ -4,6 +4,7 @@
 //! snapshot of. Its own module so that `server` and `session` both depend
 //! on it and not on each other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -19,6 +20,9 @@ pub struct Runtime {
     pub policy: Policy,
     pub connector: Connector,
     pub pool: Pool,
+    /// What the last upstream EHLO said of SMTPUTF8 (learned per policy
+    /// snapshot; until a connection was made it is not offered).
+    upstream_smtputf8: AtomicBool,
 }
 
 impl Runtime {
@@ -33,7 +37,19 @@ impl Runtime {
             policy,
             connector,
             pool,
+            upstream_smtputf8: AtomicBool::new(false),
         })
+    }
+
+    /// Records what a freshly connected upstream offered.
+    pub fn learn_upstream(&self, caps: &crate::upstream::Capabilities) {
+        self.upstream_smtputf8
+            .store(caps.smtputf8, Ordering::Relaxed);
+    }
+
+    /// Whether the upstream offered SMTPUTF8 at its last EHLO.
+    pub fn upstream_offers_smtputf8(&self) -> bool {
+        self.upstream_smtputf8.load(Ordering::Relaxed)
     }
 }
 

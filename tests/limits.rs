@@ -239,11 +239,16 @@ fn random_binary_garbage_gets_replies_or_a_disconnect_never_a_crash() {
     //    message, and the same session relays the next one.
     for (seed, sidecar, expected) in [
         (0xDEAD_BEEF_u64, &reject, "550 5.6.11"),
-        (0x0123_4567_89AB_CDEF_u64, &normalize, "550 5.7.1"),
+        // Normalized, the garbage is a header section with lines that are
+        // not header fields: 550 5.6.0 (before the From check).
+        (0x0123_4567_89AB_CDEF_u64, &normalize, "550 5.6.0"),
     ] {
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         open_data(&mut c);
         let mut junk = garbage(seed, 64 * 1024);
+        // Without NUL (that is 550 5.6.0 first: tests/content.rs), so the
+        // line-ending and header rules are what refuses this garbage.
+        junk.retain(|&b| b != 0);
         // A real end of data must not appear inside the garbage.
         assert!(!junk.windows(5).any(|w| w == b"\r\n.\r\n"));
         junk.extend_from_slice(b"\r\n.\r\n");

@@ -47,6 +47,12 @@ impl SenderMatcher {
         let Some((local, domain)) = split_address(address) else {
             return false;
         };
+        self.allows_mailbox(local, domain)
+    }
+
+    /// Whether the mailbox `local@domain` (a parsed path: the local part
+    /// unquoted, which may itself hold `@`) is allowed.
+    pub fn allows_mailbox(&self, local: &str, domain: &str) -> bool {
         // Patterns are stored lowercased: compare without allocating.
         self.patterns.iter().any(|p| match p {
             SenderPattern::Null => false,

@@ -7,11 +7,14 @@ use serde_json::json;
 use super::{Flow, Outcome, Session, Slot, Transaction};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
+use crate::smtp::envelope::{Body, MailFrom, RcptTo, ReversePath};
 use crate::smtp::reply::{local, Reply};
 use crate::upstream::{Connection, UpstreamError};
 
 impl Session {
-    pub(super) async fn mail(&mut self, address: &str, size: Option<u64>, eight_bit: bool) -> Flow {
+    /// MAIL FROM: the typed path is checked against `senders` and the
+    /// upstream command is written from it (never from the client's bytes).
+    pub(super) async fn mail(&mut self, mail: MailFrom) -> Flow {
         if !self.greeted {
             return self.bad_command(local::need_ehlo());
         }
@@ -21,8 +24,21 @@ impl Session {
         if self.tx.is_some() {
             return self.bad_command(local::nested_mail());
         }
-        let sender_domain = domain_of(address);
-        if !self.rt.policy.senders.allows(address) {
+        if mail.smtputf8 && !self.smtputf8_offered {
+            return self.bad_command(local::parameter("SMTPUTF8"));
+        }
+        if !mail.path.is_ascii() && !mail.smtputf8 {
+            self.reply(local::non_ascii_address());
+            return Flow::Continue;
+        }
+        let (sender_domain, allowed) = match &mail.path {
+            ReversePath::Null => (String::new(), self.rt.policy.senders.allows_null()),
+            ReversePath::Mailbox(m) => (
+                m.domain_lower(),
+                self.rt.policy.senders.allows_mailbox(&m.local, &m.domain),
+            ),
+        };
+        if !allowed {
             return self.refuse(
                 Reason::SenderNotAllowed,
                 local::sender_not_allowed(),
@@ -30,11 +46,11 @@ impl Session {
             );
         }
         let max = self.rt.policy.limits.max_message_bytes;
-        if size.is_some_and(|s| s > max) {
+        if mail.size.is_some_and(|s| s > max) {
             return self.refuse(
                 Reason::MessageTooLarge,
                 local::message_too_large(),
-                json!({ "size": size }),
+                json!({ "size": mail.size }),
             );
         }
         // Credential in force now (a rotation since the last message means a
@@ -52,18 +68,16 @@ impl Session {
                     return Flow::Continue;
                 }
             };
-            if eight_bit && !conn.capabilities().eight_bit_mime {
+            if mail.body == Some(Body::EightBitMime) && !conn.capabilities().eight_bit_mime {
                 self.reply(local::eight_bit_unsupported());
                 return Flow::Continue;
             }
-            let mut line = format!("MAIL FROM:<{address}>");
-            if let (Some(s), Some(_)) = (size, conn.capabilities().size) {
-                line.push_str(&format!(" SIZE={s}"));
+            if mail.smtputf8 && !conn.capabilities().smtputf8 {
+                // Offered at EHLO from an earlier connection; this one lacks it.
+                self.reply(local::non_ascii_address());
+                return Flow::Continue;
             }
-            if eight_bit {
-                line.push_str(" BODY=8BITMIME");
-            }
-            line.push_str("\r\n");
+            let line = mail.to_command(conn.capabilities().size.is_some());
             let reused = conn.take_reused();
             conn.set_clean(false);
             if conn.capabilities().pipelining && !reused {
@@ -78,6 +92,7 @@ impl Session {
                     sender_domain,
                     recipients: 0,
                     accepted: 0,
+                    smtputf8: mail.smtputf8,
                 });
                 return Flow::Continue;
             }
@@ -88,6 +103,7 @@ impl Session {
                             sender_domain,
                             recipients: 0,
                             accepted: 0,
+                            smtputf8: mail.smtputf8,
                         });
                     } else {
                         conn.set_clean(true);
@@ -146,7 +162,10 @@ impl Session {
             let conn = match self.rt.pool.checkout(cred.pin()).await {
                 Some(conn) => conn,
                 None => match self.rt.connector.connect(&cred).await {
-                    Ok(conn) => conn,
+                    Ok(conn) => {
+                        self.rt.learn_upstream(conn.capabilities());
+                        conn
+                    }
                     Err(e) => {
                         self.log_upstream_error(&e);
                         return Err(if e.is_tls() {
@@ -174,7 +193,9 @@ impl Session {
         self.reply(local::upstream_failed());
     }
 
-    pub(super) async fn rcpt(&mut self, address: &str) -> Flow {
+    /// RCPT TO: the typed mailbox is checked against `recipients` and the
+    /// upstream command is written from it.
+    pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Flow {
         let max = self.rt.policy.recipients.max_per_message;
         let Some(tx) = self.tx.as_mut() else {
             return self.bad_command(local::need_mail());
@@ -186,11 +207,21 @@ impl Session {
                 json!({ "max": max }),
             );
         }
-        if !self.rt.policy.recipients.domains.allows_address(address) {
+        if !rcpt.mailbox.is_ascii() && !tx.smtputf8 {
+            self.reply(local::non_ascii_address());
+            return Flow::Continue;
+        }
+        if !self
+            .rt
+            .policy
+            .recipients
+            .domains
+            .allows_domain(&rcpt.mailbox.domain)
+        {
             return self.refuse(
                 Reason::RecipientNotAllowed,
                 local::recipient_not_allowed(),
-                json!({ "recipient_domain": domain_of(address) }),
+                json!({ "recipient_domain": rcpt.mailbox.domain_lower() }),
             );
         }
         tx.recipients += 1;
@@ -199,8 +230,8 @@ impl Session {
             self.reply(local::upstream_failed());
             return Flow::Continue;
         };
+        let line = rcpt.to_command();
         if conn.capabilities().pipelining {
-            let line = format!("RCPT TO:<{address}>\r\n");
             if let Err(e) = conn.write(line.as_bytes()).await {
                 self.upstream_lost(&e);
                 return Flow::Continue;
@@ -208,10 +239,7 @@ impl Session {
             self.slots.push_back(Slot::Rcpt);
             return Flow::Continue;
         }
-        match conn
-            .command(format!("RCPT TO:<{address}>\r\n").as_bytes())
-            .await
-        {
+        match conn.command(line.as_bytes()).await {
             Ok(reply) => {
                 if reply.is_positive() {
                     if let Some(tx) = self.tx.as_mut() {
@@ -244,12 +272,4 @@ impl Session {
             }
         }
     }
-}
-
-/// The domain of an address (lowercased), `""` for the null sender.
-fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        .unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use crate::audit::{self, MessageEvent, MessageResult, Reason};
 use crate::policy::{BareLf, HeaderFrom};
 use crate::runtime::Phase;
 use crate::smtp::data::{BareLineEndings, DotStuffer};
-use crate::smtp::header::{header_from_addresses, Gate, HeaderGate};
+use crate::smtp::header::{header_section_wellformed, header_sender_addresses, Gate, HeaderGate};
 use crate::smtp::reply::{local, Reply};
 use crate::upstream::UpstreamError;
 
@@ -158,7 +158,14 @@ impl Session {
     ) {
         msg.size += content.len() as u64;
         if msg.refusal.is_none() {
-            if msg.mode == BareLineEndings::Reject && saw_bare {
+            if memchr::memchr(0, content).is_some() {
+                // No BINARYMIME: a NUL is never relayed (receivers that strip
+                // it would read another message or another header).
+                msg.refusal = Some(Refusal::Policy(
+                    Reason::MalformedContent,
+                    local::malformed_content(),
+                ));
+            } else if msg.mode == BareLineEndings::Reject && saw_bare {
                 msg.refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
             } else if msg.size > msg.max {
                 msg.refusal = Some(Refusal::Policy(
@@ -188,7 +195,13 @@ impl Session {
                         None
                     }
                     Gate::Complete => {
-                        if self.header_from_allowed(g.headers()) {
+                        if !header_section_wellformed(g.headers()) {
+                            msg.refusal = Some(Refusal::Policy(
+                                Reason::MalformedContent,
+                                local::malformed_content(),
+                            ));
+                            None
+                        } else if self.header_from_allowed(g.headers()) {
                             msg.gate.take().map(HeaderGate::into_buffer)
                         } else {
                             msg.refusal = Some(Refusal::Policy(
@@ -253,8 +266,10 @@ impl Session {
         }
     }
 
+    /// `header_from: enforce`: every address of From, Sender, Resent-From
+    /// and Resent-Sender is an allowed sender.
     pub(super) fn header_from_allowed(&self, headers: &[u8]) -> bool {
-        match header_from_addresses(headers) {
+        match header_sender_addresses(headers) {
             Ok(addresses) => {
                 !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
             }

@@ -93,6 +93,8 @@ struct Transaction {
     recipients: usize,
     /// RCPTs the upstream accepted.
     accepted: usize,
+    /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
+    smtputf8: bool,
 }
 
 /// A reply owed to the client, in order: ready now, or the reply to a
@@ -123,6 +125,8 @@ pub struct Session {
     inbuf: LineBuffer,
     out: Vec<u8>,
     greeted: bool,
+    /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
+    smtputf8_offered: bool,
     bound: bool,
     auth_failures: u32,
     errors: u32,
@@ -163,6 +167,7 @@ impl Session {
             inbuf: LineBuffer::new(),
             out: Vec::with_capacity(1024),
             greeted: false,
+            smtputf8_offered: false,
             bound: false,
             auth_failures: 0,
             errors: 0,
@@ -427,9 +432,8 @@ impl Session {
                 let reply = match e {
                     CommandError::Unknown => local::unknown_command(),
                     CommandError::Syntax(s) => local::syntax(s),
-                    CommandError::BadSender => local::bad_sender_address(),
-                    CommandError::BadRecipient => local::bad_recipient_address(),
-                    CommandError::Parameter(p) => local::parameter(&p),
+                    CommandError::Sender(e) => local::envelope(&e, true),
+                    CommandError::Recipient(e) => local::envelope(&e, false),
                 };
                 return self.bad_command(reply);
             }
@@ -450,19 +454,15 @@ impl Session {
         }
         // MAIL and RCPT may be pipelined to the upstream; every other
         // command sees the transaction as the upstream answered it.
-        if !matches!(cmd, Command::Mail { .. } | Command::Rcpt { .. }) {
+        if !matches!(cmd, Command::Mail(_) | Command::Rcpt(_)) {
             self.settle().await;
         }
         match cmd {
             Command::Ehlo(_) => self.ehlo(true).await,
             Command::Helo(_) => self.ehlo(false).await,
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
-            Command::Mail {
-                address,
-                size,
-                eight_bit,
-            } => self.mail(&address, size, eight_bit).await,
-            Command::Rcpt { address } => self.rcpt(&address).await,
+            Command::Mail(mail) => self.mail(mail).await,
+            Command::Rcpt(rcpt) => self.rcpt(rcpt).await,
             Command::Data => self.data().await,
             Command::Rset => {
                 self.reset_transaction().await;
@@ -495,6 +495,7 @@ impl Session {
     async fn ehlo(&mut self, extended: bool) -> Flow {
         self.reset_transaction().await;
         self.greeted = true;
+        self.smtputf8_offered = false;
         let name = self.rt.policy.upstream.ehlo_name.clone();
         if !extended {
             self.reply(Reply::new(250, name));
@@ -508,6 +509,12 @@ impl Session {
             "ENHANCEDSTATUSCODES".to_string(),
             "CHUNKING".to_string(),
         ];
+        // Offered only once an upstream connection showed it is offered
+        // there too: SMTPUTF8 must hold end to end (RFC 6531 §3.4).
+        self.smtputf8_offered = self.rt.upstream_offers_smtputf8();
+        if self.smtputf8_offered {
+            lines.push("SMTPUTF8".to_string());
+        }
         if self.offers_starttls() {
             lines.push("STARTTLS".to_string());
         }

@@ -57,6 +57,7 @@ impl Session {
         // Nothing learnt before TLS counts.
         self.reset_transaction().await;
         self.greeted = false;
+        self.smtputf8_offered = false;
         self.bound = self.rt.policy.client.auth == ClientAuth::None;
         self.info.client_identity = None;
         Flow::Continue

@@ -1,9 +1,12 @@
-//! Client commands, parsed with `smtp-proto` and narrowed to what smtpbind
-//! relays. Parameters that the path cannot honour end to end are refused
-//! here (`555`), and the `AUTH=` MAIL parameter is parsed only to be dropped:
-//! it never reaches the upstream.
+//! Client commands, narrowed to what smtpbind relays. MAIL and RCPT are
+//! parsed by [`super::envelope`] into typed values (the upstream command is
+//! written from them); every other verb by `smtp-proto`. Parameters that the
+//! path cannot honour end to end are refused (`555`), and the `AUTH=` MAIL
+//! parameter is parsed only to be dropped: it never reaches the upstream.
 
 use smtp_proto::{Error as ProtoError, Request};
+
+use super::envelope::{self, EnvelopeError, MailFrom, RcptTo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
@@ -21,17 +24,8 @@ pub enum Command {
         /// The initial response, if one was given (`=` means empty).
         initial: Option<String>,
     },
-    Mail {
-        /// Reverse path without brackets; empty for the null sender `<>`.
-        address: String,
-        /// SIZE= parameter.
-        size: Option<u64>,
-        /// BODY=8BITMIME was given.
-        eight_bit: bool,
-    },
-    Rcpt {
-        address: String,
-    },
+    Mail(MailFrom),
+    Rcpt(RcptTo),
     Data,
     /// BDAT with its chunk size and whether it is the LAST chunk.
     Bdat {
@@ -52,23 +46,36 @@ pub enum Command {
 pub enum CommandError {
     Unknown,
     Syntax(&'static str),
-    BadSender,
-    BadRecipient,
-    Parameter(String),
+    /// MAIL FROM's path or parameters.
+    Sender(EnvelopeError),
+    /// RCPT TO's path or parameters.
+    Recipient(EnvelopeError),
 }
 
 /// Parses one command line (without its CRLF).
 pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+    if let Some(arg) = strip_verb(line, b"MAIL FROM:", b"MAIL") {
+        return match arg {
+            Some(arg) => envelope::parse_mail(arg)
+                .map(Command::Mail)
+                .map_err(CommandError::Sender),
+            None => Err(CommandError::Syntax("expected MAIL FROM:<address>")),
+        };
+    }
+    if let Some(arg) = strip_verb(line, b"RCPT TO:", b"RCPT") {
+        return match arg {
+            Some(arg) => envelope::parse_rcpt(arg)
+                .map(Command::Rcpt)
+                .map_err(CommandError::Recipient),
+            None => Err(CommandError::Syntax("expected RCPT TO:<address>")),
+        };
+    }
     let mut owned = Vec::with_capacity(line.len() + 2);
     owned.extend_from_slice(line);
     owned.extend_from_slice(b"\r\n");
     let request = Request::parse(&mut owned.iter()).map_err(|e| match e {
         ProtoError::UnknownCommand => CommandError::Unknown,
-        ProtoError::InvalidSenderAddress => CommandError::BadSender,
-        ProtoError::InvalidRecipientAddress => CommandError::BadRecipient,
         ProtoError::SyntaxError { syntax } => CommandError::Syntax(syntax),
-        ProtoError::InvalidParameter { param } => CommandError::Parameter(param.to_string()),
-        ProtoError::UnsupportedParameter { param } => CommandError::Parameter(param),
         _ => CommandError::Syntax("malformed command"),
     })?;
     Ok(match request {
@@ -89,40 +96,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
                 Some(initial_response.into_owned())
             },
         },
-        Request::Mail { from } => {
-            let body_flags = smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME;
-            if from.flags & !body_flags != 0 {
-                return Err(CommandError::Parameter(
-                    "on MAIL (only SIZE, BODY, AUTH)".into(),
-                ));
-            }
-            if from.trans_id.is_some()
-                || from.env_id.is_some()
-                || from.solicit.is_some()
-                || from.mtrk.is_some()
-                || from.by != 0
-                || from.hold_for != 0
-                || from.hold_until != 0
-                || from.mt_priority != 0
-            {
-                return Err(CommandError::Parameter(
-                    "on MAIL (only SIZE, BODY, AUTH)".into(),
-                ));
-            }
-            // `from.auth` (the AUTH= parameter) is deliberately dropped.
-            Command::Mail {
-                address: from.address.into_owned(),
-                size: (from.size != 0).then_some(from.size as u64),
-                eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
-            }
-        }
-        Request::Rcpt { to } => {
-            if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
-                return Err(CommandError::Parameter("on RCPT (none supported)".into()));
-            }
-            Command::Rcpt {
-                address: to.address.into_owned(),
-            }
+        // Routed to `envelope` above; smtp-proto never decides a path.
+        Request::Mail { .. } | Request::Rcpt { .. } => {
+            return Err(CommandError::Syntax("malformed command"))
         }
         Request::Data => Command::Data,
         Request::Bdat {
@@ -146,9 +122,28 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     })
 }
 
+/// For a line whose verb is `verb`: `Some(Some(argument))` after `prefix`
+/// (case-insensitive), `Some(None)` when the verb is there but the rest is
+/// not `prefix`; `None` for another verb.
+fn strip_verb<'a>(line: &'a [u8], prefix: &[u8], verb: &[u8]) -> Option<Option<&'a [u8]>> {
+    let is_verb = line.len() >= verb.len()
+        && line[..verb.len()].eq_ignore_ascii_case(verb)
+        && line.get(verb.len()).is_none_or(|&b| b == b' ');
+    if !is_verb {
+        return None;
+    }
+    if line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(Some(&line[prefix.len()..]))
+    } else {
+        Some(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::smtp::envelope::{Body, Mailbox, ReversePath};
 
     #[test]
     fn mail_with_size_body_and_auth_param() {
@@ -156,11 +151,15 @@ mod tests {
             parse(b"MAIL FROM:<a@acme.example> SIZE=1000 BODY=8BITMIME AUTH=<>").expect("parses");
         assert_eq!(
             c,
-            Command::Mail {
-                address: "a@acme.example".into(),
+            Command::Mail(MailFrom {
+                path: ReversePath::Mailbox(Mailbox {
+                    local: "a".into(),
+                    domain: "acme.example".into()
+                }),
                 size: Some(1000),
-                eight_bit: true
-            }
+                body: Some(Body::EightBitMime),
+                smtputf8: false,
+            })
         );
     }
 
@@ -168,18 +167,30 @@ mod tests {
     fn null_sender_and_case_insensitive_verbs() {
         assert_eq!(
             parse(b"mail from:<>").expect("parses"),
-            Command::Mail {
-                address: String::new(),
+            Command::Mail(MailFrom {
+                path: ReversePath::Null,
                 size: None,
-                eight_bit: false
-            }
+                body: None,
+                smtputf8: false,
+            })
         );
         assert_eq!(
             parse(b"rcpt to:<X@Y.example>").expect("parses"),
-            Command::Rcpt {
-                address: "X@Y.example".into()
-            }
+            Command::Rcpt(RcptTo {
+                mailbox: Mailbox {
+                    local: "X".into(),
+                    domain: "Y.example".into()
+                }
+            })
         );
+        assert!(matches!(
+            parse(b"MAIL TO:<a@b.example>"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT FROM:<a@b.example>"),
+            Err(CommandError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -218,11 +229,11 @@ mod tests {
     fn unsupported_parameters_and_garbage() {
         assert!(matches!(
             parse(b"MAIL FROM:<a@b.example> RET=FULL"),
-            Err(CommandError::Parameter(_))
+            Err(CommandError::Sender(EnvelopeError::Parameter(_)))
         ));
         assert!(matches!(
             parse(b"RCPT TO:<a@b.example> NOTIFY=NEVER"),
-            Err(CommandError::Parameter(_))
+            Err(CommandError::Recipient(EnvelopeError::Parameter(_)))
         ));
         assert_eq!(parse(b"FOO bar"), Err(CommandError::Unknown));
         assert!(parse(b"MAIL TO:<a@b>").is_err());

@@ -160,9 +160,9 @@ struct RawField {
     value: std::ops::Range<usize>,
 }
 
-/// Find every From field: a line that does not start with WSP whose field
-/// name (before `:`, trailing WSP ignored) is `from`, case-insensitively.
-fn scan_from_fields(headers: &[u8]) -> Vec<RawField> {
+/// Find every field named `name`: a line that does not start with WSP whose
+/// field name (before `:`, trailing WSP ignored) is `name`, case-insensitively.
+fn scan_fields(headers: &[u8], name: &[u8]) -> Vec<RawField> {
     let mut fields: Vec<RawField> = Vec::new();
     let mut pos = 0;
     let mut open = false; // the last field seen is a From field still collecting continuation lines
@@ -180,8 +180,8 @@ fn scan_from_fields(headers: &[u8]) -> Vec<RawField> {
         } else {
             open = false;
             if let Some(colon) = memchr::memchr(b':', line) {
-                let name = trim_wsp_end(&line[..colon]);
-                if name.eq_ignore_ascii_case(b"from") {
+                let field = trim_wsp_end(&line[..colon]);
+                if field.eq_ignore_ascii_case(name) {
                     fields.push(RawField {
                         start: pos,
                         value: pos + colon + 1..line_end,
@@ -205,6 +205,81 @@ fn trim_wsp_end(mut s: &[u8]) -> &[u8] {
 /// All mailbox addresses of the single From header (groups flattened),
 /// lowercased domain.
 pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
+    let out = field_addresses(headers, b"from", HeaderName::From, true)?;
+    if out.is_empty() {
+        return Err(FromError::Missing);
+    }
+    Ok(out)
+}
+
+/// Every address that names the sender of the message: the one `From`
+/// (required), at most one `Sender`, and every `Resent-From` and
+/// `Resent-Sender` (one per resent block). `header_from: enforce` checks
+/// each against `senders`.
+pub fn header_sender_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
+    let mut out = header_from_addresses(headers)?;
+    out.extend(field_addresses(
+        headers,
+        b"sender",
+        HeaderName::Sender,
+        true,
+    )?);
+    out.extend(field_addresses(
+        headers,
+        b"resent-from",
+        HeaderName::ResentFrom,
+        false,
+    )?);
+    out.extend(field_addresses(
+        headers,
+        b"resent-sender",
+        HeaderName::ResentSender,
+        false,
+    )?);
+    Ok(out)
+}
+
+/// Whether every line of the header section (up to the empty line, or all
+/// of `headers` when there is none) is a header field (`ftext+ WSP* ":"`)
+/// or a continuation (WSP first) of one. Receivers disagree on where a
+/// section with any other line ends, so such a message is refused.
+pub fn header_section_wellformed(headers: &[u8]) -> bool {
+    let mut first = true;
+    for line in headers.split_inclusive(|&b| b == b'\n') {
+        let content = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if content.is_empty() {
+            return true; // the end of the header section
+        }
+        let ok = match content[0] {
+            b' ' | b'\t' => !first,
+            _ => match memchr::memchr(b':', content) {
+                Some(colon) => {
+                    let name = trim_wsp_end(&content[..colon]);
+                    !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
+                }
+                None => false,
+            },
+        };
+        if !ok {
+            return false;
+        }
+        first = false;
+    }
+    true
+}
+
+/// The addresses of every field named `name` (mail-parser's `hname`),
+/// cross-checked with our own scan; `single`: more than one such field is
+/// [`FromError::Multiple`]. No field: an empty list.
+fn field_addresses(
+    headers: &[u8],
+    name: &[u8],
+    hname: HeaderName<'static>,
+    single: bool,
+) -> Result<Vec<String>, FromError> {
     // mail-parser drops the value of a last field that has no line ending; the
     // decoder's content always ends in CRLF, but be independent of that.
     let terminated: Cow<'_, [u8]> = if headers.is_empty() || headers.ends_with(b"\n") {
@@ -216,49 +291,44 @@ pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
         Cow::Owned(v)
     };
     let headers: &[u8] = &terminated;
-    let ours = scan_from_fields(headers);
+    let ours = scan_fields(headers, name);
     let message = MessageParser::new().parse_headers(headers);
     let theirs: Vec<&mail_parser::Header<'_>> = message
         .as_ref()
-        .map(|m| {
-            m.headers()
-                .iter()
-                .filter(|h| h.name == HeaderName::From)
-                .collect()
-        })
+        .map(|m| m.headers().iter().filter(|h| h.name == hname).collect())
         .unwrap_or_default();
 
-    match (ours.len(), theirs.len()) {
-        (0, 0) => return Err(FromError::Missing),
-        (a, b) if a > 1 || b > 1 => return Err(FromError::Multiple),
-        _ => {}
+    if single && (ours.len() > 1 || theirs.len() > 1) {
+        return Err(FromError::Multiple);
     }
-    let (Some(field), Some(header)) = (ours.first(), theirs.first()) else {
-        return Err(FromError::Unparseable);
-    };
-    // Same field, and mail-parser's reading did not run past its end.
-    let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
-    let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
-    if !same_start || !within {
+    if ours.len() != theirs.len() {
         return Err(FromError::Unparseable);
     }
-    let address = header.value.as_address().ok_or(FromError::Unparseable)?;
-    let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
-
     let mut out = Vec::new();
-    let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
-        out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
-        Ok(())
-    };
-    match address {
-        Address::List(list) => list.iter().try_for_each(&mut push)?,
-        Address::Group(groups) => groups
-            .iter()
-            .flat_map(|g| g.addresses.iter())
-            .try_for_each(&mut push)?,
-    }
-    if out.is_empty() {
-        return Err(FromError::Unparseable);
+    for (field, header) in ours.iter().zip(theirs) {
+        // Same field, and mail-parser's reading did not run past its end.
+        let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
+        let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
+        if !same_start || !within {
+            return Err(FromError::Unparseable);
+        }
+        let address = header.value.as_address().ok_or(FromError::Unparseable)?;
+        let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
+        let before = out.len();
+        let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
+            out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
+            Ok(())
+        };
+        match address {
+            Address::List(list) => list.iter().try_for_each(&mut push)?,
+            Address::Group(groups) => groups
+                .iter()
+                .flat_map(|g| g.addresses.iter())
+                .try_for_each(&mut push)?,
+        }
+        if out.len() == before {
+            return Err(FromError::Unparseable);
+        }
     }
     Ok(out)
 }

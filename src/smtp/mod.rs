@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod data;
+pub mod envelope;
 pub mod header;
 pub mod line;
 pub mod reply;

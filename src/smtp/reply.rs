@@ -64,6 +64,7 @@ impl Reply {
 /// reply-code table and the code agree.
 pub mod local {
     use super::Reply;
+    use crate::smtp::envelope::EnvelopeError;
 
     pub fn greeting(host: &str) -> Reply {
         Reply::new(220, format!("{host} ESMTP smtpbind ready"))
@@ -182,11 +183,32 @@ pub mod local {
     pub fn syntax(what: &str) -> Reply {
         Reply::new(501, format!("5.5.4 syntax: {what}"))
     }
-    pub fn bad_sender_address() -> Reply {
-        Reply::new(553, "5.1.7 bad sender address syntax")
+    /// A MAIL/RCPT argument refused by the envelope parser.
+    pub fn envelope(e: &EnvelopeError, sender: bool) -> Reply {
+        match e {
+            EnvelopeError::Control => Reply::new(501, "5.1.3 control character in the address"),
+            EnvelopeError::NotUtf8 => non_ascii_address(),
+            EnvelopeError::Syntax(what) if sender => {
+                Reply::new(553, format!("5.1.7 bad sender address syntax: {what}"))
+            }
+            EnvelopeError::Syntax(what) => {
+                Reply::new(553, format!("5.1.3 bad recipient address syntax: {what}"))
+            }
+            EnvelopeError::Parameter(p) => parameter(p),
+            EnvelopeError::BadParameter(what) => syntax(what),
+        }
     }
-    pub fn bad_recipient_address() -> Reply {
-        Reply::new(553, "5.1.3 bad recipient address syntax")
+    pub fn non_ascii_address() -> Reply {
+        Reply::new(
+            553,
+            "5.6.7 non-ASCII address needs SMTPUTF8 end to end (not negotiated)",
+        )
+    }
+    pub fn malformed_content() -> Reply {
+        Reply::new(
+            550,
+            "5.6.0 message refused: NUL byte or a header line that is not a header field",
+        )
     }
     pub fn parameter(param: &str) -> Reply {
         Reply::new(555, format!("5.5.4 unsupported parameter {param}"))

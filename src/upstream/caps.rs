@@ -8,6 +8,8 @@ pub struct Capabilities {
     pub starttls: bool,
     pub pipelining: bool,
     pub eight_bit_mime: bool,
+    /// RFC 6531 SMTPUTF8.
+    pub smtputf8: bool,
     /// SIZE limit, if advertised (0 = no fixed limit).
     pub size: Option<u64>,
     pub auth_plain: bool,
@@ -33,6 +35,7 @@ impl Capabilities {
                 "STARTTLS" => caps.starttls = true,
                 "PIPELINING" => caps.pipelining = true,
                 "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 "AUTH" => {
                     for mech in first_arg.iter().map(String::as_str).chain(words) {

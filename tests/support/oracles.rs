@@ -59,3 +59,82 @@ pub fn header_end(content: &[u8]) -> Option<usize> {
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 4)
 }
+
+/// The envelope property, checked by an independent parser (smtp-proto's):
+/// for a client MAIL/RCPT `line`, either smtpbind refuses it, or the command
+/// it writes upstream parses to exactly the path and parameters it approved
+/// — and holds no control character, no `AUTH=`, nothing else.
+pub fn envelope_agrees(line: &[u8]) -> Result<(), String> {
+    use smtp_proto::Request;
+    use smtpbind::smtp::command::{self, Command};
+    use smtpbind::smtp::envelope::{Body, ReversePath};
+
+    let (wire, expect_address) = match command::parse(line) {
+        Ok(Command::Mail(m)) => {
+            let address = match &m.path {
+                ReversePath::Null => String::new(),
+                ReversePath::Mailbox(b) => format!("{}@{}", b.local, b.domain),
+            };
+            (m.to_command(true), Some((address, m)))
+        }
+        Ok(Command::Rcpt(r)) => (
+            r.to_command(),
+            Some((
+                format!("{}@{}", r.mailbox.local, r.mailbox.domain),
+                smtpbind::smtp::envelope::MailFrom {
+                    path: ReversePath::Null,
+                    size: None,
+                    body: None,
+                    smtputf8: false,
+                },
+            )),
+        ),
+        _ => return Ok(()), // refused (or not an envelope command)
+    };
+    let Some((address, mail)) = expect_address else {
+        return Ok(());
+    };
+    if wire
+        .bytes()
+        .any(|b| b < 0x20 && b != b'\r' && b != b'\n' || b == 0x7f)
+    {
+        return Err(format!("control character written upstream: {wire:?}"));
+    }
+    if wire.matches("\r\n").count() != 1 || !wire.ends_with("\r\n") {
+        return Err(format!("not one command line: {wire:?}"));
+    }
+    let parsed = Request::parse(&mut wire.as_bytes().iter())
+        .map_err(|e| format!("smtp-proto refuses what we wrote {wire:?}: {e:?}"))?;
+    match parsed {
+        Request::Mail { from } if wire.starts_with("MAIL") => {
+            if from.address != address {
+                return Err(format!("path {:?} != approved {address:?}", from.address));
+            }
+            let mut flags = 0;
+            match mail.body {
+                Some(Body::EightBitMime) => flags |= smtp_proto::MAIL_BODY_8BITMIME,
+                Some(Body::SevenBit) => flags |= smtp_proto::MAIL_BODY_7BIT,
+                None => {}
+            }
+            if mail.smtputf8 {
+                flags |= smtp_proto::MAIL_SMTPUTF8;
+            }
+            if from.flags != flags || from.size != mail.size.unwrap_or(0) as usize {
+                return Err(format!("parameters differ in {wire:?}: {from:?}"));
+            }
+            if from.auth.is_some() || from.env_id.is_some() || from.trans_id.is_some() {
+                return Err(format!("extra parameter upstream: {wire:?}"));
+            }
+        }
+        Request::Rcpt { to } if wire.starts_with("RCPT") => {
+            if to.address != address {
+                return Err(format!("path {:?} != approved {address:?}", to.address));
+            }
+            if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
+                return Err(format!("extra parameter upstream: {wire:?}"));
+            }
+        }
+        other => return Err(format!("{wire:?} parsed as {other:?}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,544 @@
+//! The envelope, typed: MAIL FROM and RCPT TO parsed once into a path
+//! (local part, domain) and parameters, and written to the upstream only
+//! from those values. No byte of the client's command is copied upstream.
+//!
+//! Parsing follows RFC 5321 §4.1.2 strictly (with RFC 6531 for UTF-8):
+//!
+//! ```text
+//! Path        = "<" [ A-d-l ":" ] Mailbox ">"     (a source route is dropped)
+//! Mailbox     = Local-part "@" Domain
+//! Local-part  = Dot-string / Quoted-string
+//! ```
+//!
+//! Address literals (`user@[192.0.2.1]`) are refused: a tenant's mail goes
+//! to named domains through its provider, and an allow-list of domains
+//! cannot speak about them.
+//!
+//! A control character anywhere in the command (NUL, TAB, CR, LF, DEL, other
+//! C0) is [`EnvelopeError::Control`] (`501 5.1.3`). Non-ASCII is recorded on
+//! the value ([`Mailbox::is_ascii`]); the session refuses it unless SMTPUTF8
+//! is negotiated end to end (`553 5.6.7`). Invalid UTF-8 is
+//! [`EnvelopeError::NotUtf8`].
+//!
+//! [`Mailbox::write_path`] writes the local part as a Dot-string when it is
+//! one, else as a Quoted-string with `"` and `\` escaped, so what the policy
+//! approved is exactly what an RFC 5321 parser on the other side reads.
+
+use std::fmt::Write as _;
+
+/// Longest local part (RFC 5321 §4.5.3.1.1).
+pub const MAX_LOCAL: usize = 64;
+/// Longest domain (RFC 5321 §4.5.3.1.2).
+pub const MAX_DOMAIN: usize = 255;
+
+/// A mailbox: the local part unquoted (as its meaning, not its spelling) and
+/// the domain (a host name; U-labels allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub local: String,
+    pub domain: String,
+}
+
+/// MAIL FROM's path: the null sender `<>` or a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReversePath {
+    Null,
+    Mailbox(Mailbox),
+}
+
+/// `BODY=` (RFC 6152). BINARYMIME is not offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    SevenBit,
+    EightBitMime,
+}
+
+/// MAIL FROM, parsed. `AUTH=` was parsed and dropped: it has no field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFrom {
+    pub path: ReversePath,
+    pub size: Option<u64>,
+    pub body: Option<Body>,
+    pub smtputf8: bool,
+}
+
+/// RCPT TO, parsed. No RCPT parameter is offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptTo {
+    pub mailbox: Mailbox,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A control character in the command: `501 5.1.3`.
+    #[error("control character in the address")]
+    Control,
+    /// Not valid UTF-8: `553 5.6.7`.
+    #[error("address is not valid UTF-8")]
+    NotUtf8,
+    /// The path does not follow RFC 5321: `501 5.1.3` / `553 5.1.7`.
+    #[error("{0}")]
+    Syntax(&'static str),
+    /// A parameter smtpbind does not offer: `555 5.5.4`.
+    #[error("unsupported parameter {0}")]
+    Parameter(String),
+    /// A parameter given twice or with a bad value: `501 5.5.4`.
+    #[error("{0}")]
+    BadParameter(&'static str),
+}
+
+impl Mailbox {
+    /// Whether local part and domain are ASCII (else SMTPUTF8 is needed).
+    pub fn is_ascii(&self) -> bool {
+        self.local.is_ascii() && self.domain.is_ascii()
+    }
+
+    /// The domain lowercased, for logs and matching.
+    pub fn domain_lower(&self) -> String {
+        self.domain.to_lowercase()
+    }
+
+    /// Writes `<local@domain>`: the local part as a Dot-string when it is
+    /// one, else quoted.
+    pub fn write_path(&self, out: &mut String) {
+        out.push('<');
+        if is_dot_string(&self.local) {
+            out.push_str(&self.local);
+        } else {
+            out.push('"');
+            for c in self.local.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+        out.push('@');
+        out.push_str(&self.domain);
+        out.push('>');
+    }
+}
+
+impl ReversePath {
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            ReversePath::Null => true,
+            ReversePath::Mailbox(m) => m.is_ascii(),
+        }
+    }
+}
+
+impl MailFrom {
+    /// The upstream command. `size` is written when the upstream offers
+    /// SIZE, `smtputf8` only when it was negotiated (the caller checks).
+    pub fn to_command(&self, upstream_size: bool) -> String {
+        let mut line = String::with_capacity(64);
+        line.push_str("MAIL FROM:");
+        match &self.path {
+            ReversePath::Null => line.push_str("<>"),
+            ReversePath::Mailbox(m) => m.write_path(&mut line),
+        }
+        if let (Some(s), true) = (self.size, upstream_size) {
+            let _ = write!(line, " SIZE={s}");
+        }
+        match self.body {
+            Some(Body::EightBitMime) => line.push_str(" BODY=8BITMIME"),
+            Some(Body::SevenBit) => line.push_str(" BODY=7BIT"),
+            None => {}
+        }
+        if self.smtputf8 {
+            line.push_str(" SMTPUTF8");
+        }
+        line.push_str("\r\n");
+        line
+    }
+}
+
+impl RcptTo {
+    pub fn to_command(&self) -> String {
+        let mut line = String::with_capacity(64);
+        line.push_str("RCPT TO:");
+        self.mailbox.write_path(&mut line);
+        line.push_str("\r\n");
+        line
+    }
+}
+
+/// atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII (RFC 6531).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// Dot-string: atoms of atext joined by single dots.
+pub fn is_dot_string(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|a| !a.is_empty() && a.chars().all(is_atext))
+}
+
+/// Parses the argument of `MAIL FROM:` (everything after the colon).
+pub fn parse_mail(arg: &[u8]) -> Result<MailFrom, EnvelopeError> {
+    let arg = text(arg)?;
+    let (path, rest) = split_path(arg)?;
+    let path = if path.is_empty() {
+        ReversePath::Null
+    } else {
+        ReversePath::Mailbox(parse_path(path)?)
+    };
+    let mut mail = MailFrom {
+        path,
+        size: None,
+        body: None,
+        smtputf8: false,
+    };
+    let mut seen_auth = false;
+    for (key, value) in params(rest)? {
+        match (key.to_ascii_uppercase().as_str(), value) {
+            ("SIZE", Some(v)) if mail.size.is_none() => {
+                if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(EnvelopeError::BadParameter("SIZE takes a number"));
+                }
+                mail.size = Some(
+                    v.parse()
+                        .map_err(|_| EnvelopeError::BadParameter("SIZE out of range"))?,
+                );
+            }
+            ("BODY", Some(v)) if mail.body.is_none() => {
+                mail.body = Some(if v.eq_ignore_ascii_case("7BIT") {
+                    Body::SevenBit
+                } else if v.eq_ignore_ascii_case("8BITMIME") {
+                    Body::EightBitMime
+                } else {
+                    return Err(EnvelopeError::Parameter(format!("BODY={}", printable(v))));
+                });
+            }
+            ("SMTPUTF8", None) if !mail.smtputf8 => mail.smtputf8 = true,
+            // RFC 4954 §5: the client's AUTH= ends here, like its AUTH.
+            ("AUTH", Some(_)) if !seen_auth => seen_auth = true,
+            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH", _) => {
+                return Err(EnvelopeError::BadParameter(
+                    "parameter repeated or malformed",
+                ))
+            }
+            (k, _) => return Err(EnvelopeError::Parameter(printable(k))),
+        }
+    }
+    Ok(mail)
+}
+
+/// Parses the argument of `RCPT TO:`.
+pub fn parse_rcpt(arg: &[u8]) -> Result<RcptTo, EnvelopeError> {
+    let arg = text(arg)?;
+    let (path, rest) = split_path(arg)?;
+    if path.is_empty() {
+        return Err(EnvelopeError::Syntax("empty recipient"));
+    }
+    let mailbox = parse_path(path)?;
+    if let Some((key, _)) = params(rest)?.into_iter().next() {
+        return Err(EnvelopeError::Parameter(printable(key)));
+    }
+    Ok(RcptTo { mailbox })
+}
+
+/// The argument as text: no control character, valid UTF-8.
+fn text(arg: &[u8]) -> Result<&str, EnvelopeError> {
+    if arg.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(EnvelopeError::Control);
+    }
+    std::str::from_utf8(arg).map_err(|_| EnvelopeError::NotUtf8)
+}
+
+/// Splits `<path> params` into the text between the brackets and the rest.
+/// The closing `>` is found by scanning the path grammar (quotes and
+/// quoted-pairs), never by searching for the last `>`.
+fn split_path(arg: &str) -> Result<(&str, &str), EnvelopeError> {
+    // RFC 5321 has no space after the colon; many clients send one.
+    let arg = arg.trim_start_matches(' ');
+    let inner = arg.strip_prefix('<').ok_or(EnvelopeError::Syntax(
+        "the address must be in <angle brackets>",
+    ))?;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match c {
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => quoted = true,
+                '>' => {
+                    let rest = &inner[i + 1..];
+                    if !(rest.is_empty() || rest.starts_with(' ')) {
+                        return Err(EnvelopeError::Syntax("text after the address"));
+                    }
+                    return Ok((&inner[..i], rest));
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(EnvelopeError::Syntax("no closing '>'"))
+}
+
+/// `[A-d-l ":"] Mailbox` between the brackets.
+fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
+    let mailbox = match path.strip_prefix('@') {
+        Some(_) => {
+            // Source route (RFC 5321 §4.1.2, obsolete): "@d1,@d2:" — dropped.
+            let colon = path
+                .find(':')
+                .ok_or(EnvelopeError::Syntax("bad source route"))?;
+            for hop in path[..colon].split(',') {
+                let d = hop
+                    .strip_prefix('@')
+                    .ok_or(EnvelopeError::Syntax("bad source route"))?;
+                if !is_domain(d) {
+                    return Err(EnvelopeError::Syntax("bad source route"));
+                }
+            }
+            &path[colon + 1..]
+        }
+        None => path,
+    };
+    let (local, domain) = if let Some(rest) = mailbox.strip_prefix('"') {
+        let (local, after) = unquote(rest)?;
+        let domain = after
+            .strip_prefix('@')
+            .ok_or(EnvelopeError::Syntax("expected '@' after the local part"))?;
+        (local, domain)
+    } else {
+        let (local, domain) = mailbox
+            .split_once('@')
+            .ok_or(EnvelopeError::Syntax("expected local@domain"))?;
+        if !is_dot_string(local) {
+            return Err(EnvelopeError::Syntax("local part is not a dot-string"));
+        }
+        (local.to_string(), domain)
+    };
+    if local.is_empty() || local.len() > MAX_LOCAL {
+        return Err(EnvelopeError::Syntax("local part empty or longer than 64"));
+    }
+    if !is_domain(domain) || domain.len() > MAX_DOMAIN {
+        return Err(EnvelopeError::Syntax("bad domain"));
+    }
+    Ok(Mailbox {
+        local,
+        domain: domain.to_string(),
+    })
+}
+
+/// The text after an opening quote: (unquoted content, text after the
+/// closing quote). qtextSMTP / quoted-pairSMTP (RFC 5321 §4.1.2; RFC 6531
+/// adds UTF-8).
+fn unquote(s: &str) -> Result<(String, &str), EnvelopeError> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((out, &s[i + 1..])),
+            '\\' => match chars.next() {
+                Some((_, e)) if e == ' ' || e.is_ascii_graphic() || !e.is_ascii() => out.push(e),
+                _ => return Err(EnvelopeError::Syntax("bad quoted pair")),
+            },
+            c if c == ' ' || c.is_ascii_graphic() || !c.is_ascii() => out.push(c),
+            _ => return Err(EnvelopeError::Syntax("bad character in quoted string")),
+        }
+    }
+    Err(EnvelopeError::Syntax("unterminated quoted string"))
+}
+
+/// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str]
+/// (U-labels allowed: non-ASCII counts as a letter).
+fn is_domain(d: &str) -> bool {
+    let label_ok = |l: &str| {
+        let alnum = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| alnum(c) || c == '-')
+            && l.chars().next().is_some_and(alnum)
+            && l.chars().last().is_some_and(alnum)
+    };
+    !d.is_empty() && d.split('.').all(label_ok)
+}
+
+/// `SP keyword[=value]` pairs (RFC 5321 §4.1.2 Mail-parameters).
+fn params(rest: &str) -> Result<Vec<(&str, Option<&str>)>, EnvelopeError> {
+    let mut out = Vec::new();
+    for word in rest.split(' ').filter(|w| !w.is_empty()) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let key_ok = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let value_ok = value.is_none_or(|v| {
+            !v.is_empty() && v.bytes().all(|b| (33..=126).contains(&b) && b != b'=')
+        });
+        if !key_ok || !value_ok {
+            return Err(EnvelopeError::BadParameter("malformed parameter"));
+        }
+        out.push((key, value));
+    }
+    if out.len() > 10 {
+        return Err(EnvelopeError::BadParameter("too many parameters"));
+    }
+    Ok(out)
+}
+
+/// A client string safe to echo in a reply (ASCII graphic only, bounded).
+fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mbox(path: &str) -> Mailbox {
+        match parse_mail(path.as_bytes()).expect("parses").path {
+            ReversePath::Mailbox(m) => m,
+            ReversePath::Null => panic!("null"),
+        }
+    }
+
+    #[test]
+    fn the_reported_injections_are_requoted() {
+        let r = parse_rcpt(br#"<"x@evil.example> NOTIFY=NEVER ORCPT=rfc822;z"@example.net>"#)
+            .expect("a valid quoted local part");
+        assert_eq!(r.mailbox.domain, "example.net");
+        assert_eq!(
+            r.mailbox.local,
+            "x@evil.example> NOTIFY=NEVER ORCPT=rfc822;z"
+        );
+        assert_eq!(
+            r.to_command(),
+            "RCPT TO:<\"x@evil.example> NOTIFY=NEVER ORCPT=rfc822;z\"@example.net>\r\n"
+        );
+        let m = parse_mail(br#"<"a> AUTH=victim+40globex.example ENVID=x"@acme.example>"#)
+            .expect("parses");
+        assert_eq!(
+            m.to_command(true),
+            "MAIL FROM:<\"a> AUTH=victim+40globex.example ENVID=x\"@acme.example>\r\n"
+        );
+        assert_eq!(
+            parse_mail(b"<\"a\x00b\"@acme.example>"),
+            Err(EnvelopeError::Control)
+        );
+        assert_eq!(
+            parse_rcpt(b"<\"a\tb\"@acme.example>"),
+            Err(EnvelopeError::Control)
+        );
+    }
+
+    #[test]
+    fn quoting_only_where_needed() {
+        let m = mbox(r#"<"billing"@acme.example>"#);
+        assert_eq!(m.local, "billing");
+        let mut s = String::new();
+        m.write_path(&mut s);
+        assert_eq!(s, "<billing@acme.example>");
+        let m = mbox(r#"<"a\"b\\c d"@acme.example>"#);
+        assert_eq!(m.local, "a\"b\\c d");
+        let mut s = String::new();
+        m.write_path(&mut s);
+        assert_eq!(s, r#"<"a\"b\\c d"@acme.example>"#);
+        let m = mbox("<@relay.example,@r2.example:user@acme.example>");
+        assert_eq!(
+            (m.local.as_str(), m.domain.as_str()),
+            ("user", "acme.example")
+        );
+    }
+
+    #[test]
+    fn parameters() {
+        let m = parse_mail(b"<a@acme.example> SIZE=1000 BODY=8BITMIME AUTH=<> SMTPUTF8")
+            .expect("parses");
+        assert_eq!(m.size, Some(1000));
+        assert_eq!(m.body, Some(Body::EightBitMime));
+        assert!(m.smtputf8);
+        assert_eq!(
+            m.to_command(true),
+            "MAIL FROM:<a@acme.example> SIZE=1000 BODY=8BITMIME SMTPUTF8\r\n"
+        );
+        assert_eq!(
+            m.to_command(false),
+            "MAIL FROM:<a@acme.example> BODY=8BITMIME SMTPUTF8\r\n"
+        );
+        assert!(matches!(
+            parse_mail(b"<a@acme.example> RET=FULL"),
+            Err(EnvelopeError::Parameter(p)) if p == "RET"
+        ));
+        assert!(matches!(
+            parse_mail(b"<a@acme.example> BODY=BINARYMIME"),
+            Err(EnvelopeError::Parameter(_))
+        ));
+        assert!(matches!(
+            parse_mail(b"<a@acme.example> SIZE=1 SIZE=2"),
+            Err(EnvelopeError::BadParameter(_))
+        ));
+        assert!(matches!(
+            parse_rcpt(b"<a@b.example> NOTIFY=NEVER"),
+            Err(EnvelopeError::Parameter(p)) if p == "NOTIFY"
+        ));
+        assert_eq!(parse_mail(b"<>").expect("null").path, ReversePath::Null);
+        assert!(parse_rcpt(b"<>").is_err());
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for bad in [
+            "a@b.example",
+            "<a@b.example",
+            "<a@b.example>x",
+            "<a..b@c.example>",
+            "<.a@c.example>",
+            "<a@-c.example>",
+            "<a@c.example.>",
+            "<a@c..example>",
+            "<a b@c.example>",
+            "<\"unterminated@c.example>",
+            "<\"a\"b@c.example>",
+            "<a@[1.2.3.4>",
+            "<a@>",
+            "<@c.example>",
+            "<a@b@c.example>",
+        ] {
+            assert!(
+                matches!(parse_mail(bad.as_bytes()), Err(EnvelopeError::Syntax(_))),
+                "{bad}"
+            );
+        }
+        let long = format!("<{}@c.example>", "a".repeat(65));
+        assert!(parse_mail(long.as_bytes()).is_err());
+        assert_eq!(
+            parse_mail(b"<a\x7f@c.example>"),
+            Err(EnvelopeError::Control)
+        );
+        assert_eq!(
+            parse_mail(b"<a\xff@c.example>"),
+            Err(EnvelopeError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn utf8_addresses_are_values_marked_non_ascii() {
+        let m = mbox("<josé@bücher.example>");
+        assert!(!m.is_ascii());
+        assert_eq!(m.domain, "bücher.example");
+        assert!(parse_rcpt(b"<a@[IPv6:2001:db8::1]>").is_err());
+        assert!(parse_rcpt(b"<a@[192.0.2.1]>").is_err());
+    }
+}
