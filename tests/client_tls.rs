@@ -189,6 +189,14 @@ fn starttls(addr: SocketAddr, ca: &Path) -> TlsClient {
     t
 }
 
+/// [`starttls`], then AUTH as tenant A.
+fn authed(addr: SocketAddr, ca: &Path) -> TlsClient {
+    let mut t = starttls(addr, ca);
+    let r = t.cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)));
+    assert!(r.starts_with("235"), "{r}");
+    t
+}
+
 #[test]
 fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
     let up = Upstream::default();
@@ -204,10 +212,7 @@ fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
         "offer: {ehlo}"
     );
 
-    let mut t = starttls(sc.smtp, &tls.ca());
-    assert!(t
-        .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)))
-        .starts_with("235"));
+    let mut t = authed(sc.smtp, &tls.ca());
     let r = t.send_message("billing@acme.example", "one@example.net");
     assert!(r.starts_with("250"), "{r}");
 
@@ -242,14 +247,21 @@ fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
     sc.assert_no_secrets();
 }
 
-#[test]
-fn bytes_pipelined_after_starttls_are_discarded_and_the_session_restarts() {
+/// A sidecar with `starttls: MODE` and a plain session to it after EHLO
+/// (and the EHLO reply).
+fn greeted(mode: &str) -> (Upstream, Tls, Sidecar, Client<TcpStream>, String) {
     let up = Upstream::default();
     let tls = Tls::new();
-    let sc = sidecar(&up, &tls, "offer", |_| {});
+    let sc = sidecar(&up, &tls, mode, |_| {});
     let mut c = connect(sc.smtp);
     c.reply();
-    c.cmd("EHLO client.test");
+    let ehlo = c.cmd("EHLO client.test");
+    (up, tls, sc, c, ehlo)
+}
+
+#[test]
+fn bytes_pipelined_after_starttls_are_discarded_and_the_session_restarts() {
+    let (up, tls, _sc, mut c, _) = greeted("offer");
     // Bound in plain text first: the binding must not survive the restart.
     assert!(c
         .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)))
@@ -280,12 +292,7 @@ fn bytes_pipelined_after_starttls_are_discarded_and_the_session_restarts() {
 
 #[test]
 fn require_answers_only_the_allowed_verbs_before_tls_and_sends_nothing_upstream() {
-    let up = Upstream::default();
-    let tls = Tls::new();
-    let sc = sidecar(&up, &tls, "require", |_| {});
-    let mut c = connect(sc.smtp);
-    c.reply();
-    let ehlo = c.cmd("EHLO x");
+    let (up, tls, sc, mut c, ehlo) = greeted("require");
     assert!(
         ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
         "{ehlo}"
@@ -307,10 +314,7 @@ fn require_answers_only_the_allowed_verbs_before_tls_and_sends_nothing_upstream(
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(up.server.connections(), 0, "nothing upstream before TLS");
 
-    let mut t = starttls(sc.smtp, &tls.ca());
-    assert!(t
-        .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)))
-        .starts_with("235"));
+    let mut t = authed(sc.smtp, &tls.ca());
     assert!(t
         .send_message("billing@acme.example", "x@example.net")
         .starts_with("250"));
@@ -322,20 +326,7 @@ fn require_answers_only_the_allowed_verbs_before_tls_and_sends_nothing_upstream(
 fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).expect("timeout");
     let start = Instant::now();
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return start.elapsed() <= within,
-            Ok(_) => continue,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
+    stream_closed(s) && start.elapsed() <= within + Duration::from_millis(500)
 }
 
 #[test]
@@ -388,10 +379,7 @@ fn stalled_and_garbage_handshakes_end_the_session_and_the_sidecar_goes_on() {
 
     let warnings = sc.events("client_tls_handshake");
     assert!(warnings.len() >= 5, "{warnings:?}");
-    let mut t = starttls(sc.smtp, &tls.ca());
-    assert!(t
-        .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_A)))
-        .starts_with("235"));
+    let mut t = authed(sc.smtp, &tls.ca());
     assert!(t
         .send_message("billing@acme.example", "x@example.net")
         .starts_with("250"));
@@ -547,37 +535,27 @@ fn real_clients_verify_the_pod_local_ca() {
     let sc = sidecar(&up, &tls, "require", |_| {});
     let implicit = implicit_addr(&sc);
     let ca = tls.ca().display().to_string();
-    let auth = [
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "apikey",
-        "--auth-password",
-        KEY_A,
-    ];
-    let from = ["--from", "billing@acme.example"];
-    let (ok, out) = swaks(
-        sc.smtp,
-        &[
-            &["--tls", "--tls-verify", "--tls-ca-path", &ca][..],
-            &auth,
-            &from,
-            &["--to", "swaks-starttls@example.net"],
-        ]
-        .concat(),
-    );
-    assert!(ok, "swaks --tls: {out}");
-    let (ok, out) = swaks(
-        implicit,
-        &[
-            &["--tls-on-connect", "--tls-verify", "--tls-ca-path", &ca][..],
-            &auth,
-            &from,
-            &["--to", "swaks-smtps@example.net"],
-        ]
-        .concat(),
-    );
-    assert!(ok, "swaks --tls-on-connect: {out}");
+    for (addr, mode, rcpt) in [
+        (sc.smtp, "--tls", "swaks-starttls@example.net"),
+        (implicit, "--tls-on-connect", "swaks-smtps@example.net"),
+    ] {
+        let (ok, out) = swaks(
+            addr,
+            &[
+                mode,
+                "--tls-verify",
+                "--tls-ca-path",
+                &ca,
+                "--auth",
+                "PLAIN",
+            ]
+            .into_iter()
+            .chain(["--auth-user", "apikey", "--auth-password", KEY_A])
+            .chain(["--from", "billing@acme.example", "--to", rcpt])
+            .collect::<Vec<_>>(),
+        );
+        assert!(ok, "swaks {mode}: {out}");
+    }
 
     let body = message("billing@acme.example", "curl");
     let file = tls.dir.path().join("msg.eml");
