@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use smtpbind::client_tls::load_pair;
 use smtpbind::credential::{fingerprint, Credential};
 use smtpbind::{policy, Error, RunOptions};
 
@@ -47,7 +48,8 @@ enum Cmd {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Also load each policy's mounted credential and verify its pin.
+        /// Also load each policy's mounted credential and verify its pin (and
+        /// the client.tls pair, when the policy has one).
         #[arg(long)]
         credentials: bool,
     },
@@ -248,18 +250,25 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
         match policy::load(file) {
             Ok(p) => {
                 if credentials {
+                    let mut ok = true;
+                    if let Some(Err(e)) = p.client.tls.as_ref().map(|t| load_pair(&t.cert_dir)) {
+                        ok = false;
+                        eprintln!("{}: client.tls.cert_dir: {e}", file.display());
+                    }
                     match Credential::load(&p.credential.secret_dir, &p.credential.pins) {
-                        Ok(c) => println!(
+                        Ok(c) if ok => println!(
                             "{}: ok (tenant {}, credential {})",
                             file.display(),
                             p.tenant,
                             c.pin().short()
                         ),
+                        Ok(_) => {}
                         Err(e) => {
-                            failed = true;
+                            ok = false;
                             eprintln!("{}: credential.secret_dir: {e}", file.display());
                         }
                     }
+                    failed |= !ok;
                 } else {
                     println!("{}: ok (tenant {})", file.display(), p.tenant);
                 }

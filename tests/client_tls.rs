@@ -500,7 +500,7 @@ fn certificate_rotation_under_load_fails_no_session_and_a_bad_pair_is_refused() 
 }
 
 #[test]
-fn a_missing_pair_at_start_exits_1() {
+fn a_missing_pair_fails_start_and_check_credentials() {
     let up = Upstream::default();
     let dir = tempfile::tempdir().expect("tempdir");
     let empty = dir.path().join("none");
@@ -522,6 +522,13 @@ fn a_missing_pair_at_start_exits_1() {
     std::fs::write(&path, spec.yaml()).expect("policy");
     let out = Sidecar::command(&path, &[]).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let check = std::process::Command::new(bin())
+        .args(["check", "--credentials"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stderr).contains("client.tls.cert_dir: "));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("client.tls:"),
         "{out:?}"
