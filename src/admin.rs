@@ -7,8 +7,11 @@
 //! - `GET /metrics`: Prometheus text.
 //!
 //! Anything else is 404 (405 for other methods). Requests are bounded: only
-//! HTTP/1.1 GETs without a body are served, headers are read within 5 s.
+//! HTTP/1.1 GETs without a body are served, headers are read within 5 s, a
+//! connection lives at most 60 s, and at most 64 are open: at capacity the
+//! oldest is closed to make room, so held connections never starve probes.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,9 +23,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::credential::CredentialState;
+
+/// Open admin connections at most; past it the oldest is closed.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// The readiness latch: released when every condition holds.
 #[derive(Debug, Default)]
@@ -49,7 +55,8 @@ impl Readiness {
             return Err("listener not bound".into());
         }
         match credential {
-            CredentialState::Ready(_) => Ok(()),
+            // XOAUTH2: ready only while a usable token is held (§9).
+            CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),
             CredentialState::NotReady(reason) => Err(format!("credential: {reason}")),
         }
     }
@@ -115,18 +122,32 @@ impl Admin {
     }
 
     /// Serves until `shutdown` resolves.
+    ///
+    /// At most [`MAX_CONNECTIONS`] connections are open; when a new one
+    /// arrives at capacity the oldest is closed to make room, so idle or
+    /// slow clients holding connections can never starve the kubelet's
+    /// probes (each probe is a new, short connection).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let conns = Arc::new(tokio::sync::Semaphore::new(64));
+        // Oldest first; an entry whose receiver is gone is a finished connection.
+        let mut open: VecDeque<oneshot::Sender<()>> = VecDeque::with_capacity(MAX_CONNECTIONS);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let Ok(permit) = conns.clone().try_acquire_owned() else { continue };
+                    open.retain(|evict| !evict.is_closed());
+                    if open.len() >= MAX_CONNECTIONS {
+                        if let Some(oldest) = open.pop_front() {
+                            let _ = oldest.send(());
+                            metrics::counter!("smtpbind_admin_evicted_connections_total").increment(1);
+                        }
+                    }
+                    let (evict, evicted) = oneshot::channel();
+                    open.push_back(evict);
                     let admin = self.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| admin.clone().handle(req));
@@ -136,8 +157,10 @@ impl Admin {
                             .max_buf_size(16 * 1024)
                             .keep_alive(true)
                             .serve_connection(TokioIo::new(stream), service);
-                        let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
-                        drop(permit);
+                        tokio::select! {
+                            _ = tokio::time::timeout(Duration::from_secs(60), conn) => {}
+                            _ = evicted => {}
+                        }
                     });
                 }
                 _ = &mut shutdown => return,

@@ -18,8 +18,34 @@ use crate::credential::{Credential, CredentialState};
 use crate::policy::{self, Pin, Policy};
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
-use crate::watch::DirWatch;
 use crate::{log, telemetry, Error};
+
+/// How often the mounted Secret and the policy file are re-read when no
+/// inotify event arrives. inotify watches the *directories* (a watch on a
+/// file breaks when the kubelet swaps the `..data` symlink); polling covers
+/// file systems without inotify.
+const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// The inotify watch of `smtpbind run`: wakes `wake` when the policy file,
+/// the credential files or the kubelet's `..` entries change.
+fn inotify(
+    dirs: &[&Path],
+    policy_file: &Path,
+    wake: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    let policy_name = policy_file.file_name().map(|n| n.to_os_string());
+    // Only changes to the files we read count: not other files that share the directory.
+    let relevant = move |path: &Path| match path.file_name() {
+        Some(name) => {
+            Some(name) == policy_name.as_deref()
+                || name == "username"
+                || name == "password"
+                || crate::watch::is_kubelet_entry(path)
+        }
+        None => true,
+    };
+    crate::watch::inotify(dirs, relevant, wake)
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -37,7 +63,7 @@ pub struct Bound {
 }
 
 fn load_credential(policy: &Policy) -> CredentialState {
-    let result = Credential::load(&policy.credential.secret_dir, &policy.credential.pins);
+    let result = Credential::load_for(&policy.credential, true);
     let state = CredentialState::from_load(result);
     match &state {
         CredentialState::Ready(c) => {
@@ -129,6 +155,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         (policy.credential.secret_dir.clone(), cred_fingerprint),
     ));
 
+    let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
     let channels = Channels {
         runtime: runtime_rx,
         credentials: cred_rx,
@@ -138,6 +165,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
     let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
     readiness.set_listener_bound();
+    prewarm(&channels_runtime, &channels_cred);
     log::info(
         "listening",
         json!({
@@ -186,20 +214,22 @@ async fn watch_files(
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
 ) {
     let mut policy_bytes = Some(policy_loaded);
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = Arc::new(tokio::sync::Notify::new());
     let policy_dir = policy_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    // Only changes to the files we read count.
-    let policy_name = policy_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut files = DirWatch::new(&[&policy_dir, &secret_dir], move |name| {
-        name == policy_name || name == "username" || name == "password"
-    });
+    let mut _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
     loop {
-        files.next().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {
+                // Let a burst of events (a kubelet swap is several) settle.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         // Policy file.
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
@@ -209,7 +239,7 @@ async fn watch_files(
             if dir != secret_dir {
                 secret_dir = dir;
                 cred_fingerprint = None;
-                files.watch_dirs(&[&policy_dir, &secret_dir]);
+                _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
             }
         }
         // Credential: compare the files' identity, reload on any change.
@@ -220,7 +250,20 @@ async fn watch_files(
             let state = load_credential(&policy);
             runtime_tx.borrow().pool.set_current(pin_of(&state));
             cred_tx.send_replace(state);
+            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
         }
+    }
+}
+
+/// One upstream connection opened ahead of the first session, for the
+/// credential in force now (see `upstream::warm`).
+fn prewarm(
+    runtime: &watch::Receiver<Arc<Runtime>>,
+    credentials: &watch::Receiver<CredentialState>,
+) {
+    if let CredentialState::Ready(cred) = &*credentials.borrow() {
+        let rt = runtime.borrow().clone();
+        tokio::spawn(crate::upstream::warm::prewarm(rt, cred.clone()));
     }
 }
 
@@ -253,7 +296,7 @@ fn reload_policy(
             );
         }
         // Re-check the credential against the new pins.
-        let state = CredentialState::from_load(Credential::load(&new.credential.secret_dir, &new.credential.pins));
+        let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
         let rt = Runtime::new(new, pin_of(&state))?;
         Ok((rt, state))
     });
@@ -262,6 +305,7 @@ fn reload_policy(
             runtime_tx.borrow().pool.set_current(None);
             runtime_tx.send_replace(Arc::new(rt));
             cred_tx.send_replace(state);
+            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
             log::info(
                 "policy",

@@ -61,6 +61,8 @@ pub struct Faults {
     /// Close a connection that sent nothing for this long (like providers'
     /// idle timeouts), after a `421`.
     pub idle_close: Option<std::time::Duration>,
+    /// Refuse every `AUTH XOAUTH2`, however valid its token.
+    pub reject_xoauth2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct CaptureConfig {
     pub lenient_eod: bool,
     /// Append one JSON line per message to `<dir>/<account>.jsonl`.
     pub log_dir: Option<PathBuf>,
+    /// Offer `AUTH XOAUTH2` and check its tokens against this issuer.
+    pub oauth: Option<crate::issuer::Tokens>,
 }
 
 impl CaptureConfig {
@@ -87,6 +91,7 @@ impl CaptureConfig {
             faults: Faults::default(),
             lenient_eod: false,
             log_dir: None,
+            oauth: None,
         }
     }
 }
@@ -361,8 +366,13 @@ impl Conn {
                 if self.config.tls == CaptureTls::StartTls && !self.tls && !f.no_starttls {
                     caps.push("STARTTLS".into());
                 }
+                let xoauth2 = if self.config.oauth.is_some() {
+                    " XOAUTH2"
+                } else {
+                    ""
+                };
                 caps.push(format!(
-                    "AUTH {}",
+                    "AUTH {}{xoauth2}",
                     f.only_mechanism
                         .clone()
                         .unwrap_or_else(|| "PLAIN LOGIN".into())
@@ -476,6 +486,9 @@ impl Conn {
                     _ => None,
                 }
             }
+            "XOAUTH2" if self.config.oauth.is_some() => {
+                return self.xoauth2(initial, io).await;
+            }
             _ => {
                 let _ = io.write_all(b"504 5.5.4 mechanism not supported\r\n").await;
                 return Next::Continue;
@@ -502,6 +515,54 @@ impl Conn {
             return Next::Close;
         }
         Next::Continue
+    }
+
+    /// `AUTH XOAUTH2`: the bearer token must be live at the issuer (and,
+    /// for a jwt_bearer token, issued for this `user=`). A refusal is the
+    /// providers' error challenge, then `535` after the client's empty line.
+    async fn xoauth2(&mut self, initial: Option<String>, io: &mut Box<dyn Io>) -> Next {
+        let resp = match initial {
+            Some(r) => r,
+            None => match self.challenge("334 \r\n", io).await {
+                Some(r) => r,
+                None => return Next::Close,
+            },
+        };
+        let account = match &self.config.oauth {
+            Some(tokens) if !self.config.faults.reject_xoauth2 => tokens.check_xoauth2(&resp),
+            _ => None,
+        }
+        .map(|(name, user)| Account {
+            name,
+            username: user,
+            password: String::new(),
+        });
+        lock(&self.rec).auths.push(AuthAttempt {
+            account: account.as_ref().map(|a| a.name.clone()),
+            tls: self.tls,
+        });
+        if account.is_some() {
+            self.account = account;
+            return match io.write_all(b"235 2.7.0 Accepted\r\n").await {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::Close,
+            };
+        }
+        let error = crate::issuer::XOAUTH2_ERROR_CHALLENGE;
+        if self
+            .challenge(&format!("334 {error}\r\n"), io)
+            .await
+            .is_none()
+        {
+            return Next::Close;
+        }
+        match io
+            .write_all(b"535 5.7.8 Username and Password not accepted\r\n")
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Close,
+        }
     }
 
     async fn challenge(&mut self, prompt: &str, io: &mut Box<dyn Io>) -> Option<String> {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::policy::Pin;
+use crate::identity::{IdentityError, UpstreamAuth};
+use crate::policy::{CredentialPolicy, Pin};
 
 /// Largest `username` / `password` file we read.
 const MAX_FIELD_BYTES: u64 = 4096;
@@ -33,6 +34,8 @@ pub enum CredentialError {
     NotUtf8 { path: PathBuf },
     #[error("mounted password {pin} matches none of the policy's pins")]
     NotPinned { pin: String },
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// A loaded, pin-checked credential. Debug shows the username and the short pin only.
@@ -40,6 +43,8 @@ pub struct Credential {
     username: Zeroizing<String>,
     password: Zeroizing<String>,
     pin: Pin,
+    /// What the upstream AUTH uses (contract §9).
+    upstream: UpstreamAuth,
 }
 
 impl fmt::Debug for Credential {
@@ -47,6 +52,7 @@ impl fmt::Debug for Credential {
         f.debug_struct("Credential")
             .field("username", &*self.username)
             .field("pin", &self.pin.short())
+            .field("upstream", &self.upstream)
             .finish()
     }
 }
@@ -61,7 +67,17 @@ impl Credential {
             username,
             password,
             pin,
+            upstream: UpstreamAuth::Mounted,
         })
+    }
+
+    /// [`Credential::load`] plus what the policy's mechanism derives from
+    /// it: the SES password, or the XOAUTH2 token source (its refresh timer
+    /// started when `start`; without, no network is touched).
+    pub fn load_for(policy: &CredentialPolicy, start: bool) -> Result<Credential, CredentialError> {
+        let mut cred = Self::load(&policy.secret_dir, &policy.pins)?;
+        cred.upstream = UpstreamAuth::prepare(policy, &cred.username, &cred.password, start)?;
+        Ok(cred)
     }
 
     /// Reads and checks the pin: the only way to get a usable credential.
@@ -85,7 +101,27 @@ impl Credential {
             username: Zeroizing::new(username.to_string()),
             pin: Pin::of(password.as_bytes()),
             password: Zeroizing::new(password.to_string()),
+            upstream: UpstreamAuth::Mounted,
         }
+    }
+
+    /// What the upstream AUTH uses.
+    pub fn upstream(&self) -> &UpstreamAuth {
+        &self.upstream
+    }
+
+    /// XOAUTH2 `user=` (the pool key's second part), if any.
+    pub fn upstream_user(&self) -> Option<&str> {
+        match &self.upstream {
+            UpstreamAuth::XOAuth2(source) => Some(source.user()),
+            UpstreamAuth::Mounted | UpstreamAuth::Ses(_) => None,
+        }
+    }
+
+    /// `Ok` when the upstream can be authenticated now (XOAUTH2: a usable
+    /// token is held); else why not, in one line.
+    pub fn usable(&self) -> Result<(), String> {
+        self.upstream.usable()
     }
 
     pub fn username(&self) -> &str {

@@ -10,7 +10,12 @@
 //!            MAIL/RCPT relayed, DATA decoded, checked and streamed
 //! policy     YAML model, validation with file:line:col, matchers
 //! credential the mounted Secret, pin check, rotation
-//! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH, pool keyed by pin
+//! identity   §9: what the upstream AUTH is made of — XOAUTH2 tokens
+//!            (refresh timer, single flight, token endpoint over rustls,
+//!            RS256 assertion) or the derived SES password
+//! rate       §10: the per-pod token bucket taken at MAIL
+//! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH (PLAIN, LOGIN,
+//!            XOAUTH2), pool keyed by pin (and the XOAUTH2 user)
 //! smtp       I/O-free protocol pieces: framing, commands, replies, DATA codec,
 //!            header From, SASL
 //! admin      /healthz /readyz /metrics (hyper)
@@ -18,7 +23,14 @@
 //! telemetry  Prometheus metrics
 //! app        process wiring: watchers, signals, drain
 //! capture    the recording upstream used by `demo`, `capture` and the tests
+//! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests
 //! demo       the one-command local demo
+//! watch      inotify + polling of kubelet-mounted files (shared)
+//! tls_mount  a serving pair from a kubernetes.io/tls mount, reloaded on swap
+//!            (shared by the webhook and client_tls)
+//! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
+//! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
+//! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -30,16 +42,21 @@ pub mod certs;
 pub mod client_tls;
 pub mod credential;
 pub mod demo;
+pub mod identity;
+pub mod issuer;
 pub mod log;
 pub mod policy;
+pub mod rate;
 pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod telemetry;
 pub mod tls_init;
+pub mod tls_mount;
 pub mod upstream;
 pub mod watch;
+pub mod webhook;
 
 pub use app::{run, RunOptions};
 
@@ -54,7 +71,7 @@ pub enum Error {
     #[error("{0}")]
     Tls(#[from] upstream::tls::TlsConfigError),
     #[error("client.tls: {0}")]
-    ClientTls(#[from] client_tls::ClientTlsError),
+    ClientTls(#[from] tls_mount::TlsError),
     #[error("tls-init: {0}")]
     TlsInit(#[from] tls_init::TlsInitError),
     #[error("{0}")]
@@ -63,6 +80,8 @@ pub enum Error {
     Bind { addr: String, error: std::io::Error },
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 impl Error {
@@ -75,6 +94,7 @@ impl Error {
             | Error::TlsInit(_)
             | Error::Usage(_) => 1,
             Error::Bind { .. } | Error::Runtime(_) => 2,
+            Error::Webhook(e) => e.exit_code(),
         }
     }
 }

@@ -44,7 +44,7 @@ enum Cmd {
         #[arg(long, value_parser = duration)]
         drain: Option<Duration>,
     },
-    /// Validate policy files; exit 1 with file:line:col errors.
+    /// Validate policy files and webhook configurations; exit 1 with file:line:col errors.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -52,6 +52,18 @@ enum Cmd {
         /// the client.tls pair, when the policy has one).
         #[arg(long)]
         credentials: bool,
+    },
+    /// Serve Kubernetes admission for Pods over HTTPS: /mutate injects the
+    /// sidecar, /validate enforces the rules (see docs/kubernetes.md).
+    Webhook {
+        /// Webhook configuration (YAML, version 1).
+        #[arg(long, env = "SMTPBIND_WEBHOOK_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Directory of a kubernetes.io/tls Secret mount: tls.crt, tls.key (reloaded on change).
+        #[arg(long, default_value = "/etc/smtpbind/webhook-tls")]
+        tls_dir: PathBuf,
     },
     /// Print the pin ("sha256:<64 hex>") of a password file's bytes.
     Fingerprint { file: PathBuf },
@@ -66,6 +78,10 @@ enum Cmd {
         /// Where the demo writes its secrets, policy, CA and the upstream's activity logs.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Show the XOAUTH2 path (Microsoft 365 client credentials) against a
+        /// built-in token endpoint and the capture upstream.
+        #[arg(long)]
+        xoauth2: bool,
     },
     /// Write a pod-local CA (ca.crt) and a serving pair (tls.crt, tls.key)
     /// for localhost, 127.0.0.1, ::1 and each --name; no CA key is written.
@@ -118,7 +134,7 @@ fn main() -> ExitCode {
     };
     let serving = matches!(
         cli.command,
-        Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::Capture { .. }
+        Cmd::Run { .. } | Cmd::Demo { .. } | Cmd::Capture { .. } | Cmd::Webhook { .. }
     );
     let result = match cli.command {
         Cmd::Check { files, credentials } => return check(&files, credentials),
@@ -154,8 +170,33 @@ fn main() -> ExitCode {
                 shutdown_signal(),
             ))
         }),
-        Cmd::Demo { listen, admin, dir } => runtime()
-            .and_then(|rt| rt.block_on(smtpbind::demo::run(listen, admin, dir, shutdown_signal()))),
+        Cmd::Webhook {
+            config,
+            listen,
+            tls_dir,
+        } => runtime().and_then(|rt| {
+            let opts = smtpbind::webhook::Options {
+                config,
+                listen,
+                tls_dir,
+            };
+            rt.block_on(smtpbind::webhook::run(opts, shutdown_signal()))
+                .map_err(Error::from)
+        }),
+        Cmd::Demo {
+            listen,
+            admin,
+            dir,
+            xoauth2,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                if xoauth2 {
+                    smtpbind::demo::run_xoauth2(listen, admin, dir, shutdown_signal()).await
+                } else {
+                    smtpbind::demo::run(listen, admin, dir, shutdown_signal()).await
+                }
+            })
+        }),
         Cmd::Capture {
             listen,
             tls,
@@ -247,6 +288,16 @@ async fn shutdown_signal() {
 fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
     let mut failed = false;
     for file in files {
+        if let Some(result) = smtpbind::webhook::check(file) {
+            match result {
+                Ok(summary) => println!("{}: ok ({summary})", file.display()),
+                Err(errors) => {
+                    failed = true;
+                    eprintln!("{errors}");
+                }
+            }
+            continue;
+        }
         match policy::load(file) {
             Ok(p) => {
                 if credentials {
@@ -255,7 +306,8 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
                         ok = false;
                         eprintln!("{}: client.tls.cert_dir: {e}", file.display());
                     }
-                    match Credential::load(&p.credential.secret_dir, &p.credential.pins) {
+                    // Pin, and for jwt_bearer the key parses (no network).
+                    match Credential::load_for(&p.credential, false) {
                         Ok(c) if ok => println!(
                             "{}: ok (tenant {}, credential {})",
                             file.display(),

@@ -31,7 +31,7 @@ impl Runtime {
         current_pin: Option<crate::policy::Pin>,
     ) -> Result<Runtime, crate::Error> {
         let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
-        let pool = Pool::new(policy.upstream.reuse);
+        let pool = Pool::for_policy(&policy);
         pool.set_current(current_pin);
         Ok(Runtime {
             policy,

@@ -63,5 +63,22 @@ fn describe() {
         "smtpbind_upstream_reuse_total",
         "Upstream connections taken from the idle pool"
     );
+    describe_counter!(
+        "smtpbind_admin_evicted_connections_total",
+        "Admin connections closed to make room for a new one (at 64)"
+    );
+    describe_counter!(
+        "smtpbind_oauth_token_refreshes_total",
+        "OAuth2 token fetches (the first counts) by result: ok | error"
+    );
+    describe_gauge!(
+        "smtpbind_oauth_token_expiry_seconds",
+        Unit::Seconds,
+        "Seconds the OAuth2 token in hand may still be used; 0 without one"
+    );
+    describe_counter!(
+        "smtpbind_rate_limited_total",
+        "MAILs over limits.rate: delayed (waited, went on) | refused (451 4.7.0)"
+    );
     describe_gauge!("smtpbind_build_info", "Build information");
 }

@@ -125,7 +125,7 @@ mod tests {
                 & 0o777
         };
         assert_eq!(mode("tls.key"), 0o600);
-        crate::client_tls::load_pair(&dir).expect("a matching pair");
+        crate::tls_mount::load_pair(&dir).expect("a matching pair");
         let before = std::fs::read(dir.join("tls.crt")).expect("crt");
         assert!(matches!(
             run(&dir, &[], false),

@@ -566,6 +566,7 @@ proptest! {
             size: o.size,
             auth_plain: o.auth_plain,
             auth_login: o.auth_login,
+            auth_xoauth2: false,
             smtputf8: false,
         });
     }
@@ -574,11 +575,13 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Policy loader
 
-const SHIPPED: [&str; 4] = [
+const SHIPPED: [&str; 6] = [
     include_str!("../policies/demo.yaml"),
     include_str!("../policies/sendgrid.yaml"),
     include_str!("../policies/mailgun.yaml"),
     include_str!("../policies/ses.yaml"),
+    include_str!("../policies/microsoft365.yaml"),
+    include_str!("../policies/google-workspace.yaml"),
 ];
 
 fn yaml_token() -> impl Strategy<Value = String> {
@@ -623,6 +626,18 @@ fn yaml_token() -> impl Strategy<Value = String> {
         "bare_lf",
         "shutdown",
         "drain",
+        "oauth2",
+        "flow",
+        "token_url",
+        "scope",
+        "user",
+        "refresh_before",
+        "ses",
+        "region",
+        "rate",
+        "messages_per_second",
+        "burst",
+        "max_wait",
         "",
     ];
     let values = [

@@ -20,7 +20,7 @@ fi
 
 # Everything the test run prints is kept and scanned for the test secrets.
 out=target/tmp
-rm -rf "$out/sidecar-output"
+rm -rf "$out/sidecar-output" "$out/test-secrets"
 mkdir -p "$out"
 cargo test --locked "$@" 2>&1 | tee "$out/cargo-test.log"
 python3 tests/scan_secrets.py "$out/cargo-test.log" "$out/sidecar-output"

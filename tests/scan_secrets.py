@@ -3,11 +3,15 @@
 base64-encoded (alone and inside SASL PLAIN payloads).
 
 Usage: tests/scan_secrets.py FILE_OR_DIR...  (exit 1 on any hit)
-The secrets are read from the test sources, so a new one is covered too."""
+The secrets are read from the test sources, so a new one is covered too,
+and from target/tmp/test-secrets/ (one per line): what the tests make at run
+time — OAuth tokens and their XOAUTH2 payloads, jwt_bearer assertions, the
+generated service account key (tests/support/idp.rs writes them)."""
 import base64, os, re, sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["support/mod.rs", "operations.rs"]
+SOURCES = ["support/mod.rs", "support/idp.rs", "operations.rs", "identities.rs"]
+DYNAMIC = os.path.join(ROOT, "..", "target", "tmp", "test-secrets")
 
 
 def secrets():
@@ -15,6 +19,15 @@ def secrets():
     for rel in SOURCES:
         text = open(os.path.join(ROOT, rel)).read()
         found.update(re.findall(r'const (?:KEY_[A-Z]|APP_PASSWORD): &str = "([^"]+)"', text))
+    return sorted(found)
+
+
+def dynamic_secrets():
+    found = set()
+    if os.path.isdir(DYNAMIC):
+        for name in os.listdir(DYNAMIC):
+            with open(os.path.join(DYNAMIC, name)) as f:
+                found.update(line for line in f.read().split("\n") if len(line) >= 16)
     return sorted(found)
 
 
@@ -41,6 +54,8 @@ def main():
     keys = secrets()
     if len(keys) < 3:
         sys.exit(f"scan_secrets: expected at least 3 test secrets in the sources, found {len(keys)}")
+    run_time = dynamic_secrets()
+    keys += run_time
     hits, scanned, size = [], 0, 0
     for path in files(sys.argv[1:]):
         data = open(path, "rb").read()
@@ -50,7 +65,8 @@ def main():
             for f in forms(k):
                 if f in data:
                     hits.append((path, k[:6] + "…"))
-    print(f"scan_secrets: {scanned} files, {size} bytes, {len(keys)} secrets x raw/base64 forms")
+    print(f"scan_secrets: {scanned} files, {size} bytes, {len(keys)} secrets "
+          f"({len(run_time)} made at run time) x raw/base64 forms")
     for path, k in hits:
         print(f"  LEAK: {k} in {path}")
     print(f"{0 if hits else 1} passed, {1 if hits else 0} failed")

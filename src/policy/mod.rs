@@ -11,9 +11,13 @@
 //!
 //! * `listen_insecure_ok: true` — allow a non-loopback `listen` address;
 //! * `upstream.reply_timeout` — wait for any single upstream reply (default `120s`);
-//! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse) and
-//!   `upstream.reuse.idle_timeout` (default `30s`);
+//! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse),
+//!   `upstream.reuse.idle_timeout` (default `30s`) and
+//!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
+//!
+//! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10
+//! (`limits.rate`) are validated in `identity.rs`.
 //!
 //! Durations are an integer followed by `ms`, `s` or `m` (`500ms`, `10s`,
 //! `5m`), greater than zero and at most 24 hours. Error messages never contain
@@ -21,6 +25,7 @@
 //! of any file other than the policy's own keys.
 
 mod client_tls;
+mod identity;
 mod locate;
 mod matchers;
 mod model;
@@ -137,6 +142,61 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     } else {
         v.errors.sort_by_key(|e| (e.line, e.col));
         Err(PolicyErrors(v.errors))
+    }
+}
+
+/// The located errors of a YAML file other than a policy (the webhook's
+/// configuration): the same `FILE:LINE:COL: KEY: MESSAGE` as a policy's.
+pub(crate) struct Located<'a> {
+    file: &'a Path,
+    locator: Locator,
+    errors: Vec<PolicyError>,
+}
+
+impl<'a> Located<'a> {
+    /// Deserializes `text` as `T` (a syntax, type or unknown-key error comes
+    /// alone, as for policies) and returns it with a collector of semantic errors.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned + Default>(
+        text: &str,
+        file: &'a Path,
+    ) -> Result<(T, Located<'a>), PolicyErrors> {
+        let raw = match serde_yaml::from_str::<Option<T>>(text) {
+            Ok(raw) => raw.unwrap_or_default(),
+            Err(e) => return Err(PolicyErrors(vec![yaml_error(&e, text, file)])),
+        };
+        let located = Located {
+            file,
+            locator: Locator::new(text),
+            errors: Vec::new(),
+        };
+        Ok((raw, located))
+    }
+
+    /// Records a problem with the key at dotted path `key`.
+    pub(crate) fn err(&mut self, key: &str, message: impl Into<String>) {
+        self.errors
+            .push(error_at(self.file, &self.locator, key, &message.into()));
+    }
+
+    /// `value` when no problem was recorded, else every problem in file order.
+    pub(crate) fn finish<T>(mut self, value: T) -> Result<T, PolicyErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.col));
+            Err(PolicyErrors(self.errors))
+        }
+    }
+}
+
+fn error_at(file: &Path, locator: &Locator, key: &str, message: &str) -> PolicyError {
+    let pos = locator.locate_key(key);
+    PolicyError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        col: pos.col,
+        key: one_line(key),
+        message: one_line(message),
     }
 }
 
@@ -364,14 +424,8 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&mut self, key: &str, message: impl Into<String>) {
-        let pos = self.locator.locate_key(key);
-        self.errors.push(PolicyError {
-            file: self.file.to_path_buf(),
-            line: pos.line,
-            col: pos.col,
-            key: one_line(key),
-            message: one_line(&message.into()),
-        });
+        self.errors
+            .push(error_at(self.file, &self.locator, key, &message.into()));
     }
 
     fn duration(&mut self, key: &str, value: Option<String>, default: Duration) -> Duration {
@@ -452,6 +506,7 @@ impl Validator<'_> {
         if let Some(tls) = &client.tls {
             self.client_tls_listen(tls, listen, listen_insecure_ok);
         }
+        self.no_mounted_password(credential.mechanism, &client);
 
         let senders = match raw.senders {
             None => {
@@ -514,6 +569,7 @@ impl Validator<'_> {
                 rl.data_timeout,
                 Duration::from_secs(600),
             ),
+            rate: self.rate(rl.rate),
         };
 
         let bare_lf = match raw.data.and_then(|d| d.bare_lf) {
@@ -625,8 +681,16 @@ impl Validator<'_> {
             Duration::from_secs(120),
         );
         let rr = ru.reuse.unwrap_or_default();
+        let max_idle = self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16);
         let reuse = ReusePolicy {
-            max_idle: self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16) as usize,
+            max_idle: max_idle as usize,
+            prewarm: self.int(
+                "upstream.reuse.prewarm",
+                rr.prewarm,
+                0,
+                max_idle,
+                1.min(max_idle),
+            ) as usize,
             idle_timeout: self.duration(
                 "upstream.reuse.idle_timeout",
                 rr.idle_timeout,
@@ -664,6 +728,8 @@ impl Validator<'_> {
             None | Some(RawMechanism::Auto) => Mechanism::Auto,
             Some(RawMechanism::Plain) => Mechanism::Plain,
             Some(RawMechanism::Login) => Mechanism::Login,
+            Some(RawMechanism::Xoauth2) => Mechanism::XOAuth2,
+            Some(RawMechanism::Ses) => Mechanism::Ses,
             Some(RawMechanism::None) => Mechanism::None,
         };
         let mut pins: Vec<Pin> = Vec::new();
@@ -700,10 +766,14 @@ impl Validator<'_> {
                 }
             }
         }
+        let oauth2 = self.oauth2(mechanism, rc.oauth2);
+        let ses = self.ses(mechanism, rc.ses);
         CredentialPolicy {
             secret_dir,
             mechanism,
             pins,
+            oauth2,
+            ses,
         }
     }
 

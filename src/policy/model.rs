@@ -61,6 +61,9 @@ pub struct ReusePolicy {
     pub max_idle: usize,
     /// An idle connection older than this is closed (default 30s).
     pub idle_timeout: Duration,
+    /// Connections opened ahead of demand when a credential becomes ready
+    /// (start, rotation, reload); default 1, at most `max_idle`.
+    pub prewarm: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,10 @@ pub enum Mechanism {
     Auto,
     Plain,
     Login,
+    /// `AUTH XOAUTH2` with an OAuth 2.0 access token (contract §9).
+    XOAuth2,
+    /// AUTH with the SES SMTP password derived from an IAM secret key (§9).
+    Ses,
     /// Do not authenticate upstream. Valid only with `tls: none` and
     /// `insecure: true` (benchmarks and tests); the credential is still
     /// mounted and pin-checked.
@@ -79,6 +86,45 @@ pub struct CredentialPolicy {
     pub secret_dir: PathBuf,
     pub mechanism: Mechanism,
     pub pins: Vec<Pin>,
+    /// Present exactly when `mechanism` is `XOAuth2`.
+    pub oauth2: Option<OAuth2Policy>,
+    /// Present exactly when `mechanism` is `Ses`.
+    pub ses: Option<SesPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuth2Flow {
+    /// RFC 6749 §4.4 (Microsoft 365 app-only): username = client id, password = client secret.
+    ClientCredentials,
+    /// RFC 7523 (Google service account): password = the JSON key; an RS256 assertion.
+    JwtBearer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Policy {
+    pub flow: OAuth2Flow,
+    /// `https://host[:port]/path`, validated.
+    pub token_url: String,
+    pub scope: String,
+    /// The mailbox: XOAUTH2 `user=` and jwt_bearer's `sub`.
+    pub user: String,
+    pub ca_file: Option<PathBuf>,
+    /// Refresh this long before the token expires (clamped to half its lifetime).
+    pub refresh_before: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SesPolicy {
+    /// AWS region the SMTP password is derived for, e.g. `eu-west-1`.
+    pub region: String,
+}
+
+/// `limits.rate` (contract §10): a token bucket per pod, counted at MAIL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatePolicy {
+    pub messages_per_second: f64,
+    pub burst: u32,
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +198,7 @@ pub struct Limits {
     pub max_sessions: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub rate: Option<RatePolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -74,6 +74,9 @@ pub(crate) struct RawReuse {
     pub max_idle: Option<i64>,
     /// An idle connection older than this is closed. Default `30s`.
     pub idle_timeout: Option<String>,
+    /// Connections opened ahead of demand once the credential is ready,
+    /// 0..=max_idle. Default `1`.
+    pub prewarm: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -94,6 +97,43 @@ pub(crate) struct RawCredential {
     pub mechanism: Option<RawMechanism>,
     /// Required, non-empty, no duplicates: `sha256:<64 hex>` of the password file's bytes.
     pub pins: Option<Vec<String>>,
+    /// Required with `mechanism: xoauth2`, refused otherwise.
+    pub oauth2: Option<RawOAuth2>,
+    /// Required with `mechanism: ses`, refused otherwise.
+    pub ses: Option<RawSes>,
+}
+
+/// `credential.oauth2:` (contract §9).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuth2 {
+    /// Required: `client_credentials` | `jwt_bearer`.
+    pub flow: Option<RawOAuth2Flow>,
+    /// Required: `https://…`.
+    pub token_url: Option<String>,
+    /// Required, non-empty.
+    pub scope: Option<String>,
+    /// Required: the mailbox (`user=` of XOAUTH2, `sub` of the assertion).
+    pub user: Option<String>,
+    /// Optional PEM trust anchors for the token endpoint; default the webpki roots.
+    pub ca_file: Option<String>,
+    /// Default `300s`.
+    pub refresh_before: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOAuth2Flow {
+    ClientCredentials,
+    JwtBearer,
+}
+
+/// `credential.ses:` (contract §9).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSes {
+    /// Required, e.g. `eu-west-1`.
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -102,6 +142,8 @@ pub(crate) enum RawMechanism {
     Auto,
     Plain,
     Login,
+    Xoauth2,
+    Ses,
     /// No upstream AUTH: only with `tls: none` + `insecure: true`, for
     /// benchmarks against servers like Postfix's smtp-sink.
     None,
@@ -194,6 +236,20 @@ pub(crate) struct RawLimits {
     pub command_timeout: Option<String>,
     /// Default `600s`.
     pub data_timeout: Option<String>,
+    /// Optional sending rate (contract §10).
+    pub rate: Option<RawRate>,
+}
+
+/// `limits.rate:` (contract §10).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate {
+    /// Required, > 0 and at most 100000 (a decimal allows e.g. 0.5).
+    pub messages_per_second: Option<f64>,
+    /// Default: `messages_per_second` rounded up (at least 1), at most 100000.
+    pub burst: Option<i64>,
+    /// Default `5s`.
+    pub max_wait: Option<String>,
 }
 
 /// `data:`

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::{binding, Flow, Outcome, Session, MAX_AUTH_FAILURES};
 use crate::audit::{self, Reason};
+use crate::credential::CredentialState;
 use crate::policy::ClientAuth;
 use crate::smtp::command::Mechanism;
 use crate::smtp::line::{Line, COMMAND_READ};
@@ -71,9 +72,15 @@ impl Session {
             Err(sasl::SaslError::Authzid) => return self.auth_failed(None),
             Err(_) => return self.bad_command(local::auth_malformed()),
         };
-        let Some(cred) = self.cred.clone() else {
-            self.reply(local::not_ready());
-            return Flow::End(Outcome::Rejected);
+        // `password: mounted` compares with the credential mounted now, not
+        // the one this session saw when it connected.
+        let state = self.credentials.borrow().clone();
+        let cred = match state {
+            CredentialState::Ready(cred) => cred,
+            CredentialState::NotReady(_) => {
+                self.reply(local::not_ready());
+                return Flow::End(Outcome::Rejected);
+            }
         };
         let accept = &self.rt.policy.client.accept;
         if binding::identity_allowed(
@@ -94,11 +101,26 @@ impl Session {
     pub(super) fn auth_failed(&mut self, username: Option<&str>) -> Flow {
         self.auth_failures += 1;
         let reply = local::auth_failed();
+        // A username the policy does not know may be a key typed into the
+        // wrong field: only its hash is logged.
+        let known = username.is_some_and(|u| {
+            self.rt
+                .policy
+                .client
+                .accept
+                .iter()
+                .any(|rule| rule.username == u)
+        });
+        let extra = match username {
+            Some(u) if known => json!({ "presented_username": u }),
+            Some(u) => json!({ "presented_username_sha256": username_digest(u) }),
+            None => json!({ "presented_username": null }),
+        };
         audit::reject(
             &self.info,
             Reason::IdentityMismatch,
             &reply.last_line(),
-            json!({ "presented_username": username }),
+            extra,
         );
         self.reply(reply);
         if self.auth_failures >= MAX_AUTH_FAILURES {
@@ -140,4 +162,11 @@ impl Session {
             }
         }
     }
+}
+
+/// First 12 hex digits of the username's sha256.
+fn username_digest(username: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(username.as_bytes());
+    hex::encode(&digest[..6])
 }

@@ -53,6 +53,11 @@ impl Session {
                 json!({ "size": mail.size }),
             );
         }
+        // limits.rate (§10): counted here, before anything goes upstream.
+        if !crate::rate::admit(self.rt.policy.limits.rate).await {
+            self.reply(crate::rate::refused_reply());
+            return Flow::Continue;
+        }
         // Credential in force now (a rotation since the last message means a
         // new upstream connection with the new credential).
         if let Err(flow) = self.refresh_credential() {
@@ -127,7 +132,9 @@ impl Session {
     pub(super) fn refresh_credential(&mut self) -> Result<(), Flow> {
         let state = self.credentials.borrow().clone();
         match state {
-            CredentialState::Ready(cred) => {
+            // XOAUTH2: nothing is relayed without a usable token, pooled
+            // connections included (§9).
+            CredentialState::Ready(cred) if cred.usable().is_ok() => {
                 let changed = self.cred.as_ref().map(|c| c.pin()) != Some(cred.pin());
                 if changed {
                     // Never reuse a connection authenticated with another credential.
@@ -137,7 +144,7 @@ impl Session {
                 }
                 Ok(())
             }
-            CredentialState::NotReady(_) => {
+            CredentialState::Ready(_) | CredentialState::NotReady(_) => {
                 self.upstream = None;
                 let reply = local::not_ready();
                 audit::reject(

@@ -200,11 +200,12 @@ impl Session {
         }
         let state = self.credentials.borrow().clone();
         match state {
-            CredentialState::Ready(cred) => {
+            // XOAUTH2: pinned is not enough, a usable token must be held (§9).
+            CredentialState::Ready(cred) if cred.usable().is_ok() => {
                 self.info.credential = Some(cred.pin().short());
                 self.cred = Some(cred);
             }
-            CredentialState::NotReady(_) => {
+            CredentialState::Ready(_) | CredentialState::NotReady(_) => {
                 audit::reject(
                     &self.info,
                     Reason::CredentialNotPinned,

@@ -14,6 +14,7 @@ pub struct Capabilities {
     pub size: Option<u64>,
     pub auth_plain: bool,
     pub auth_login: bool,
+    pub auth_xoauth2: bool,
 }
 
 impl Capabilities {
@@ -42,6 +43,7 @@ impl Capabilities {
                         match mech.to_ascii_uppercase().as_str() {
                             "PLAIN" => caps.auth_plain = true,
                             "LOGIN" => caps.auth_login = true,
+                            "XOAUTH2" => caps.auth_xoauth2 = true,
                             _ => {}
                         }
                     }

@@ -10,6 +10,8 @@
 pub mod caps;
 pub mod pool;
 pub mod tls;
+pub mod warm;
+mod xoauth2;
 
 use std::io;
 use std::pin::Pin as StdPin;
@@ -23,6 +25,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::credential::Credential;
+use crate::identity::UpstreamAuth;
 use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
 use crate::smtp::reply::{Reply, ReplyError, ReplyParser};
 use crate::smtp::sasl;
@@ -48,6 +51,8 @@ pub enum UpstreamError {
     AuthNotOffered,
     #[error("upstream rejected the pod credential: {0}")]
     AuthRejected(String),
+    #[error("no OAuth2 token for the upstream: {0}")]
+    Token(String),
     #[error("upstream I/O: {0}")]
     Io(io::ErrorKind),
     #[error("upstream closed the connection")]
@@ -70,7 +75,9 @@ impl UpstreamError {
     pub fn is_auth(&self) -> bool {
         matches!(
             self,
-            UpstreamError::AuthNotOffered | UpstreamError::AuthRejected(_)
+            UpstreamError::AuthNotOffered
+                | UpstreamError::AuthRejected(_)
+                | UpstreamError::Token(_)
         )
     }
 }
@@ -174,6 +181,8 @@ impl Connector {
             buf: Vec::with_capacity(4096),
             caps: Capabilities::default(),
             pin: cred.pin(),
+            user: cred.upstream_user().map(str::to_string),
+            token_epoch: None,
             reply_timeout: p.reply_timeout,
             tls: false,
             clean: true,
@@ -228,6 +237,11 @@ pub struct Connection {
     buf: Vec<u8>,
     caps: Capabilities,
     pin: Pin,
+    /// XOAUTH2's `user=`: with the pin, the key this connection is pooled under.
+    user: Option<String>,
+    /// XOAUTH2: the token source and its epoch when this connection
+    /// authenticated; after a gap without a token it is not reused.
+    token_epoch: Option<(std::sync::Arc<crate::identity::TokenSource>, u64)>,
     reply_timeout: Duration,
     tls: bool,
     /// No transaction open: safe to hand to another session.
@@ -244,6 +258,11 @@ impl Connection {
     /// Pin of the credential this connection authenticated with.
     pub fn pin(&self) -> Pin {
         self.pin
+    }
+
+    /// XOAUTH2 `user=` this connection authenticated as.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// True (once) when this connection came from the pool and has not been
@@ -296,17 +315,24 @@ impl Connection {
         cred: &Credential,
         mechanism: Mechanism,
     ) -> Result<(), UpstreamError> {
+        let password = match cred.upstream() {
+            UpstreamAuth::XOAuth2(source) => return self.authenticate_xoauth2(source).await,
+            UpstreamAuth::Ses(derived) => derived.expose(),
+            UpstreamAuth::Mounted => cred.password(),
+        };
         let use_plain = match mechanism {
             // Validated: only with `tls: none` + `insecure: true`.
             Mechanism::None => return Ok(()),
             Mechanism::Plain => true,
             Mechanism::Login => false,
-            Mechanism::Auto if self.caps.auth_plain => true,
-            Mechanism::Auto if self.caps.auth_login => false,
-            Mechanism::Auto => return Err(UpstreamError::AuthNotOffered),
+            Mechanism::Auto | Mechanism::Ses if self.caps.auth_plain => true,
+            Mechanism::Auto | Mechanism::Ses if self.caps.auth_login => false,
+            Mechanism::Auto | Mechanism::Ses | Mechanism::XOAuth2 => {
+                return Err(UpstreamError::AuthNotOffered)
+            }
         };
         let reply = if use_plain {
-            let payload = sasl::encode_plain(cred.username(), cred.password());
+            let payload = sasl::encode_plain(cred.username(), password);
             let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
             line.extend_from_slice(b"AUTH PLAIN ");
             line.extend_from_slice(payload.as_bytes());
@@ -323,8 +349,7 @@ impl Connection {
             if user.code != 334 {
                 return Err(UpstreamError::AuthRejected(user.last_line()));
             }
-            self.login_step(&sasl::encode_login_field(cred.password()))
-                .await?
+            self.login_step(&sasl::encode_login_field(password)).await?
         };
         if reply.code != 235 {
             metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
@@ -397,7 +422,7 @@ impl Connection {
     /// `421` idle timeout): it must not be reused. Polls the socket once
     /// without waiting.
     pub async fn is_stale(&mut self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.buf.is_empty() || self.token_gap() {
             return true;
         }
         let mut chunk = [0u8; 512];

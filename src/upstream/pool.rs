@@ -1,8 +1,10 @@
 //! Reuse of authenticated upstream connections across client sessions.
 //!
-//! The key is the credential's pin — the sha256 of the secret itself — and
-//! nothing else: two credentials with the same username (`apikey`) never
-//! share a connection. On rotation [`Pool::set_current`] closes every idle
+//! The key is the credential's pin — the sha256 of the secret itself —
+//! and, for XOAUTH2, the mailbox (`user=`) it authenticated as: two
+//! credentials with the same username (`apikey`) never share a connection.
+//! A token refresh keeps the pooled connections; a gap without a usable
+//! token drops them (`Connection::is_stale`). On rotation [`Pool::set_current`] closes every idle
 //! connection of any other pin before a session can use the new credential;
 //! connections are also dropped after any error (sessions simply don't check
 //! them back in), when idle longer than the limit, or when the server closed
@@ -29,6 +31,8 @@ pub struct Pool {
     inner: Mutex<Inner>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// XOAUTH2 `user=` of the policy; connections of any other are never kept.
+    user: Option<String>,
 }
 
 impl Pool {
@@ -40,7 +44,19 @@ impl Pool {
             }),
             max_idle: policy.max_idle,
             idle_timeout: policy.idle_timeout,
+            user: None,
         }
+    }
+
+    /// The pool for a policy: keyed by pin and, with XOAUTH2, the `user`.
+    pub fn for_policy(policy: &crate::policy::Policy) -> Pool {
+        let mut pool = Pool::new(policy.upstream.reuse);
+        pool.user = policy.credential.oauth2.as_ref().map(|o| o.user.clone());
+        pool
+    }
+
+    fn same_key(&self, conn: &Connection, pin: Pin) -> bool {
+        conn.pin() == pin && conn.user() == self.user.as_deref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -60,11 +76,14 @@ impl Pool {
                 let now = Instant::now();
                 let timeout = self.idle_timeout;
                 inner.idle.retain(|i| now.duration_since(i.since) < timeout);
-                let pos = inner.idle.iter().rposition(|i| i.conn.pin() == pin)?;
+                let pos = inner
+                    .idle
+                    .iter()
+                    .rposition(|i| self.same_key(&i.conn, pin))?;
                 inner.idle.swap_remove(pos).conn
             };
             let mut conn = candidate;
-            if conn.pin() == pin && conn.is_clean() && !conn.is_stale().await {
+            if self.same_key(&conn, pin) && conn.is_clean() && !conn.is_stale().await {
                 conn.mark_reused();
                 metrics::counter!("smtpbind_upstream_reuse_total", "result" => "hit").increment(1);
                 return Some(conn);
@@ -81,7 +100,10 @@ impl Pool {
             return Some(conn);
         }
         let mut inner = self.lock();
-        if inner.current != Some(conn.pin()) || inner.idle.len() >= self.max_idle {
+        if inner.current != Some(conn.pin())
+            || !self.same_key(&conn, conn.pin())
+            || inner.idle.len() >= self.max_idle
+        {
             return Some(conn);
         }
         inner.idle.push(Idle {

@@ -17,7 +17,12 @@
 # after the lock-down (open before it) while UID 65532's succeeds; the other
 # tenant's key gets 535 and a foreign sender 550, with nothing sent upstream;
 # a Secret update through the ..data swap reaches smtpbind (unpinned key: not
-# ready, 421; pinned key back: mail flows).
+# ready, 421; pinned key back: mail flows). Then a third pod is created the way
+# a tenant's own chart creates it, patched by `smtpbind webhook` (over HTTPS),
+# and run as patched: lock-down first, then the injected native sidecar with its
+# volumes at their mount paths, then the mailer with SMTP_HOST/SMTP_PORT from
+# the patch; its mail arrives under account acme, and /validate refuses the
+# same pod holding the Secret in its mailer or another tenant's Secret.
 #
 # Each pod namespace is joined to the upstream namespace by a veth pair with a
 # /30 of 10.233.0.0/16; no namespace has a default route, so nothing leaves them.
@@ -42,6 +47,7 @@ PASS=0
 FAIL=0
 PIDS=()
 NAMESPACES=()
+MADE_DIRS=()
 WORK=""
 ID=$(( $$ % 100000 ))
 
@@ -77,6 +83,8 @@ teardown() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
     ip netns del "$ns" 2>/dev/null
   done
+  # mount points this script created for the webhook-injected pod (empty: only mounted over in its own namespace)
+  for d in "${MADE_DIRS[@]}"; do find "$d" -depth -type d -empty -delete 2>/dev/null; done
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "${KEEP_WORK:-0}" = 1 ]; then
       say "pod-sim: work directory kept: $WORK"
@@ -97,6 +105,7 @@ missing=()
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -406,6 +415,184 @@ r=$(probe "$MAILER_UID" "${POD_NS[acme]}" send --host 127.0.0.1 --port 2525 --us
   --mail-from "billing@acme.example" --rcpt-to "$rcpt")
 wait_for 5 capture_has acme "$rcpt" "billing@acme.example"
 check "rotation: mail flows again under account acme ($r)" capture_has acme "$rcpt" "billing@acme.example"
+
+# ---- a pod patched by the admission webhook -------------------------------------------
+# `smtpbind webhook` (HTTPS, a CA made here) patches the pod a tenant's own chart
+# creates (annotated smtpbind.dev/inject); the patch is applied with Python's
+# jsonpatch, and this script then plays the kubelet for the patched pod only:
+# init containers in their order (the lock-down with the capabilities and env
+# the patch gives it, the native sidecar as its UID with its args and its
+# volumes bind-mounted at their mount paths in a private mount namespace,
+# started and probed before the app), then the mailer as its UID with the
+# environment the patch gave it. Its mail must arrive under account acme.
+WH=$WORK/webhook
+mkdir -p "$WH/tls" && chmod 0755 "$WH"
+webhook_ok=1
+if ! python3 -c 'import jsonpatch' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "jsonpatch==1.33" >/dev/null 2>&1 || webhook_ok=0
+fi
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=pod-sim-webhook-ca \
+  -keyout "$WH/ca.key" -out "$WH/ca.pem" 2>/dev/null \
+  && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$WH/tls/tls.key" -out "$WH/tls.csr" 2>/dev/null \
+  && printf 'subjectAltName=DNS:localhost\n' >"$WH/ext" \
+  && openssl x509 -req -in "$WH/tls.csr" -CA "$WH/ca.pem" -CAkey "$WH/ca.key" -CAcreateserial -days 1 \
+    -extfile "$WH/ext" -out "$WH/tls/tls.crt" 2>/dev/null || webhook_ok=0
+cat >"$WH/config.yaml" <<EOF
+version: 1
+sidecar:
+  image: registry.example/smtpbind:pod-sim
+  egress_lockdown: true
+  lockdown_image: registry.example/smtpbind-egress-lockdown:pod-sim
+tenants:
+  - name: acme
+    namespaces: [shop-acme]
+    credential_secret: acme-smtp
+    policy_config_map: acme-smtpbind
+  - name: globex
+    namespaces: [shop-globex]
+    credential_secret: globex-smtp
+    policy_config_map: globex-smtpbind
+EOF
+check "webhook: smtpbind check accepts its configuration" "$SB" check "$WH/config.yaml"
+nsx "$UP" "$SB" webhook --config "$WH/config.yaml" --listen 127.0.0.1:8443 --tls-dir "$WH/tls" >"$WH/webhook.log" 2>&1 &
+PIDS+=($!)
+wait_for 20 grep -q '"event":"listening"' "$WH/webhook.log" || webhook_ok=0
+# admit FILE ENDPOINT OUT: one AdmissionReview through the webhook, as the API server sends it
+admit() { nsx "$UP" curl -sS -m 10 --cacert "$WH/ca.pem" --resolve localhost:8443:127.0.0.1 -o "$3" -w '%{http_code}' \
+  -H 'Content-Type: application/json' --data-binary "@$1" "https://localhost:8443/$2"; }
+python3 "$ROOT/tests/e2e/webhook_pod.py" review shop-acme >"$WH/review.json"
+code=$(admit "$WH/review.json" mutate "$WH/mutate.json")
+check "webhook: /mutate answers the annotated pod over TLS (HTTP $code)" test "$code" = 200
+if [ "$webhook_ok" = 1 ] && python3 "$ROOT/tests/e2e/webhook_pod.py" patched "$WH/review.json" "$WH/mutate.json" >"$WH/pod.json" \
+    && python3 "$ROOT/tests/e2e/webhook_pod.py" plan "$WH/pod.json" >"$WH/plan.json"; then
+  pass "webhook: the JSON Patch applies (jsonpatch) to the pod"
+else
+  fail "webhook: no patched pod (see $WH)"
+  show_log "$WH/webhook.log"
+  webhook_ok=0
+fi
+# plan EXPR: a value of the plan (a Python expression over p)
+plan() { python3 -c 'import json, sys; p = json.load(open(sys.argv[1])); v = eval(sys.argv[2]); print(v if isinstance(v, str) else json.dumps(v))' "$WH/plan.json" "$1"; }
+
+if [ "$webhook_ok" = 1 ]; then
+  python3 - "$WH/review.json" "$WH/pod.json" >"$WH/validate.json" <<'EOF'
+import json, sys
+review = json.load(open(sys.argv[1]))
+review["request"]["object"] = json.load(open(sys.argv[2]))
+print(json.dumps(review))
+EOF
+  code=$(admit "$WH/validate.json" validate "$WH/validated.json")
+  check "webhook: /validate admits the patched pod (HTTP $code)" \
+    python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["response"]["allowed"] else 1)' "$WH/validated.json"
+  check "webhook: the lock-down comes first, then the native sidecar ($(plan '[c["name"] for c in p["init"]]'))" \
+    test "$(plan '[c["name"] for c in p["init"]][:2]')" = '["smtpbind-egress-lockdown", "smtpbind"]'
+  check "webhook: the pod is annotated smtpbind.dev/status=injected" test "$(plan 'p["status"]')" = injected
+
+  setup_pod injected 3 || die "could not set up the injected pod's namespace"
+  ns=${POD_NS[injected]}
+  # the kubelet's volumes: the tenant's Secret and its policy ConfigMap (client.auth: none,
+  # the decision for injected pods: rule 2 keeps the mailer from the mounted password)
+  mkdir -p "$WH/volumes/configmap" && chmod -R 0755 "$WH/volumes"
+  make_secret "$WH/volumes/secret" apikey "${KEY[acme]}" || die "could not lay out the injected pod's Secret"
+  cat >"$WH/volumes/configmap/policy.yaml" <<EOF
+version: 1
+tenant: "acme"
+upstream:
+  address: "${UP_IP[injected]}:$UP_PORT"
+  tls: "starttls"
+  ca_file: "$WORK/upstream/ca.pem"
+  server_name: "$UP_NAME"
+credential:
+  secret_dir: "/var/run/secrets/smtpbind"
+  pins: ["${PIN[acme]}"]
+client:
+  auth: "none"
+senders: ["*@acme.example"]
+shutdown:
+  drain: "2s"
+EOF
+  chmod 0644 "$WH/volumes/configmap/policy.yaml"
+  source_dir() { # source_dir SOURCE: the kubelet's directory for a volume source of the plan
+    case $1 in
+      secret:acme-smtp) echo "$WH/volumes/secret" ;;
+      configMap:acme-smtpbind) echo "$WH/volumes/configmap" ;;
+      emptyDir) mkdir -p "$WH/volumes/empty-$RANDOM" && echo "$_" ;;
+      *) return 1 ;;
+    esac
+  }
+  # mount_lines INDEX: sets MOUNT_LINES to shell lines that bind-mount init container
+  # INDEX's volumes at their mount paths (creating missing mount points, removed at exit)
+  mount_lines() {
+    local path src dir missing
+    MOUNT_LINES=""
+    while IFS=$'\t' read -r path src; do
+      [ -n "$path" ] || continue
+      dir=$(source_dir "$src") || { say "pod-sim: unknown volume source $src" >&2; return 1; }
+      missing=$path
+      while [ ! -e "$(dirname "$missing")" ]; do missing=$(dirname "$missing"); done
+      if [ ! -e "$missing" ]; then MADE_DIRS+=("$missing"); fi
+      mkdir -p "$path" || return 1
+      MOUNT_LINES+="mount --bind '$dir' '$path' && "
+    done < <(plan "'\n'.join(k + '\t' + v for k, v in p['init'][$1]['mounts'].items())")
+  }
+  # 1. the lock-down init container: its env, root with exactly the capabilities it adds
+  caps=$(plan '",".join("+" + c for c in p["init"][0]["caps"])')
+  if nsx "$ns" env SMTPBIND_UID="$(plan 'p["init"][0]["env"]["SMTPBIND_UID"]')" \
+      SMTPBIND_LOCKDOWN_PORTS="$(plan 'p["init"][0]["env"]["SMTPBIND_LOCKDOWN_PORTS"]')" \
+      setpriv --inh-caps=-all --bounding-set="-all,$caps" sh "$LOCKDOWN" >"$WH/lockdown.log" 2>&1; then
+    pass "webhook pod: the injected lock-down ran with capabilities $caps"
+  else
+    fail "webhook pod: the injected lock-down failed"; show_log "$WH/lockdown.log"
+  fi
+  # 2. the native sidecar, as its UID, its volumes at their mount paths (private mount namespace)
+  uid=$(plan 'p["init"][1]["uid"]')
+  mount_lines 1 || die "cannot mount the sidecar's volumes"
+  mapfile -t args < <(plan '"\n".join(p["init"][1]["args"])')
+  nsx "$ns" unshare -m --propagation private sh -c "${MOUNT_LINES}exec setpriv --reuid $uid --regid $uid --clear-groups \
+    --inh-caps=-all --bounding-set=-all --no-new-privs \"\$0\" \"\$@\"" "$SB" "${args[@]}" >"$WH/sidecar.log" 2>&1 &
+  PIDS+=($!)
+  probe_url="http://127.0.0.1:$(plan 'p["init"][1]["probe"]["port"]')$(plan 'p["init"][1]["probe"]["path"]')"
+  if wait_for 30 nsx "$ns" curl -fsS -m 2 "$probe_url"; then
+    pass "webhook pod: the injected sidecar (UID $uid, args ${args[*]}) passes its startup probe ($probe_url)"
+  else
+    fail "webhook pod: the injected sidecar never became ready"; show_log "$WH/sidecar.log"
+  fi
+  # 3. the app container, as its UID, with the environment the patch gave it
+  mailer_uid=$(plan 'p["containers"][0]["uid"]')
+  smtp_host=$(plan 'p["containers"][0]["env"]["SMTP_HOST"]')
+  smtp_port=$(plan 'p["containers"][0]["env"]["SMTP_PORT"]')
+  rcpt="injected-$RANDOM$RANDOM@inbox.example"
+  r=$(probe "$mailer_uid" "$ns" send --host "$smtp_host" --port "$smtp_port" \
+    --mail-from "orders@acme.example" --rcpt-to "$rcpt" --subject "pod-sim webhook")
+  check "webhook pod: the mailer (UID $mailer_uid) sends to SMTP_HOST:SMTP_PORT=$smtp_host:$smtp_port and gets 250 ($r)" \
+    test "$(json_field "$r" code)" = 250
+  wait_for 5 capture_has acme "$rcpt" "orders@acme.example"
+  check "webhook pod: its mail arrives under account acme" capture_has acme "$rcpt" "orders@acme.example"
+  check "webhook pod: and not under account globex" capture_lacks globex "$rcpt"
+  r=$(probe "$mailer_uid" "$ns" connect --host "${UP_IP[injected]}" --port "$UP_PORT" --timeout 5)
+  check "webhook pod: the mailer's direct connection to the upstream is refused ($r)" \
+    test "$(json_field "$r" error)" = refused
+
+  # /validate: the same pod holding the Secret in its mailer, or globex's in shop-acme
+  python3 - "$WH/review.json" "$WH/pod.json" "$WH" <<'EOF'
+import copy, json, sys
+review, pod, out = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+mine = copy.deepcopy(pod)
+mine["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "acme-smtp"}}]
+theirs = copy.deepcopy(pod)
+theirs["spec"]["volumes"].append({"name": "stolen", "secret": {"secretName": "globex-smtp"}})
+for name, obj in (("mine", mine), ("theirs", theirs)):
+    r = copy.deepcopy(review)
+    r["request"]["object"] = obj
+    json.dump(r, open(f"{out}/refuse-{name}.json", "w"))
+EOF
+  for which in mine theirs; do # the tenant's own Secret in the mailer; globex's anywhere
+    admit "$WH/refuse-$which.json" validate "$WH/refused-$which.json" >/dev/null
+    check "webhook: /validate refuses the pod referencing $which Secret ($(head -c 160 "$WH/refused-$which.json"))" \
+      python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["response"]; sys.exit(0 if not r["allowed"] and r["status"]["code"] == 403 else 1)' "$WH/refused-$which.json"
+  done
+fi
 
 if [ "$FAIL" -gt 0 ]; then
   for t in acme globex; do show_log "$WORK/$t/smtpbind.log"; done

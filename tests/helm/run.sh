@@ -2,10 +2,11 @@
 # Chart checks: render with the real Helm library (helm-python-sdk: Helm v4 as a
 # native library, no helm binary), lint, kubernetes-validate --strict against
 # Kubernetes 1.29 and 1.31, pod shape, tenant isolation, `smtpbind check` on
-# every rendered policy, the kind harness's manifests, shellcheck.
+# every rendered policy, the kind harness's manifests, shellcheck; the admission
+# webhook in the chart, its golden patches applied (jsonpatch) and validated.
 #
 # Installs what it needs (idempotent): PyPI helm-python-sdk, kubernetes-validate,
-# pytest, PyYAML; Debian shellcheck and openssl.
+# pytest, PyYAML, jsonpatch; Debian shellcheck and openssl.
 #
 #   tests/helm/run.sh [pytest args...]
 # Env: PYTHON (default python3), SMTPBIND_BIN (default <repo>/target/debug/smtpbind;
@@ -21,6 +22,7 @@ pip_pkgs=()
 "$PYTHON" -c 'import kubernetes_validate' 2>/dev/null || pip_pkgs+=("kubernetes-validate==1.37.0")
 "$PYTHON" -c 'import pytest' 2>/dev/null || pip_pkgs+=("pytest>=7")
 "$PYTHON" -c 'import yaml' 2>/dev/null || pip_pkgs+=("PyYAML>=6")
+"$PYTHON" -c 'import jsonpatch' 2>/dev/null || pip_pkgs+=("jsonpatch==1.33")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "tests/helm: pip install ${pip_pkgs[*]}"
   "$PYTHON" -m pip install --quiet --disable-pip-version-check "${pip_pkgs[@]}"
@@ -40,4 +42,4 @@ fi
 
 export SMTPBIND_BIN=${SMTPBIND_BIN:-$ROOT/target/debug/smtpbind}
 cd "$ROOT"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py "$@"
+exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py tests/helm/test_webhook_chart.py "$@"

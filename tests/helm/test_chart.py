@@ -84,8 +84,10 @@ CASES: dict[str, dict[str, Any] | None] = {
     "two-tenants": load_yaml(HERE / "two-tenants.yaml"),
     "two-tenants-native-off": _native_off(),
     "kind": load_yaml(KIND / "values.yaml"),
+    "identities": load_yaml(HERE / "identities.yaml"),
 }
-RELEASE = {"default": "smtpbind", "two-tenants": "mail", "two-tenants-native-off": "mail", "kind": "e2e"}
+RELEASE = {"default": "smtpbind", "two-tenants": "mail", "two-tenants-native-off": "mail", "kind": "e2e",
+           "identities": "mail"}
 NAMESPACE = {"kind": "smtpbind-e2e"}
 
 
@@ -633,6 +635,43 @@ def test_chart_refuses(what: str) -> None:
     change, message = REFUSED[what]
     with pytest.raises(helm_python.HelmError, match=re.escape(message)):
         render_chart(CHART, with_change("two-tenants", change))
+
+
+def test_identities_render_into_the_policy() -> None:
+    """Contract §9/§10 values (xoauth2 both flows, ses, limits.rate) reach the rendered policy."""
+    objs = rendered("identities")
+    m365, _ = policy_of(objs, "m365")
+    assert m365["credential"]["mechanism"] == "xoauth2"
+    assert m365["credential"]["oauth2"] == {
+        "flow": "client_credentials",
+        "token_url": "https://login.microsoftonline.com/acme.example/oauth2/v2.0/token",
+        "scope": "https://outlook.office365.com/.default",
+        "user": "billing@m365.example",
+        "refresh_before": "300s",
+    }
+    assert m365["limits"]["rate"] == {"messages_per_second": 0.5, "burst": 5, "max_wait": "5s"}
+    google, _ = policy_of(objs, "google")
+    assert google["credential"]["oauth2"]["flow"] == "jwt_bearer"
+    assert "refresh_before" not in google["credential"]["oauth2"]
+    ses, _ = policy_of(objs, "ses")
+    assert ses["credential"]["ses"] == {"region": "eu-west-1"}
+    assert ses["limits"]["rate"] == {"messages_per_second": 7}
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: t.update(mechanism="oauth"),
+    lambda t: t["oauth2"].update(flow="password"),
+    lambda t: t["oauth2"].update(tokenUrl="http://login.example/token"),
+    lambda t: t["oauth2"].update(secret="x"),
+    lambda t: t["oauth2"].pop("user"),
+    lambda t: t["limits"]["rate"].update(messagesPerSecond=0),
+    lambda t: t["limits"]["rate"].update(per="1s"),
+])
+def test_schema_refuses_bad_identities(change: Any) -> None:
+    values = copy.deepcopy(CASES["identities"])
+    change(values["tenants"][0])
+    with pytest.raises(helm_python.HelmValuesError):
+        render_chart(CHART, values)
 
 
 # ---- smtpbind check on every rendered policy --------------------------------------------------

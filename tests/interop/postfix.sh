@@ -31,7 +31,7 @@ if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok inst
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   echo "postfix postfix/mailname string localhost" | debconf-set-selections
 fi
-apt_ensure postfix sasl2-bin libsasl2-modules openssl swaks || exit 1
+apt_ensure postfix sasl2-bin libsasl2-modules openssl swaks jq || exit 1
 
 BIN=$(smtpbind_bin) || { echo "postfix.sh: cannot build smtpbind" >&2; exit 1; }
 
@@ -194,6 +194,8 @@ client:
       password: mounted
 senders: [ "*@acme.example" ]
 header_from: enforce
+recipients:
+  domains: [ example.net ]
 CONF
 "$BIN" check --credentials "$WORK/policy.yaml" >/dev/null || setup_fail "smtpbind check"
 start_smtpbind "$BIN" "$WORK/policy.yaml" "$WORK/smtpbind.log" || setup_fail "smtpbind start"
@@ -267,6 +269,30 @@ out=$(swaks --server "127.0.0.1:$PORT" --timeout 30 --auth PLAIN --auth-user ten
   --quit-after AUTH 2>&1)
 check "control: Postfix offers no AUTH before STARTTLS (smtpd_tls_auth_only)" \
   bash -c "! grep -q 'AUTH PLAIN' <<<\"\$1\" && ! grep -Eq '^<[-~*]* *235 ' <<<\"\$1\"" _ "$out"
+
+# --- hostile paths (issue 9): Postfix logs exactly the mailbox smtpbind
+# approved, or nothing of that transaction reached Postfix ---
+HOSTILE=$WORK/hostile.jsonl
+SMTPBIND_PASSWORD="$PASS_A" python3 ./hostile_paths.py "$SMTPBIND_ADDR" >"$HOSTILE" 2>"$WORK/hostile.err" \
+  || { cat "$WORK/hostile.err" >&2; fail "hostile_paths.py ran"; }
+while IFS= read -r line; do
+  name=$(jq -r .case <<<"$line"); expect=$(jq -r .expect <<<"$line"); reply=$(jq -r .reply <<<"$line")
+  if [ "$expect" = relay ]; then
+    qid=$(jq -r .queue_id <<<"$line"); from=$(jq -r .from <<<"$line"); to=$(jq -r .to <<<"$line")
+    if [ "$qid" = null ]; then fail "hostile $name: not relayed: $reply"; continue; fi
+    check "hostile $name: Postfix logs from=<$from>" \
+      log_wait "$(printf '%s' "$qid: from=<$from>," | sed 's/[][\.*^$()+?{}|/]/\\&/g')"
+    check "hostile $name: Postfix logs to=<$to>, and only that recipient" \
+      bash -c '[ "$(grep -F "$1: to=" "$2" | grep -cF "$1: to=<$3>,")" -eq 1 ] && [ "$(grep -cF "$1: to=" "$2")" -eq 1 ]' _ "$qid" "$LOG" "$to"
+  else
+    check "hostile $name: refused with $expect (got: $reply)" [ "${reply#"$expect"}" != "$reply" ]
+  fi
+done <"$HOSTILE"
+relayed=$(grep -c '"expect": "relay"' "$HOSTILE" || true)
+check "hostile: Postfix accepted exactly the $relayed relayed cases (3 + $relayed in all)" \
+  [ "$(grep -c ': client=localhost' "$LOG")" -eq $((3 + relayed)) ]
+check "hostile: no Postfix log line names evil.example as a recipient or an AUTH= sender" \
+  bash -c "! grep -E 'to=<[^>]*@evil\.example>|victim@globex' '$LOG' | grep -v '\"'"
 
 if [ "$INTEROP_FAILED" -gt 0 ]; then
   echo "--- postfix.log"; tail -40 "$LOG"; echo "--- smtpbind.log"; tail -20 "$WORK/smtpbind.log"

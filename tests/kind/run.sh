@@ -16,7 +16,15 @@
 #     the capture's per-account log; checks that the mailer's direct
 #     connection to the upstream is refused and that the other tenant's key
 #     gets 535;
-#  5. deletes the cluster (trap), also when a step fails.
+#  5. installs the admission webhook (a second release, webhook/values.yaml),
+#     labels an application namespace (webhook/namespace.yaml) holding tenant
+#     acme's Secret and policy, installs a mailer from another chart
+#     (mailer-chart, annotated smtpbind.dev/inject) and checks its pod was
+#     injected (lock-down, then sidecar), its mail arrives under account acme
+#     and its direct connection is refused; then that a pod mounting another
+#     tenant's Secret, and a mailer-labelled pod without the sidecar, are
+#     refused (kubectl --dry-run=server: the webhook has no side effects);
+#  6. deletes the cluster (trap), also when a step fails.
 #
 # Env: KIND_CLUSTER_NAME (default smtpbind-e2e), KIND_NODE_IMAGE (optional,
 # e.g. kindest/node:v1.29.x for the oldest supported version),
@@ -65,6 +73,8 @@ diagnostics() {
     kctl -n "$NS" logs "deploy/$RELEASE-smtpbind-$t" -c smtpbind --tail=40 || true
   done
   kctl -n "$NS" logs deploy/smtp-capture -c capture --tail=40 || true
+  kctl -n smtpbind-webhook logs deploy/smtpbind-webhook --tail=40 || true
+  kctl -n smtpbind-e2e-apps get pods -o wide || true
   say "----"
 }
 
@@ -191,6 +201,71 @@ for t in acme globex; do
   check "$t: the metrics Service serves smtpbind metrics for tenant $t" \
     grep -q "^smtpbind_.*tenant=\"$t\"" <<<"$metrics"
 done
+
+# ---- the admission webhook ------------------------------------------------------------------
+step "install the admission webhook and label an application namespace"
+APPS=smtpbind-e2e-apps
+kctl apply -f "$HERE/webhook/namespace.yaml"
+# tenant acme's Secret and policy (with the capture's CA) in the application namespace
+kctl -n "$NS" get secret acme-smtp -o jsonpath='{.data.password}' | base64 -d >"$WORK/acme-password"
+kctl -n "$APPS" create secret generic acme-smtp --type=kubernetes.io/basic-auth \
+  --from-literal=username=apikey --from-file=password="$WORK/acme-password" --dry-run=client -o yaml | kctl apply -f -
+rm -f "$WORK/acme-password"
+kctl -n "$APPS" create configmap acme-smtpbind --from-file=policy.yaml="$HERE/webhook/acme-policy.yaml" \
+  --from-file=ca.pem="$WORK/ca.pem" --dry-run=client -o yaml | kctl apply -f -
+helm --kube-context "$CONTEXT" upgrade --install smtpbind-webhook "$ROOT/helm/smtpbind" \
+  --namespace smtpbind-webhook --create-namespace -f "$HERE/webhook/values.yaml" --wait --timeout 5m
+check "webhook: both replicas are ready" \
+  kctl -n smtpbind-webhook rollout status deploy/smtpbind-webhook --timeout=180s
+
+step "a mailer from another chart, annotated smtpbind.dev/inject"
+helm --kube-context "$CONTEXT" upgrade --install legacy-mailer "$HERE/mailer-chart" --namespace "$APPS" \
+  --set-string 'podAnnotations.smtpbind\.dev/inject=true' --set-string 'podLabels.smtpbind\.dev/mailer=true' \
+  --wait --timeout 5m
+check "webhook: the mailer's pod is ready (lock-down ran, the injected sidecar passed its probes)" \
+  kctl -n "$APPS" rollout status deploy/legacy-mailer --timeout=180s
+pod=$(kctl -n "$APPS" get pods -l app.kubernetes.io/name=legacy-mailer -o jsonpath='{.items[0].metadata.name}')
+inits=$(kctl -n "$APPS" get pod "$pod" -o jsonpath='{range .spec.initContainers[*]}{.name} {end}')
+check "webhook: the pod was injected: lock-down first, then the sidecar ($inits)" \
+  test "$inits" = "smtpbind-egress-lockdown smtpbind "
+check "webhook: the pod is annotated smtpbind.dev/status=injected" \
+  test "$(kctl -n "$APPS" get pod "$pod" -o jsonpath='{.metadata.annotations.smtpbind\.dev/status}')" = injected
+rcpt="kind-injected-$RANDOM$RANDOM@inbox.example"
+# shellcheck disable=SC2016 # expanded by the container's shell: the environment the webhook gave it
+r=$(kctl -n "$APPS" exec -i deploy/legacy-mailer -c mailer -- \
+  sh -c 'python3 - send --host "$SMTP_HOST" --port "$SMTP_PORT" --mail-from "$0" --rcpt-to "$1" --subject "kind webhook"' \
+  "orders@acme.example" "$rcpt" <"$PROBE" || true)
+check "webhook: the mailer sends to \$SMTP_HOST:\$SMTP_PORT and gets 250 ($r)" test "$(code_of "$r")" = 250
+check "webhook: the capture logged it under account acme" test "$(capture_log acme "$rcpt" "orders@acme.example")" = hit
+r=$(kctl -n "$APPS" exec -i deploy/legacy-mailer -c mailer -- \
+  python3 - connect --host "$UPSTREAM_HOST" --port "$UPSTREAM_PORT" --timeout 5 <"$PROBE" || true)
+check "webhook: the injected lock-down refuses the mailer's direct connection ($r)" grep -q '"error": "refused"' <<<"$r"
+
+step "a pod mounting another tenant's Secret is refused"
+cat >"$WORK/stolen.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stolen-credential
+  namespace: $APPS
+spec:
+  containers:
+    - name: mailer
+      image: $MAILER_IMAGE
+      command: ["sleep", "60"]
+      volumeMounts:
+        - name: creds
+          mountPath: /creds
+  volumes:
+    - name: creds
+      secret:
+        secretName: globex-smtp
+EOF
+out=$(kctl apply --dry-run=server -f "$WORK/stolen.yaml" 2>&1 || true)
+check "webhook: refused by /validate, rule 2 ($out)" grep -q "smtpbind rule 2" <<<"$out"
+out=$(kctl -n "$APPS" run bare-mailer --image="$MAILER_IMAGE" --labels=smtpbind.dev/mailer=true \
+  --dry-run=server -o name -- sleep 60 2>&1 || true)
+check "webhook: a mailer-labelled pod without the sidecar is refused, rule 1 ($out)" grep -q "smtpbind rule 1" <<<"$out"
 
 say ""
 say "$PASS passed, $FAIL failed"

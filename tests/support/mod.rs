@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod idp;
+
 use smtpbind::capture::{Account, CaptureConfig, CaptureServer, Captured};
 
 /// Tenant A's provider key (mounted in the sidecar under test).
@@ -104,6 +106,42 @@ pub fn yaml_list(items: &[&str]) -> serde_yaml::Value {
     )
 }
 
+/// Starts `cmd` (an `smtpbind` serving command), collects its stdout lines
+/// and its stderr lines (prefixed `stderr: `), and waits for its
+/// `listening` event, returned as text.
+pub fn spawn_listening(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smtpbind");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"event\":\"listening\"") {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("lines").push(format!("stderr: {line}"));
+        }
+    });
+    let listening = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            panic!("smtpbind did not start: {:?}", lines.lock().expect("lines"));
+        });
+    (child, lines, listening)
+}
+
 /// Writes a Secret directory the way the kubelet lays it out.
 pub fn write_secret(dir: &Path, username: &str, password: &str) {
     smtpbind::demo::write_kubelet_secret(dir, username, password).expect("secret dir");
@@ -165,6 +203,9 @@ impl Sidecar {
             .set("upstream.server_name", "localhost")
             .set("upstream.connect_timeout", "3s")
             .set("upstream.reply_timeout", "5s")
+            // No connection ahead of demand, so "nothing reached the
+            // upstream" means exactly that (tests/hardening.rs tests prewarm).
+            .set("upstream.reuse.prewarm", 0)
             .set("credential.secret_dir", secret_dir.display().to_string())
             .set("credential.pins", yaml_list(&[&pin(KEY_A)]))
             .set("client.auth", "required")
@@ -212,35 +253,7 @@ impl Sidecar {
         secret_dir: PathBuf,
         mut cmd: Command,
     ) -> Sidecar {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn smtpbind");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"event\":\"listening\"") {
-                    let _ = tx.send(line.clone());
-                }
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(format!("stderr: {line}"));
-            }
-        });
-        let listening = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!("smtpbind did not start: {:?}", lines.lock().expect("lines"));
-            });
+        let (child, lines, listening) = spawn_listening(&mut cmd);
         let v: serde_json::Value = serde_json::from_str(&listening).expect("json");
         let smtp = v["addr"].as_str().expect("addr").parse().expect("addr");
         let admin = v["admin"].as_str().expect("admin").parse().expect("admin");
@@ -337,17 +350,23 @@ impl Drop for Sidecar {
         let _ = self.child.wait();
         // Keep everything the process printed for the whole-run secret scan
         // (tests/scan_secrets.py, run by tests/run.sh after cargo test).
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sidecar-output");
-        let _ = std::fs::create_dir_all(&dir);
-        let name = format!(
-            "{}-{}.log",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = std::fs::write(dir.join(name), self.output().join("\n"));
+        keep_for_scan("sidecar-output", "log", &self.output().join("\n"));
     }
+}
+
+/// Writes `text` to a new file in `$CARGO_TARGET_TMPDIR/<dir>/` for
+/// tests/scan_secrets.py (outputs to scan, or secrets made at run time).
+pub fn keep_for_scan(dir: &str, ext: &str, text: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let name = format!(
+        "{}-{}.{ext}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let _ = std::fs::write(dir.join(name), text);
 }
 
 pub fn assert_no_secrets(text: &str) {
@@ -577,6 +596,20 @@ pub fn wait_messages(up: &Upstream, n: usize) -> Vec<Captured> {
 /// Rotates a Secret directory exactly as the kubelet does: a new
 /// timestamped directory, a `..data_tmp` symlink to it, renamed over `..data`.
 pub fn rotate_secret(dir: &Path, username: &str, password: &str) {
+    kubelet_swap(
+        dir,
+        &[
+            ("username", username.as_bytes()),
+            ("password", password.as_bytes()),
+        ],
+    );
+}
+
+/// Replaces the content of a kubelet-style volume at once (a Secret, a
+/// ConfigMap, a `kubernetes.io/tls` mount): a new timestamped directory
+/// holding `files`, a `..data_tmp` symlink to it renamed over `..data`, and a
+/// `name -> ..data/name` link for each file that has none yet.
+pub fn kubelet_swap(dir: &Path, files: &[(&str, &[u8])]) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(10);
     let name = format!(
@@ -584,13 +617,19 @@ pub fn rotate_secret(dir: &Path, username: &str, password: &str) {
         SEQ.fetch_add(1, Ordering::SeqCst)
     );
     let ts = dir.join(&name);
-    std::fs::create_dir(&ts).expect("mkdir");
-    std::fs::write(ts.join("username"), username).expect("write");
-    std::fs::write(ts.join("password"), password).expect("write");
+    std::fs::create_dir_all(&ts).expect("mkdir");
+    for (file, bytes) in files {
+        std::fs::write(ts.join(file), bytes).expect("write");
+    }
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&name, &tmp).expect("symlink");
     std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for (file, _) in files {
+        if std::fs::symlink_metadata(dir.join(file)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(file)).expect("link");
+        }
+    }
 }
 
 /// The value of one Prometheus series (exact label text), 0 if absent.

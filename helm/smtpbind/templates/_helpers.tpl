@@ -120,6 +120,20 @@ credential:
   secret_dir: {{ toRawJson (include "smtpbind.secretDir" .) }}
   mechanism: {{ toRawJson (default "auto" $t.mechanism) }}
   pins: {{ toRawJson (required (printf "smtpbind: tenant %s needs pins" $t.name) $t.pins) }}
+  {{- with $t.oauth2 }}
+  oauth2:
+    flow: {{ toRawJson .flow }}
+    token_url: {{ toRawJson .tokenUrl }}
+    scope: {{ toRawJson .scope }}
+    user: {{ toRawJson .user }}
+    {{- if .refreshBefore }}
+    refresh_before: {{ toRawJson .refreshBefore }}
+    {{- end }}
+  {{- end }}
+  {{- with $t.ses }}
+  ses:
+    region: {{ toRawJson .region }}
+  {{- end }}
 client:
   auth: {{ toRawJson (default "required" $t.clientAuth) }}
   {{- if ne (default "required" $t.clientAuth) "none" }}
@@ -153,6 +167,16 @@ limits:
   {{- end }}
   {{- if hasKey . "dataTimeout" }}
   data_timeout: {{ toRawJson .dataTimeout }}
+  {{- end }}
+  {{- with .rate }}
+  rate:
+    messages_per_second: {{ toRawJson .messagesPerSecond }}
+    {{- if hasKey . "burst" }}
+    burst: {{ int .burst }}
+    {{- end }}
+    {{- if .maxWait }}
+    max_wait: {{ toRawJson .maxWait }}
+    {{- end }}
   {{- end }}
 {{- end }}
 data:

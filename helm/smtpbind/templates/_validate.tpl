@@ -25,6 +25,21 @@ Rendering fails with a message naming the value to fix.
 {{- end -}}
 {{- $_ := set $secrets .credentialSecret .name -}}
 {{- end -}}
+{{- if and $v.webhook $v.webhook.enabled -}}
+{{- if not $v.webhook.tenants -}}
+{{- fail "smtpbind: webhook.enabled needs webhook.tenants (the tenants whose pods it injects and guards)" -}}
+{{- end -}}
+{{- $wnames := dict -}}
+{{- range $v.webhook.tenants -}}
+{{- if hasKey $wnames .name -}}
+{{- fail (printf "smtpbind: webhook tenant name %q appears twice in webhook.tenants" .name) -}}
+{{- end -}}
+{{- $_ := set $wnames .name true -}}
+{{- if has $.Release.Namespace .namespaces -}}
+{{- fail (printf "smtpbind: webhook tenant %q lists the release namespace %q: the webhook never guards its own namespace (it could block its own recovery)" .name $.Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- range $t := $v.tenants -}}
 {{- if not $t.mailer -}}
 {{- fail (printf "smtpbind: tenant %q needs a mailer (the chart renders one Deployment per tenant; to add smtpbind to your own pods, include the named templates instead, see docs/kubernetes.md)" $t.name) -}}

@@ -5,7 +5,15 @@
 //! send through it — with acme's key (relayed, logged under acme) and with
 //! globex's key (refused with 535, nothing reaches the upstream).
 //!
+//! `smtpbind demo --xoauth2` shows contract §9 instead (xoauth2.rs): the
+//! same capture upstream offering `AUTH XOAUTH2`, a built-in OAuth token
+//! endpoint, and a sidecar that turns the mailer's password login into
+//! XOAUTH2 with tokens it fetches and refreshes itself.
+//!
 //! `smtpbind capture` runs the same capture upstream on its own.
+
+mod xoauth2;
+pub use xoauth2::run_xoauth2;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -126,7 +134,19 @@ Press Ctrl-C to stop.
         "demo",
         json!({ "upstream": upstream.addr.to_string(), "dir": dir.display().to_string() }),
     );
-    let result = crate::app::run(
+    let result = serve_sidecar(policy_path, listen, admin, shutdown).await;
+    drop(upstream);
+    result
+}
+
+/// Runs the demo's sidecar until `shutdown`.
+async fn serve_sidecar(
+    policy_path: PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    crate::app::run(
         RunOptions {
             policy_path,
             listen: Some(listen),
@@ -135,9 +155,7 @@ Press Ctrl-C to stop.
         },
         shutdown,
     )
-    .await;
-    drop(upstream);
-    result
+    .await
 }
 
 fn demo_policy(upstream: SocketAddr, ca: &Path, secret_dir: &Path, pin: Pin) -> String {

@@ -1,0 +1,164 @@
+//! `smtpbind demo --xoauth2`: the Microsoft 365 path of contract §9 on one
+//! machine. A built-in OAuth token endpoint (HTTPS, client_credentials,
+//! tokens that live 60 s so refreshes show within a minute), the capture
+//! upstream offering `AUTH XOAUTH2` and checking each token against it, and
+//! a sidecar whose mounted Secret is the app registration's client id and
+//! secret. The mailer logs in to the sidecar with its own local password;
+//! only the sidecar ever holds the client secret or a token.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{demo_key, io_err, serve_sidecar, write_kubelet_secret};
+use crate::capture::{CaptureConfig, CaptureServer};
+use crate::issuer::{Issuer, IssuerConfig, OAuthClient};
+use crate::policy::Pin;
+use crate::{log, Error};
+
+const CLIENT_ID: &str = "acme-relay-app";
+const ACCOUNT: &str = "acme-m365";
+const MAILBOX: &str = "billing@acme.example";
+
+pub async fn run_xoauth2(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    dir: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("smtpbind-demo-xoauth2"));
+    let logs = dir.join("upstream-activity");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err("dir", e))?;
+
+    let client_secret = demo_key("m365-client-secret");
+    let issuer = Issuer::start(IssuerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        token_lifetime: Duration::from_secs(60),
+        clients: vec![OAuthClient {
+            account: ACCOUNT.into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: client_secret.clone(),
+        }],
+        service_accounts: Vec::new(),
+    })
+    .await
+    .map_err(|e| Error::Runtime(format!("demo: token endpoint: {e}")))?;
+    let mut config = CaptureConfig::new(Vec::new());
+    config.log_dir = Some(logs.clone());
+    config.oauth = Some(issuer.tokens.clone());
+    let upstream = CaptureServer::start(config)
+        .await
+        .map_err(|e| Error::Runtime(format!("demo: capture upstream: {e}")))?;
+
+    let secret_dir = dir.join("secrets").join("acme-m365");
+    write_kubelet_secret(&secret_dir, CLIENT_ID, &client_secret)
+        .map_err(|e| io_err("secret", e))?;
+    let app_password = demo_key("app");
+    let app_password_file = dir.join("app-password");
+    std::fs::write(&app_password_file, &app_password).map_err(|e| io_err("app password", e))?;
+    let capture_ca = dir.join("capture-ca.pem");
+    std::fs::write(&capture_ca, &upstream.ca_pem).map_err(|e| io_err("CA file", e))?;
+    let issuer_ca = dir.join("issuer-ca.pem");
+    std::fs::write(&issuer_ca, &issuer.ca_pem).map_err(|e| io_err("CA file", e))?;
+    let policy_path = dir.join("acme-m365-policy.yaml");
+    let policy = Policy {
+        upstream: upstream.addr,
+        capture_ca: &capture_ca,
+        secret_dir: &secret_dir,
+        pin: Pin::of(client_secret.as_bytes()),
+        token_url: issuer.url(),
+        issuer_ca: &issuer_ca,
+        app_pin: Pin::of(app_password.as_bytes()),
+    };
+    std::fs::write(&policy_path, policy.render()).map_err(|e| io_err("policy", e))?;
+
+    let d = dir.display();
+    eprintln!(
+        r#"
+smtpbind demo --xoauth2
+=======================
+token endpoint    {token_url} (client_credentials; tokens live 60 s)
+capture upstream  {up} (STARTTLS, AUTH XOAUTH2 checked against that endpoint; account {ACCOUNT})
+sidecar           {listen} for tenant "acme" (policy {d}/acme-m365-policy.yaml), admin http://{admin}/readyz
+
+The mounted Secret holds the app registration's client id and secret; the mailer
+only knows its own local password ({d}/app-password) and still speaks AUTH LOGIN.
+
+1. Send as the mailer (the sidecar fetches a token and authenticates with XOAUTH2):
+   swaks --server {listen} --from {MAILBOX} --to customer@example.net \
+         --auth LOGIN --auth-user app --auth-password "$(cat {d}/app-password)"
+
+2. What the provider recorded (account and XOAUTH2 user):
+   cat {d}/upstream-activity/{ACCOUNT}.jsonl
+
+3. Tokens are refreshed ahead of expiry (here every 30 s), never logged:
+   curl -s http://{admin}/metrics | grep smtpbind_oauth
+
+Press Ctrl-C to stop.
+"#,
+        token_url = issuer.url(),
+        up = upstream.addr,
+    );
+    log::info(
+        "demo",
+        json!({ "upstream": upstream.addr.to_string(), "token_url": issuer.url(), "dir": dir.display().to_string() }),
+    );
+    let result = serve_sidecar(policy_path, listen, admin, shutdown).await;
+    drop(upstream);
+    drop(issuer);
+    result
+}
+
+struct Policy<'a> {
+    upstream: SocketAddr,
+    capture_ca: &'a Path,
+    secret_dir: &'a Path,
+    pin: Pin,
+    token_url: String,
+    issuer_ca: &'a Path,
+    app_pin: Pin,
+}
+
+impl Policy<'_> {
+    fn render(&self) -> String {
+        format!(
+            r#"# Generated by `smtpbind demo --xoauth2`.
+version: 1
+tenant: acme
+upstream:
+  address: {upstream}
+  tls: starttls
+  ca_file: {capture_ca}
+  server_name: localhost
+credential:
+  secret_dir: {secret_dir}
+  mechanism: xoauth2
+  pins: [ "{pin}" ]
+  oauth2:
+    flow: client_credentials
+    token_url: {token_url}
+    scope: https://outlook.office365.com/.default
+    user: {MAILBOX}
+    ca_file: {issuer_ca}
+client:
+  auth: required
+  accept:
+    - username: app
+      password: "{app_pin}"
+senders: [ "{MAILBOX}" ]
+header_from: enforce
+"#,
+            upstream = self.upstream,
+            capture_ca = self.capture_ca.display(),
+            secret_dir = self.secret_dir.display(),
+            pin = self.pin,
+            token_url = self.token_url,
+            issuer_ca = self.issuer_ca.display(),
+            app_pin = self.app_pin,
+        )
+    }
+}

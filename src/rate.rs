@@ -1,0 +1,183 @@
+//! `limits.rate` (contract §10): one token bucket per process (per pod),
+//! counted at MAIL FROM before anything of the transaction goes upstream.
+//!
+//! The bucket holds up to `burst` tokens and refills at
+//! `messages_per_second`. A MAIL takes one: at once when one is there,
+//! else it reserves the next one and waits for it — unless that wait would
+//! exceed `max_wait`, then it is refused at once (`451 4.7.0`) and takes
+//! nothing. Reservations queue in order, so over any window `T` at most
+//! `burst + rate * T` MAILs go on. Each replica has its own bucket.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::policy::RatePolicy;
+
+/// What a MAIL got from the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A token was there.
+    Immediate,
+    /// Waited this long for one, then went on.
+    Delayed(Duration),
+    /// The wait would have exceeded `max_wait`: answer `451 4.7.0`.
+    Refused,
+}
+
+pub struct RateLimiter {
+    policy: RatePolicy,
+    /// Tokens (negative: reserved ahead) as of the instant.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(policy: RatePolicy) -> RateLimiter {
+        RateLimiter {
+            policy,
+            state: Mutex::new((f64::from(policy.burst), Instant::now())),
+        }
+    }
+
+    /// Decides without waiting: `Ok(wait)` with the token reserved, or
+    /// `Err(())` when the wait would exceed `max_wait`.
+    fn reserve(&self) -> Result<Duration, ()> {
+        let rate = self.policy.messages_per_second;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+        let tokens = (state.0 + elapsed * rate).min(f64::from(self.policy.burst));
+        let wait = if tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - tokens) / rate)
+        };
+        if wait > self.policy.max_wait {
+            *state = (tokens, now);
+            return Err(());
+        }
+        *state = (tokens - 1.0, now);
+        Ok(wait)
+    }
+
+    /// Takes one token, waiting up to `max_wait`; counts
+    /// `smtpbind_rate_limited_total{result}` for MAILs that waited or were refused.
+    pub async fn acquire(&self) -> Admission {
+        match self.reserve() {
+            Ok(wait) if wait.is_zero() => Admission::Immediate,
+            Ok(wait) => {
+                tokio::time::sleep(wait).await;
+                metrics::counter!("smtpbind_rate_limited_total", "result" => "delayed")
+                    .increment(1);
+                Admission::Delayed(wait)
+            }
+            Err(()) => {
+                metrics::counter!("smtpbind_rate_limited_total", "result" => "refused")
+                    .increment(1);
+                Admission::Refused
+            }
+        }
+    }
+}
+
+/// The process's bucket for `policy`: kept across policy reloads while the
+/// rate is unchanged, replaced (full) when it changes.
+pub fn limiter(policy: RatePolicy) -> Arc<RateLimiter> {
+    static CURRENT: OnceLock<Mutex<Option<Arc<RateLimiter>>>> = OnceLock::new();
+    let mut current = CURRENT
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    match &*current {
+        Some(l) if l.policy == policy => l.clone(),
+        _ => {
+            let l = Arc::new(RateLimiter::new(policy));
+            *current = Some(l.clone());
+            l
+        }
+    }
+}
+
+/// The reply to a MAIL over the rate.
+pub fn refused_reply() -> crate::smtp::reply::Reply {
+    crate::smtp::reply::Reply::new(451, "4.7.0 sending rate exceeded, try again later")
+}
+
+/// For the session's MAIL: `true` to go on, `false` to answer `451 4.7.0`.
+pub async fn admit(policy: Option<RatePolicy>) -> bool {
+    match policy {
+        None => true,
+        Some(p) => limiter(p).acquire().await != Admission::Refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rate: f64, burst: u32, max_wait_ms: u64) -> RatePolicy {
+        RatePolicy {
+            messages_per_second: rate,
+            burst,
+            max_wait: Duration::from_millis(max_wait_ms),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_rate_then_refusal() {
+        let l = RateLimiter::new(policy(2.0, 3, 1000));
+        for _ in 0..3 {
+            assert_eq!(l.acquire().await, Admission::Immediate);
+        }
+        // Next token in 0.5 s, the one after in 1.0 s: both within max_wait.
+        let start = Instant::now();
+        assert!(matches!(l.acquire().await, Admission::Delayed(_)));
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        // Reserve ahead: two waiters, the second would wait 1.0 s, the third 1.5 s.
+        assert!(l.reserve().is_ok());
+        assert!(l.reserve().is_ok());
+        assert!(l.reserve().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bound_over_a_window() {
+        let l = Arc::new(RateLimiter::new(policy(10.0, 5, 200)));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut admitted, mut refused) = (0u32, 0u32);
+                while start.elapsed() < Duration::from_secs(10) {
+                    if l.acquire().await == Admission::Refused {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(7)).await;
+                    } else {
+                        admitted += 1;
+                    }
+                }
+                (admitted, refused)
+            }));
+        }
+        let (mut admitted, mut refused) = (0, 0);
+        for t in tasks {
+            let (a, r) = t.await.expect("task");
+            admitted += a;
+            refused += r;
+        }
+        // burst + rate * window, plus the waits that started before the end.
+        assert!(admitted <= 5 + 100 + 2, "{admitted}");
+        assert!(admitted >= 100, "{admitted}");
+        assert!(refused > 0);
+    }
+
+    #[test]
+    fn one_bucket_per_rate() {
+        let a = limiter(policy(3.0, 3, 10));
+        let b = limiter(policy(3.0, 3, 10));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = limiter(policy(4.0, 3, 10));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}

@@ -1,0 +1,78 @@
+//! `AUTH XOAUTH2` (contract §9): the token in hand; on the provider's
+//! refusal (a `334` error challenge, answered with an empty line, then
+//! `535`) one refresh and one retry, then the refusal stands (`454 4.7.0`
+//! to the client).
+
+use super::{Connection, UpstreamError};
+use crate::identity::{xoauth2_payload, Token, TokenSource};
+
+enum Attempt {
+    Accepted,
+    Refused(String),
+}
+
+impl Connection {
+    pub(super) async fn authenticate_xoauth2(
+        &mut self,
+        source: &std::sync::Arc<TokenSource>,
+    ) -> Result<(), UpstreamError> {
+        if !self.caps.auth_xoauth2 {
+            return Err(UpstreamError::AuthNotOffered);
+        }
+        let token = source
+            .token()
+            .await
+            .map_err(|e| UpstreamError::Token(e.to_string()))?;
+        let epoch = source.epoch();
+        if let Attempt::Accepted = self.xoauth2_attempt(source.user(), &token).await? {
+            self.token_epoch = Some((source.clone(), epoch));
+            return Ok(());
+        }
+        metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
+        let token = source
+            .refresh_rejected(token.generation)
+            .await
+            .map_err(|e| UpstreamError::Token(e.to_string()))?;
+        let epoch = source.epoch();
+        match self.xoauth2_attempt(source.user(), &token).await? {
+            Attempt::Accepted => {
+                self.token_epoch = Some((source.clone(), epoch));
+                Ok(())
+            }
+            Attempt::Refused(line) => {
+                metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
+                Err(UpstreamError::AuthRejected(line))
+            }
+        }
+    }
+
+    async fn xoauth2_attempt(
+        &mut self,
+        user: &str,
+        token: &Token,
+    ) -> Result<Attempt, UpstreamError> {
+        let payload = xoauth2_payload(user, token.value.expose());
+        let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
+        line.extend_from_slice(b"AUTH XOAUTH2 ");
+        line.extend_from_slice(payload.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        let reply = self.command(&line).await?;
+        match reply.code {
+            235 => Ok(Attempt::Accepted),
+            334 => {
+                // The error challenge: the empty response ends the exchange.
+                let end = self.command(b"\r\n").await?;
+                Ok(Attempt::Refused(end.last_line()))
+            }
+            _ => Ok(Attempt::Refused(reply.last_line())),
+        }
+    }
+
+    /// True when this connection authenticated with a token before a gap
+    /// in which no usable token was held: it must not be reused.
+    pub(super) fn token_gap(&self) -> bool {
+        self.token_epoch
+            .as_ref()
+            .is_some_and(|(source, epoch)| source.epoch() != *epoch)
+    }
+}

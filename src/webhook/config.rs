@@ -1,0 +1,361 @@
+//! The webhook's configuration file (contract §8): YAML, `version: 1`,
+//! unknown keys are errors, and every problem is reported as
+//! `FILE:LINE:COL: KEY: MESSAGE` by the policy's machinery
+//! ([`crate::policy::Located`]).
+//!
+//! ```yaml
+//! version: 1
+//! sidecar:
+//!   image: registry.example/smtpbind:0.1.0
+//!   egress_lockdown: true
+//!   lockdown_image: registry.example/smtpbind-egress-lockdown:0.1.0
+//! tenants:
+//!   - name: acme
+//!     namespaces: [shop-acme]
+//!     credential_secret: acme-smtp
+//!     policy_config_map: acme-smtpbind
+//! ```
+//!
+//! Extra optional key: `sidecar.image_pull_policy` (`Always`,
+//! `IfNotPresent`, `Never`; default `IfNotPresent`, as the chart).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::policy::{self, Located, PolicyErrors};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<i64>,
+    sidecar: Option<RawSidecar>,
+    tenants: Option<Vec<RawTenant>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    image: Option<String>,
+    image_pull_policy: Option<String>,
+    egress_lockdown: Option<bool>,
+    lockdown_image: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    namespaces: Option<Vec<String>>,
+    credential_secret: Option<String>,
+    policy_config_map: Option<String>,
+}
+
+/// A validated webhook configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub sidecar: Sidecar,
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sidecar {
+    /// The smtpbind image: what the injector injects and what the validator
+    /// recognises the sidecar by.
+    pub image: String,
+    pub image_pull_policy: String,
+    /// The lock-down init container's image when `egress_lockdown: true`.
+    pub lockdown_image: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    pub namespaces: Vec<String>,
+    pub credential_secret: String,
+    pub policy_config_map: String,
+}
+
+impl Config {
+    /// The tenants whose `namespaces` hold `namespace`.
+    pub fn tenants_in(&self, namespace: &str) -> Vec<&Tenant> {
+        self.tenants
+            .iter()
+            .filter(|t| t.namespaces.iter().any(|n| n == namespace))
+            .collect()
+    }
+}
+
+/// Reads and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, PolicyErrors> {
+    let text = policy::read(path).map_err(|mut errors| {
+        for e in &mut errors.0 {
+            e.message = e.message.replace("policy file", "webhook config file");
+        }
+        errors
+    })?;
+    parse(&text, path)
+}
+
+/// Whether `text` looks like a webhook configuration rather than a policy
+/// (for `smtpbind check`, which accepts both): a top-level `tenants:` or
+/// `sidecar:` key.
+pub fn looks_like_config(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with("tenants:") || l.starts_with("sidecar:"))
+}
+
+/// Parses and validates configuration `text`; `file` names it in errors.
+pub fn parse(text: &str, file: &Path) -> Result<Config, PolicyErrors> {
+    let (raw, mut v) = Located::parse::<RawConfig>(text, file)?;
+    match raw.version {
+        Some(1) => {}
+        Some(n) => v.err("version", format!("unsupported version {n}; must be 1")),
+        None => v.err("version", "required; must be 1"),
+    }
+    let sidecar = sidecar(&mut v, raw.sidecar);
+    let mut tenants = Vec::new();
+    let mut names = BTreeSet::new();
+    match raw.tenants {
+        None => v.err("tenants", "required: a non-empty list of tenants"),
+        Some(list) if list.is_empty() => v.err("tenants", "must list at least one tenant"),
+        Some(list) => {
+            for (i, t) in list.into_iter().enumerate() {
+                let tenant = self::tenant(&mut v, i, t);
+                if !tenant.name.is_empty() && !names.insert(tenant.name.clone()) {
+                    v.err(
+                        &format!("tenants[{i}].name"),
+                        format!("tenant `{}` is listed twice", tenant.name),
+                    );
+                }
+                tenants.push(tenant);
+            }
+        }
+    }
+    v.finish(Config { sidecar, tenants })
+}
+
+fn sidecar(v: &mut Located<'_>, raw: Option<RawSidecar>) -> Sidecar {
+    let Some(raw) = raw else {
+        v.err("sidecar", "required: `image` (and the lock-down settings)");
+        return Sidecar {
+            image: String::new(),
+            image_pull_policy: "IfNotPresent".into(),
+            lockdown_image: None,
+        };
+    };
+    let image = required_image(v, "sidecar.image", raw.image);
+    let image_pull_policy = raw
+        .image_pull_policy
+        .unwrap_or_else(|| "IfNotPresent".into());
+    if !matches!(
+        image_pull_policy.as_str(),
+        "Always" | "IfNotPresent" | "Never"
+    ) {
+        v.err(
+            "sidecar.image_pull_policy",
+            "must be Always, IfNotPresent or Never",
+        );
+    }
+    let lockdown_image = match (raw.egress_lockdown.unwrap_or(false), raw.lockdown_image) {
+        (true, image) => Some(required_image(v, "sidecar.lockdown_image", image)),
+        (false, Some(_)) => {
+            v.err(
+                "sidecar.lockdown_image",
+                "set but `egress_lockdown` is not true: the lock-down would not be injected",
+            );
+            None
+        }
+        (false, None) => None,
+    };
+    if lockdown_image.as_deref() == Some(image.as_str()) && !image.is_empty() {
+        v.err(
+            "sidecar.lockdown_image",
+            "must differ from `image`: the validator tells the two containers apart by image",
+        );
+    }
+    Sidecar {
+        image,
+        image_pull_policy,
+        lockdown_image,
+    }
+}
+
+fn required_image(v: &mut Located<'_>, key: &str, image: Option<String>) -> String {
+    match image {
+        Some(i) if !i.is_empty() && !i.chars().any(|c| c.is_whitespace() || c.is_control()) => i,
+        Some(_) => {
+            v.err(key, "must be an image reference without spaces");
+            String::new()
+        }
+        None => {
+            v.err(key, "required: an image reference");
+            String::new()
+        }
+    }
+}
+
+fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant) -> Tenant {
+    let at = |k: &str| format!("tenants[{i}].{k}");
+    let mut name_of = |key: &str, value: Option<String>, max: usize| -> String {
+        let value = value.unwrap_or_default();
+        if !is_dns_name(&value, max) {
+            v.err(
+                key,
+                format!(
+                    "{} a Kubernetes name (1-{max} characters of a-z, 0-9, `-`{}, \
+                     starting and ending with a letter or digit)",
+                    if value.is_empty() {
+                        "required"
+                    } else {
+                        "must be"
+                    },
+                    if max > 63 { ", `.`" } else { "" }
+                ),
+            );
+        }
+        value
+    };
+    let name = name_of(&at("name"), raw.name, 63);
+    let credential_secret = name_of(&at("credential_secret"), raw.credential_secret, 253);
+    let policy_config_map = name_of(&at("policy_config_map"), raw.policy_config_map, 253);
+    let mut namespaces = Vec::new();
+    match raw.namespaces {
+        None => v.err(
+            &at("namespaces"),
+            "required: the namespaces this tenant's pods live in",
+        ),
+        Some(list) if list.is_empty() => {
+            v.err(&at("namespaces"), "must list at least one namespace")
+        }
+        Some(list) => {
+            for (j, ns) in list.into_iter().enumerate() {
+                let key = format!("tenants[{i}].namespaces[{j}]");
+                if !is_dns_name(&ns, 63) {
+                    v.err(
+                        &key,
+                        "not a namespace name (1-63 characters of a-z, 0-9, `-`)",
+                    );
+                } else if matches!(
+                    ns.as_str(),
+                    "kube-system" | "kube-public" | "kube-node-lease"
+                ) {
+                    v.err(
+                        &key,
+                        format!("`{ns}` is a system namespace: the webhook never sees its pods"),
+                    );
+                } else if namespaces.contains(&ns) {
+                    v.err(&key, format!("`{ns}` is listed twice"));
+                } else {
+                    namespaces.push(ns);
+                }
+            }
+        }
+    }
+    Tenant {
+        name,
+        namespaces,
+        credential_secret,
+        policy_config_map,
+    }
+}
+
+/// An RFC 1123 label (`max` 63) or subdomain (`max` 253: labels joined by `.`).
+fn is_dns_name(s: &str, max: usize) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !s.is_empty()
+        && s.len() <= max
+        && if max > 63 {
+            s.split('.').all(label)
+        } else {
+            label(s)
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "version: 1
+sidecar:
+  image: registry.example/smtpbind:0.1.0
+  egress_lockdown: true
+  lockdown_image: registry.example/smtpbind-egress-lockdown:0.1.0
+tenants:
+  - name: acme
+    namespaces: [shop-acme, shared]
+    credential_secret: acme-smtp
+    policy_config_map: acme-smtpbind
+";
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Path::new("w.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_the_contract_example() {
+        let c = parse(GOOD, Path::new("w.yaml")).expect("valid");
+        assert_eq!(c.tenants[0].namespaces, ["shop-acme", "shared"]);
+        assert_eq!(
+            c.sidecar.lockdown_image.as_deref(),
+            Some("registry.example/smtpbind-egress-lockdown:0.1.0")
+        );
+        assert_eq!(c.tenants_in("shared").len(), 1);
+        assert_eq!(c.tenants_in("other").len(), 0);
+        assert!(looks_like_config(GOOD));
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let text = GOOD.replace("    credential_secret:", "    credentail_secret:");
+        assert_eq!(
+            errors(&text),
+            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`"]
+        );
+    }
+
+    #[test]
+    fn semantic_errors_are_all_located() {
+        let text = "version: 2
+sidecar:
+  image: \"\"
+  egress_lockdown: true
+tenants:
+  - name: Acme
+    namespaces: [kube-system, ok, ok]
+    credential_secret: acme-smtp
+  - name: b
+    namespaces: [b]
+    credential_secret: s
+    policy_config_map: p
+  - name: b
+    namespaces: [c]
+    credential_secret: s
+    policy_config_map: p
+";
+        let e = errors(text);
+        assert_eq!(e.len(), 8, "{e:#?}");
+        assert!(e[0].starts_with("w.yaml:1:1: version: unsupported version 2"));
+        // A missing key is located at its nearest parent.
+        assert!(e[1].starts_with("w.yaml:2:1: sidecar.lockdown_image: required"));
+        assert!(e[2].starts_with("w.yaml:3:3: sidecar.image: must be an image reference"));
+        assert!(e[3].starts_with("w.yaml:6:5: tenants[0].name: must be a Kubernetes name"));
+        assert!(e[4].starts_with("w.yaml:6:5: tenants[0].policy_config_map: required"));
+        assert!(e[5].starts_with(
+            "w.yaml:7:18: tenants[0].namespaces[0]: `kube-system` is a system namespace"
+        ));
+        assert!(e[6].starts_with("w.yaml:7:35: tenants[0].namespaces[2]: `ok` is listed twice"));
+        assert!(e[7].starts_with("w.yaml:13:5: tenants[2].name: tenant `b` is listed twice"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The containers and volumes the webhook injects, from one source of truth
+//! shared with the Helm chart.
+//!
+//! `injected.json` is the chart's own rendering of its named templates
+//! (`smtpbind.egressLockdown`, `smtpbind.sidecar`, `smtpbind.volumes`,
+//! `smtpbind.mailerEnv` in helm/smtpbind/templates/_helpers.tpl) with the
+//! chart's default values and the lock-down enabled, written by
+//! `tests/helm/gen_injected.py`. tests/helm/test_chart.py fails when the
+//! file is not what the chart renders today, and compares a pod patched by
+//! the webhook with the pod the chart renders. The webhook only replaces
+//! what its configuration decides: the two images, their pull policy, the
+//! Secret and the ConfigMap.
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Volume};
+use serde::Deserialize;
+
+use super::config::{Sidecar, Tenant};
+use super::WebhookError;
+
+const INJECTED: &str = include_str!("injected.json");
+
+/// Names the chart gives the injected parts (see `injected.json`).
+pub const SIDECAR_NAME: &str = "smtpbind";
+pub const LOCKDOWN_NAME: &str = "smtpbind-egress-lockdown";
+pub const POLICY_VOLUME: &str = "smtpbind-policy";
+pub const CREDENTIAL_VOLUME: &str = "smtpbind-credential";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Injected {
+    #[serde(rename = "_generated")]
+    _generated: String,
+    lockdown: Container,
+    sidecar: Container,
+    volumes: Vec<Volume>,
+    mailer_env: Vec<EnvVar>,
+}
+
+/// What one configuration injects, built once at start.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub sidecar: Container,
+    /// The lock-down init container, when the configuration enables it.
+    pub lockdown: Option<Container>,
+    volumes: Vec<Volume>,
+    pub mailer_env: Vec<EnvVar>,
+}
+
+impl Spec {
+    pub fn new(config: &Sidecar) -> Result<Spec, WebhookError> {
+        let injected: Injected = serde_json::from_str(INJECTED)
+            .map_err(|e| WebhookError::Spec(format!("injected.json: {e}")))?;
+        let mut sidecar = injected.sidecar;
+        sidecar.image = Some(config.image.clone());
+        sidecar.image_pull_policy = Some(config.image_pull_policy.clone());
+        let lockdown = config.lockdown_image.as_ref().map(|image| {
+            let mut c = injected.lockdown.clone();
+            c.image = Some(image.clone());
+            c.image_pull_policy = Some(config.image_pull_policy.clone());
+            c
+        });
+        // The lock-down's scratch volume only when the lock-down is injected.
+        let lockdown_volumes: Vec<String> = injected
+            .lockdown
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect();
+        let volumes = injected
+            .volumes
+            .into_iter()
+            .filter(|v| lockdown.is_some() || !lockdown_volumes.contains(&v.name))
+            .collect();
+        Ok(Spec {
+            sidecar,
+            lockdown,
+            volumes,
+            mailer_env: injected.mailer_env,
+        })
+    }
+
+    /// The volumes for `tenant`: its Secret and its policy ConfigMap.
+    pub fn volumes(&self, tenant: &Tenant) -> Vec<Volume> {
+        let mut volumes = self.volumes.clone();
+        for v in &mut volumes {
+            if let Some(secret) = v.secret.as_mut() {
+                if v.name == CREDENTIAL_VOLUME {
+                    secret.secret_name = Some(tenant.credential_secret.clone());
+                }
+            }
+            if let Some(cm) = v.config_map.as_mut() {
+                if v.name == POLICY_VOLUME {
+                    cm.name = tenant.policy_config_map.clone();
+                }
+            }
+        }
+        volumes
+    }
+
+    /// The lock-down container's command: with its name and image, what the
+    /// validator recognises it by.
+    pub fn lockdown_command(&self) -> Option<&Vec<String>> {
+        self.lockdown.as_ref().and_then(|c| c.command.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar(lockdown: bool) -> Sidecar {
+        Sidecar {
+            image: "reg/smtpbind:1".into(),
+            image_pull_policy: "Always".into(),
+            lockdown_image: lockdown.then(|| "reg/lockdown:1".into()),
+        }
+    }
+
+    #[test]
+    fn the_embedded_spec_is_the_charts_shape() {
+        let spec = Spec::new(&sidecar(true)).expect("spec");
+        assert_eq!(spec.sidecar.name, SIDECAR_NAME);
+        assert_eq!(spec.sidecar.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.sidecar.image.as_deref(), Some("reg/smtpbind:1"));
+        let lockdown = spec.lockdown.as_ref().expect("lockdown");
+        assert_eq!(lockdown.name, LOCKDOWN_NAME);
+        assert_eq!(lockdown.image.as_deref(), Some("reg/lockdown:1"));
+        assert!(spec.lockdown_command().is_some());
+        let names: Vec<String> = spec.mailer_env.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(names, ["SMTP_HOST", "SMTP_PORT"]);
+        let tenant = Tenant {
+            name: "acme".into(),
+            namespaces: vec!["shop".into()],
+            credential_secret: "acme-smtp".into(),
+            policy_config_map: "acme-policy".into(),
+        };
+        let volumes = spec.volumes(&tenant);
+        assert_eq!(volumes.len(), 3);
+        let without = Spec::new(&sidecar(false)).expect("spec").volumes(&tenant);
+        assert_eq!(without.len(), 2);
+        let secret = volumes
+            .iter()
+            .find(|v| v.name == CREDENTIAL_VOLUME)
+            .and_then(|v| v.secret.as_ref());
+        assert_eq!(
+            secret.and_then(|s| s.secret_name.as_deref()),
+            Some("acme-smtp")
+        );
+    }
+}
