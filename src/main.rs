@@ -64,6 +64,10 @@ enum Cmd {
         /// Directory of a kubernetes.io/tls Secret mount: tls.crt, tls.key (reloaded on change).
         #[arg(long, default_value = "/etc/smtpbind/webhook-tls")]
         tls_dir: PathBuf,
+        /// After SIGTERM, keep answering this long with /readyz 503, while the
+        /// pod leaves the Service's endpoints.
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        lame_duck: Duration,
     },
     /// Print the pin ("sha256:<64 hex>") of a password file's bytes.
     Fingerprint { file: PathBuf },
@@ -167,20 +171,22 @@ fn main() -> ExitCode {
                     admin,
                     drain,
                 },
-                shutdown_signal(),
+                shutdown_signal(&rt),
             ))
         }),
         Cmd::Webhook {
             config,
             listen,
             tls_dir,
+            lame_duck,
         } => runtime().and_then(|rt| {
             let opts = smtpbind::webhook::Options {
                 config,
                 listen,
                 tls_dir,
+                lame_duck,
             };
-            rt.block_on(smtpbind::webhook::run(opts, shutdown_signal()))
+            rt.block_on(smtpbind::webhook::run(opts, shutdown_signal(&rt)))
                 .map_err(Error::from)
         }),
         Cmd::Demo {
@@ -191,9 +197,9 @@ fn main() -> ExitCode {
         } => runtime().and_then(|rt| {
             rt.block_on(async {
                 if xoauth2 {
-                    smtpbind::demo::run_xoauth2(listen, admin, dir, shutdown_signal()).await
+                    smtpbind::demo::run_xoauth2(listen, admin, dir, shutdown_signal(&rt)).await
                 } else {
-                    smtpbind::demo::run(listen, admin, dir, shutdown_signal()).await
+                    smtpbind::demo::run(listen, admin, dir, shutdown_signal(&rt)).await
                 }
             })
         }),
@@ -214,7 +220,7 @@ fn main() -> ExitCode {
                     accounts,
                     log_dir,
                 },
-                shutdown_signal(),
+                shutdown_signal(&rt),
             ))
         }),
     };
@@ -265,21 +271,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Runtime(format!("tokio runtime: {e}")))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed now, before the command
+/// starts serving (and says so), so a signal sent as soon as it is listening
+/// is never lost to the default action.
+fn shutdown_signal(rt: &tokio::runtime::Runtime) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let _context = rt.enter();
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -31,9 +31,13 @@ def dynamic_secrets():
     return sorted(found)
 
 
-def forms(secret):
+def forms(secret, run_time=False):
     b = secret.encode()
     out = {b, base64.b64encode(b)}
+    if run_time:
+        # Tokens come with their XOAUTH2 payload listed; keys and assertions
+        # are never inside a SASL PLAIN payload.
+        return out
     for user in (b"apikey", b"app"):
         out.add(base64.b64encode(b"\0" + user + b"\0" + b))
         out.add(base64.b64encode(user + b"\0" + user + b"\0" + b))
@@ -55,16 +59,17 @@ def main():
     if len(keys) < 3:
         sys.exit(f"scan_secrets: expected at least 3 test secrets in the sources, found {len(keys)}")
     run_time = dynamic_secrets()
+    patterns = sorted({f for k in keys for f in forms(k)} | {f for k in run_time for f in forms(k, True)})
+    names = {f: k for k in keys for f in forms(k)} | {f: k for k in run_time for f in forms(k, True)}
     keys += run_time
     hits, scanned, size = [], 0, 0
     for path in files(sys.argv[1:]):
         data = open(path, "rb").read()
         scanned += 1
         size += len(data)
-        for k in keys:
-            for f in forms(k):
-                if f in data:
-                    hits.append((path, k[:6] + "…"))
+        for f in patterns:
+            if f in data:
+                hits.append((path, names[f][:6] + "…"))
     print(f"scan_secrets: {scanned} files, {size} bytes, {len(keys)} secrets "
           f"({len(run_time)} made at run time) x raw/base64 forms")
     for path, k in hits:

@@ -158,7 +158,7 @@ fn command(tls_dir: &Path) -> Command {
     let mut cmd = Command::new(support::bin());
     cmd.args(["webhook", "--config"])
         .arg(repo().join("tests/webhook/config.yaml"))
-        .args(["--listen", "127.0.0.1:0", "--tls-dir"])
+        .args(["--listen", "127.0.0.1:0", "--lame-duck", "2s", "--tls-dir"])
         .arg(tls_dir);
     cmd
 }
@@ -499,7 +499,7 @@ fn succeed(cmd: &mut Command) -> std::process::Output {
 }
 
 #[test]
-fn sigterm_stops_it_cleanly() {
+fn sigterm_turns_it_not_ready_serves_the_lame_duck_period_then_exits_0() {
     let mut w = Webhook::start();
     let pid = w.child.id().to_string();
     Command::new("kill")
@@ -507,12 +507,22 @@ fn sigterm_stops_it_cleanly() {
         .status()
         .expect("kill");
     let start = Instant::now();
+    assert!(w.wait_output("\"event\":\"shutdown\""), "{}", w.output());
+    // still answering admission requests, but not ready
+    assert_eq!(w.curl(&[], "/readyz").0, 503);
+    let (code, _) = w.post_file("/validate", &golden("validate-injected-pod.request.json"));
+    assert_eq!(code, 200);
     loop {
         if let Some(status) = w.child.try_wait().expect("wait") {
             assert_eq!(status.code(), Some(0));
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "did not exit");
+        assert!(start.elapsed() < Duration::from_secs(20), "did not exit");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
 }

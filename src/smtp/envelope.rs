@@ -30,6 +30,8 @@ use std::fmt::Write as _;
 pub const MAX_LOCAL: usize = 64;
 /// Longest domain (RFC 5321 §4.5.3.1.2).
 pub const MAX_DOMAIN: usize = 255;
+/// Longest path as written, brackets included (RFC 5321 §4.5.3.1.3).
+pub const MAX_PATH: usize = 256;
 
 /// A mailbox: the local part unquoted (as its meaning, not its spelling) and
 /// the domain (a host name; U-labels allowed).
@@ -327,10 +329,18 @@ fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
     if !is_domain(domain) || domain.len() > MAX_DOMAIN {
         return Err(EnvelopeError::Syntax("bad domain"));
     }
-    Ok(Mailbox {
+    let mailbox = Mailbox {
         local,
         domain: domain.to_string(),
-    })
+    };
+    // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
+    // (measured as it is written upstream).
+    let mut written = String::with_capacity(MAX_PATH + 2);
+    mailbox.write_path(&mut written);
+    if written.len() > MAX_PATH {
+        return Err(EnvelopeError::Syntax("path longer than 256 octets"));
+    }
+    Ok(mailbox)
 }
 
 /// The text after an opening quote: (unquoted content, text after the
@@ -523,6 +533,23 @@ mod tests {
         }
         let long = format!("<{}@c.example>", "a".repeat(65));
         assert!(parse_mail(long.as_bytes()).is_err());
+        // 256 octets as written is the longest path (found by the fuzzer:
+        // smtp-proto, like RFC 5321, reads no longer one).
+        let label = "d".repeat(63);
+        let domain = |n: usize| format!("{label}.{label}.{label}.{}", "e".repeat(n));
+        let at_limit = format!("<x@{}>", domain(256 - 4 - 3 * 64));
+        assert_eq!(at_limit.len(), 256);
+        assert!(parse_rcpt(at_limit.as_bytes()).is_ok());
+        let over = format!("<x@{}>", domain(256 - 4 - 3 * 64 + 1));
+        assert!(matches!(
+            parse_rcpt(over.as_bytes()),
+            Err(EnvelopeError::Syntax(_))
+        ));
+        let quoted = format!("<\"{}\"@c.example>", "\\\"".repeat(30));
+        assert!(
+            parse_rcpt(quoted.as_bytes()).is_ok(),
+            "escapes count as written"
+        );
         assert_eq!(
             parse_mail(b"<a\x7f@c.example>"),
             Err(EnvelopeError::Control)

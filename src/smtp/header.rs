@@ -205,7 +205,8 @@ fn trim_wsp_end(mut s: &[u8]) -> &[u8] {
 /// All mailbox addresses of the single From header (groups flattened),
 /// lowercased domain.
 pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
-    let out = field_addresses(headers, b"from", HeaderName::From, true)?;
+    let parsed = Parsed::new(headers);
+    let out = parsed.addresses(b"from", HeaderName::From, true)?;
     if out.is_empty() {
         return Err(FromError::Missing);
     }
@@ -215,28 +216,39 @@ pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
 /// Every address that names the sender of the message: the one `From`
 /// (required), at most one `Sender`, and every `Resent-From` and
 /// `Resent-Sender` (one per resent block). `header_from: enforce` checks
-/// each against `senders`.
+/// each against `senders`. The header section is parsed once.
 pub fn header_sender_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
-    let mut out = header_from_addresses(headers)?;
-    out.extend(field_addresses(
-        headers,
-        b"sender",
-        HeaderName::Sender,
-        true,
-    )?);
-    out.extend(field_addresses(
-        headers,
-        b"resent-from",
-        HeaderName::ResentFrom,
-        false,
-    )?);
-    out.extend(field_addresses(
-        headers,
-        b"resent-sender",
-        HeaderName::ResentSender,
-        false,
-    )?);
+    let parsed = Parsed::new(headers);
+    let mut out = parsed.addresses(b"from", HeaderName::From, true)?;
+    if out.is_empty() {
+        return Err(FromError::Missing);
+    }
+    out.extend(parsed.addresses(b"sender", HeaderName::Sender, true)?);
+    out.extend(parsed.addresses(b"resent-from", HeaderName::ResentFrom, false)?);
+    out.extend(parsed.addresses(b"resent-sender", HeaderName::ResentSender, false)?);
     Ok(out)
+}
+
+/// mail-parser configured for what the check reads: the four sender
+/// fields as addresses, every other field skipped (not decoded), so a
+/// message's Received, DKIM and other fields cost only their scan.
+fn sender_parser() -> &'static MessageParser {
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .header_address(HeaderName::From)
+            .header_address(HeaderName::Sender)
+            .header_address(HeaderName::ResentFrom)
+            .header_address(HeaderName::ResentSender)
+            .default_header_ignore()
+    })
+}
+
+/// A header section read both ways: mail-parser's fields, and our own scan
+/// (per field name) that its reading must agree with.
+struct Parsed<'a> {
+    headers: Cow<'a, [u8]>,
+    message: Option<mail_parser::Message<'a>>,
 }
 
 /// Whether every line of the header section (up to the empty line, or all
@@ -271,66 +283,79 @@ pub fn header_section_wellformed(headers: &[u8]) -> bool {
     true
 }
 
-/// The addresses of every field named `name` (mail-parser's `hname`),
-/// cross-checked with our own scan; `single`: more than one such field is
-/// [`FromError::Multiple`]. No field: an empty list.
-fn field_addresses(
-    headers: &[u8],
-    name: &[u8],
-    hname: HeaderName<'static>,
-    single: bool,
-) -> Result<Vec<String>, FromError> {
-    // mail-parser drops the value of a last field that has no line ending; the
-    // decoder's content always ends in CRLF, but be independent of that.
-    let terminated: Cow<'_, [u8]> = if headers.is_empty() || headers.ends_with(b"\n") {
-        Cow::Borrowed(headers)
-    } else {
-        let mut v = Vec::with_capacity(headers.len() + 2);
-        v.extend_from_slice(headers);
-        v.extend_from_slice(b"\r\n");
-        Cow::Owned(v)
-    };
-    let headers: &[u8] = &terminated;
-    let ours = scan_fields(headers, name);
-    let message = MessageParser::new().parse_headers(headers);
-    let theirs: Vec<&mail_parser::Header<'_>> = message
-        .as_ref()
-        .map(|m| m.headers().iter().filter(|h| h.name == hname).collect())
-        .unwrap_or_default();
-
-    if single && (ours.len() > 1 || theirs.len() > 1) {
-        return Err(FromError::Multiple);
-    }
-    if ours.len() != theirs.len() {
-        return Err(FromError::Unparseable);
-    }
-    let mut out = Vec::new();
-    for (field, header) in ours.iter().zip(theirs) {
-        // Same field, and mail-parser's reading did not run past its end.
-        let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
-        let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
-        if !same_start || !within {
-            return Err(FromError::Unparseable);
-        }
-        let address = header.value.as_address().ok_or(FromError::Unparseable)?;
-        let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
-        let before = out.len();
-        let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
-            out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
-            Ok(())
+impl<'a> Parsed<'a> {
+    fn new(headers: &'a [u8]) -> Parsed<'a> {
+        // mail-parser drops the value of a last field that has no line
+        // ending; the decoder's content always ends in CRLF, but be
+        // independent of that.
+        let headers: Cow<'a, [u8]> = if headers.is_empty() || headers.ends_with(b"\n") {
+            Cow::Borrowed(headers)
+        } else {
+            let mut v = Vec::with_capacity(headers.len() + 2);
+            v.extend_from_slice(headers);
+            v.extend_from_slice(b"\r\n");
+            Cow::Owned(v)
         };
-        match address {
-            Address::List(list) => list.iter().try_for_each(&mut push)?,
-            Address::Group(groups) => groups
-                .iter()
-                .flat_map(|g| g.addresses.iter())
-                .try_for_each(&mut push)?,
+        let message = match &headers {
+            Cow::Borrowed(h) => sender_parser().parse_headers(*h),
+            Cow::Owned(h) => sender_parser()
+                .parse_headers(h.as_slice())
+                .map(mail_parser::Message::into_owned),
+        };
+        Parsed { headers, message }
+    }
+
+    /// The addresses of every field named `name` (mail-parser's `hname`),
+    /// cross-checked with our own scan; `single`: more than one such field
+    /// is [`FromError::Multiple`]. No field: an empty list.
+    fn addresses(
+        &self,
+        name: &[u8],
+        hname: HeaderName<'static>,
+        single: bool,
+    ) -> Result<Vec<String>, FromError> {
+        let headers: &[u8] = &self.headers;
+        let ours = scan_fields(headers, name);
+        let theirs: Vec<&mail_parser::Header<'_>> = self
+            .message
+            .as_ref()
+            .map(|m| m.headers().iter().filter(|h| h.name == hname).collect())
+            .unwrap_or_default();
+
+        if single && (ours.len() > 1 || theirs.len() > 1) {
+            return Err(FromError::Multiple);
         }
-        if out.len() == before {
+        if ours.len() != theirs.len() {
             return Err(FromError::Unparseable);
         }
+        let mut out = Vec::new();
+        for (field, header) in ours.iter().zip(theirs) {
+            // Same field, and mail-parser's reading did not run past its end.
+            let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
+            let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
+            if !same_start || !within {
+                return Err(FromError::Unparseable);
+            }
+            let address = header.value.as_address().ok_or(FromError::Unparseable)?;
+            let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
+            let before = out.len();
+            let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
+                out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
+                Ok(())
+            };
+            match address {
+                Address::List(list) => list.iter().try_for_each(&mut push)?,
+                Address::Group(groups) => groups
+                    .iter()
+                    .flat_map(|g| g.addresses.iter())
+                    .try_for_each(&mut push)?,
+            }
+            if out.len() == before {
+                return Err(FromError::Unparseable);
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// The field value with line breaks removed (RFC 5322 §2.2.3 unfolding).

@@ -65,6 +65,8 @@ pub struct Options {
     pub config: PathBuf,
     pub listen: SocketAddr,
     pub tls_dir: PathBuf,
+    /// After SIGTERM, how long to keep answering (with `/readyz` 503).
+    pub lame_duck: std::time::Duration,
 }
 
 impl Webhook {
@@ -116,7 +118,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             "tenants": shared.webhook.config.tenants.len(),
         }),
     );
-    server::serve(listener, tls_config, shared, shutdown).await;
+    server::serve(listener, tls_config, shared, shutdown, opts.lame_duck).await;
     watcher.abort();
     log::info("stopped", json!({}));
     Ok(())

@@ -239,17 +239,23 @@ impl Shared {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish
-/// (up to 10 s) while `/readyz` answers 503.
+/// Serves until `shutdown` resolves and `lame_duck` has passed (answering
+/// `/readyz` with 503 meanwhile), then lets requests in flight finish (up to 10 s).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
+    lame_duck: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let conns = Arc::new(Conns::default());
     tokio::pin!(shutdown);
+    // After SIGTERM: not ready, but still answering for `lame_duck`, while
+    // the endpoints controller takes the pod out of the Service (the API
+    // server may still open connections to it meanwhile).
+    let stop = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -258,10 +264,14 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(stream, acceptor.clone(), shared.clone(), conn));
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !shared.shutting_down.load(Ordering::SeqCst) => {
+                shared.shutting_down.store(true, Ordering::SeqCst);
+                log::info("shutdown", json!({ "message": "not ready; serving until the lame-duck period ends", "seconds": lame_duck.as_secs_f64() }));
+                stop.as_mut().reset(tokio::time::Instant::now() + lame_duck);
+            }
+            _ = &mut stop => break,
         }
     }
-    shared.shutting_down.store(true, Ordering::SeqCst);
     drop(listener);
     conns.close_all();
     let deadline = Instant::now() + DRAIN;
@@ -306,5 +316,46 @@ async fn connection(
             served.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, served).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bound at capacity, and its connections (all idle).
+    fn full() -> (Conns, Vec<Arc<Conn>>) {
+        let conns = Conns::default();
+        let held = (0..MAX_CONNECTIONS)
+            .map(|_| conns.admit().expect("below capacity"))
+            .collect();
+        (conns, held)
+    }
+
+    #[tokio::test]
+    async fn at_capacity_the_oldest_idle_connection_makes_room() {
+        let (conns, held) = full();
+        // the first one is inside a request: not evictable
+        let busy = Busy::new(&held[0]);
+        let newcomer = conns.admit().expect("room made");
+        assert!(newcomer.idle.load(Ordering::SeqCst));
+        // the oldest idle one (the second) was told to close, the busy one was not
+        let told = |c: &Arc<Conn>| {
+            let notified = c.close.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable()
+        };
+        assert!(told(&held[1]));
+        assert!(!told(&held[0]));
+        drop(busy);
+        assert!(held[0].idle.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn at_capacity_with_every_connection_busy_the_newcomer_waits_outside() {
+        let (conns, held) = full();
+        let _busy: Vec<Busy> = held.iter().map(Busy::new).collect();
+        assert!(conns.admit().is_none());
+        drop(held);
     }
 }

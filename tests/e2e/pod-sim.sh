@@ -455,7 +455,7 @@ tenants:
     policy_config_map: globex-smtpbind
 EOF
 check "webhook: smtpbind check accepts its configuration" "$SB" check "$WH/config.yaml"
-nsx "$UP" "$SB" webhook --config "$WH/config.yaml" --listen 127.0.0.1:8443 --tls-dir "$WH/tls" >"$WH/webhook.log" 2>&1 &
+nsx "$UP" "$SB" webhook --config "$WH/config.yaml" --listen 127.0.0.1:8443 --lame-duck 100ms --tls-dir "$WH/tls" >"$WH/webhook.log" 2>&1 &
 PIDS+=($!)
 wait_for 20 grep -q '"event":"listening"' "$WH/webhook.log" || webhook_ok=0
 # admit FILE ENDPOINT OUT: one AdmissionReview through the webhook, as the API server sends it

@@ -336,15 +336,17 @@ KIND = ROOT / "tests" / "kind"
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_kind_webhook_manifests_validate_strict(version: str) -> None:
     values = yaml.safe_load((KIND / "webhook" / "values.yaml").read_text())
-    objs = objects_of(render_chart(CHART, values, "smtpbind-webhook", "smtpbind-webhook",
+    objs = objects_of(render_chart(CHART, values, "smtpbind", "smtpbind-webhook",  # as tests/kind/run.sh
                                    kube_version=f"v{version}"))
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == ["ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget",
                      "Secret", "Service", "ValidatingWebhookConfiguration"], kinds  # no chart-rendered tenant
     m, _ = webhooks(objs)
-    assert m["namespaceSelector"]["matchLabels"] == {"smtpbind.dev/webhook": "enabled"}
+    # the names tests/kind/run.sh waits for and reads logs of
+    assert one(objs, "Deployment")["metadata"]["name"] == "smtpbind-webhook"
+    assert m["namespaceSelector"]["matchLabels"] == {"smtpbind.dev/guarded": "true"}
     namespace = yaml.safe_load((KIND / "webhook" / "namespace.yaml").read_text())
-    assert namespace["metadata"]["labels"]["smtpbind.dev/webhook"] == "enabled"
+    assert namespace["metadata"]["labels"]["smtpbind.dev/guarded"] == "true"
     assert namespace["metadata"]["name"] in m["namespaceSelector"]["matchExpressions"][1]["values"]
     mailer = objects_of(render_chart(KIND / "mailer-chart", {"podAnnotations": {"smtpbind.dev/inject": "true"}},
                                      "legacy-mailer", namespace["metadata"]["name"], kube_version=f"v{version}"))

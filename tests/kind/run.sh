@@ -213,7 +213,8 @@ kctl -n "$APPS" create secret generic acme-smtp --type=kubernetes.io/basic-auth 
 rm -f "$WORK/acme-password"
 kctl -n "$APPS" create configmap acme-smtpbind --from-file=policy.yaml="$HERE/webhook/acme-policy.yaml" \
   --from-file=ca.pem="$WORK/ca.pem" --dry-run=client -o yaml | kctl apply -f -
-helm --kube-context "$CONTEXT" upgrade --install smtpbind-webhook "$ROOT/helm/smtpbind" \
+# release "smtpbind": its objects are named smtpbind-webhook
+helm --kube-context "$CONTEXT" upgrade --install smtpbind "$ROOT/helm/smtpbind" \
   --namespace smtpbind-webhook --create-namespace -f "$HERE/webhook/values.yaml" --wait --timeout 5m
 check "webhook: both replicas are ready" \
   kctl -n smtpbind-webhook rollout status deploy/smtpbind-webhook --timeout=180s

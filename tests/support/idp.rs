@@ -109,12 +109,18 @@ impl Idp {
             out.push(b64.encode(format!("user={MAILBOX}\x01auth=Bearer {s}\x01\x01")));
             out.push(s);
         }
-        // The key: each full base64 line of its PEM body, and the JSON form.
+        // The key: two full base64 lines of its PEM body (any leak of the
+        // key shows them), and the JSON form.
+        let body: Vec<&str> = self
+            .sa_pem
+            .lines()
+            .filter(|l| l.len() == 64 && !l.starts_with("-----"))
+            .collect();
         out.extend(
-            self.sa_pem
-                .lines()
-                .filter(|l| l.len() == 64 && !l.starts_with("-----"))
-                .map(str::to_string),
+            [body.get(1), body.get(body.len() / 2)]
+                .into_iter()
+                .flatten()
+                .map(|l| l.to_string()),
         );
         out.push(self.sa_json.clone());
         out
