@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, Readiness};
+use crate::client_tls::ClientTls;
 use crate::credential::{Credential, CredentialState};
 use crate::policy::{self, Pin, Policy};
 use crate::runtime::{Channels, Phase, Runtime};
@@ -113,10 +114,21 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         policy::check_listen(listen, policy.listen_insecure_ok)
             .map_err(|e| Error::Usage(format!("--listen: {e}")))?;
     }
-    let listener = bind(opts.listen.unwrap_or(policy.listen)).await?;
+    // TLS toward the mailer: the pair must load at start (fail closed).
+    let client_tls = match &policy.client.tls {
+        Some(t) => Some(Arc::new(ClientTls::new(t.clone())?)),
+        None => None,
+    };
+    let listeners = server::bind(
+        opts.listen.unwrap_or(policy.listen),
+        policy.client.tls.as_ref().and_then(|t| t.implicit_listen),
+        client_tls.is_some(),
+    )
+    .await?;
     let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
     let bound = Bound {
-        smtp: listener
+        smtp: listeners[0]
+            .socket
             .local_addr()
             .map_err(|e| Error::Runtime(e.to_string()))?,
         admin: admin_listener
@@ -149,13 +161,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         credentials: cred_rx,
         phase: phase_rx,
     };
-    let server = tokio::spawn(server::serve(listener, channels, drain));
+    let addrs = server::addresses(&listeners);
+    let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
+    let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
     readiness.set_listener_bound();
     prewarm(&channels_runtime, &channels_cred);
     log::info(
         "listening",
         json!({
             "addr": bound.smtp.to_string(),
+            "listeners": addrs,
             "admin": bound.admin.to_string(),
             "upstream": policy.upstream.address,
             "version": env!("CARGO_PKG_VERSION"),
@@ -178,6 +193,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     }
     let _ = phase_tx.send(Phase::Closing);
     watcher.abort();
+    if let Some(t) = tls_watch {
+        t.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     log::info("stopped", json!({}));
     Ok(())
@@ -271,10 +289,10 @@ fn reload_policy(
                 new.tenant
             )));
         }
-        if new.listen != old.listen || new.admin != old.admin || new.limits.max_sessions != old.limits.max_sessions {
+        if new.listen != old.listen || new.admin != old.admin || new.limits.max_sessions != old.limits.max_sessions || new.client.tls != old.client.tls {
             log::warn(
                 "policy",
-                json!({ "result": "partial", "message": "listen, admin and max_sessions take effect at the next restart" }),
+                json!({ "result": "partial", "message": "listen, admin, max_sessions and client.tls take effect at the next restart" }),
             );
         }
         // Re-check the credential against the new pins.

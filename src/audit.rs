@@ -18,6 +18,8 @@ pub struct SessionInfo {
     pub client_identity: Option<String>,
     pub credential: Option<String>,
     pub upstream: String,
+    /// The server name the mailer asked for over TLS (contract §11).
+    pub client_sni: Option<String>,
 }
 
 /// Why something was refused; also the `reason` label of
@@ -91,6 +93,7 @@ fn reject_extra(extra: Value) -> serde_json::Map<String, Value> {
         "client_identity",
         "credential",
         "upstream",
+        "client_sni",
         "reason",
         "reply",
     ] {
@@ -190,6 +193,7 @@ mod tests {
             client_identity: Some("apikey".into()),
             credential: None,
             upstream: "smtp.example:587".into(),
+            client_sni: None,
         }
     }
 
@@ -242,6 +246,7 @@ mod tests {
                 "client_identity",
                 "credential",
                 "upstream",
+                "client_sni",
                 "result",
                 "sender_domain",
                 "recipients",
@@ -254,6 +259,7 @@ mod tests {
         assert_eq!(v["event"], "message");
         assert_eq!(v["level"], "warn");
         assert_eq!(v["credential"], Value::Null);
+        assert_eq!(v["client_sni"], Value::Null);
         assert_eq!(v["bytes"], 1234);
         assert_eq!(v["reply"], "451 4.3.0 \"busy\"");
         assert_eq!(v["reason"], "bare_lf");

@@ -26,6 +26,10 @@
 //! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests
 //! demo       the one-command local demo
 //! watch      inotify + polling of kubelet-mounted files (shared)
+//! tls_mount  a serving pair from a kubernetes.io/tls mount, reloaded on swap
+//!            (shared by the webhook and client_tls)
+//! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
+//! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
 //! ```
 #![forbid(unsafe_code)]
@@ -35,6 +39,7 @@ pub mod app;
 pub mod audit;
 pub mod capture;
 pub mod certs;
+pub mod client_tls;
 pub mod credential;
 pub mod demo;
 pub mod identity;
@@ -47,6 +52,8 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod telemetry;
+pub mod tls_init;
+pub mod tls_mount;
 pub mod upstream;
 pub mod watch;
 pub mod webhook;
@@ -63,6 +70,10 @@ pub enum Error {
     Credential(#[from] credential::CredentialError),
     #[error("{0}")]
     Tls(#[from] upstream::tls::TlsConfigError),
+    #[error("client.tls: {0}")]
+    ClientTls(#[from] tls_mount::TlsError),
+    #[error("tls-init: {0}")]
+    TlsInit(#[from] tls_init::TlsInitError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot bind {addr}: {error}")]
@@ -76,7 +87,12 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Policy(_) | Error::Credential(_) | Error::Tls(_) | Error::Usage(_) => 1,
+            Error::Policy(_)
+            | Error::Credential(_)
+            | Error::Tls(_)
+            | Error::ClientTls(_)
+            | Error::TlsInit(_)
+            | Error::Usage(_) => 1,
             Error::Bind { .. } | Error::Runtime(_) => 2,
             Error::Webhook(e) => e.exit_code(),
         }

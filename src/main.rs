@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use smtpbind::client_tls::load_pair;
 use smtpbind::credential::{fingerprint, Credential};
 use smtpbind::{policy, Error, RunOptions};
 
@@ -47,7 +48,8 @@ enum Cmd {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Also load each policy's mounted credential and verify its pin.
+        /// Also load each policy's mounted credential and verify its pin (and
+        /// the client.tls pair, when the policy has one).
         #[arg(long)]
         credentials: bool,
     },
@@ -84,6 +86,19 @@ enum Cmd {
         /// built-in token endpoint and the capture upstream.
         #[arg(long)]
         xoauth2: bool,
+    },
+    /// Write a pod-local CA (ca.crt) and a serving pair (tls.crt, tls.key)
+    /// for localhost, 127.0.0.1, ::1 and each --name; no CA key is written.
+    TlsInit {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Another name for the certificate, e.g. the provider's host for transparent mode.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
     },
     /// Run the capture upstream alone (a recording SMTP server with STARTTLS
     /// and AUTH), for the pod simulation and the kind harness.
@@ -134,6 +149,15 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(Error::from(e)),
         },
+        Cmd::TlsInit { dir, names, force } => smtpbind::tls_init::run(&dir, &names, force)
+            .map(|w| {
+                println!(
+                    "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1} (no CA key)",
+                    w.dir.display(),
+                    w.names.join(", ")
+                );
+            })
+            .map_err(Error::from),
         Cmd::Run {
             policy,
             listen,
@@ -289,19 +313,26 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
         match policy::load(file) {
             Ok(p) => {
                 if credentials {
+                    let mut ok = true;
+                    if let Some(Err(e)) = p.client.tls.as_ref().map(|t| load_pair(&t.cert_dir)) {
+                        ok = false;
+                        eprintln!("{}: client.tls.cert_dir: {e}", file.display());
+                    }
                     // Pin, and for jwt_bearer the key parses (no network).
                     match Credential::load_for(&p.credential, false) {
-                        Ok(c) => println!(
+                        Ok(c) if ok => println!(
                             "{}: ok (tenant {}, credential {})",
                             file.display(),
                             p.tenant,
                             c.pin().short()
                         ),
+                        Ok(_) => {}
                         Err(e) => {
-                            failed = true;
+                            ok = false;
                             eprintln!("{}: credential.secret_dir: {e}", file.display());
                         }
                     }
+                    failed |= !ok;
                 } else {
                     println!("{}: ok (tenant {})", file.display(), p.tenant);
                 }

@@ -3,16 +3,18 @@
 //! every session one snapshot of the runtime (policy, connector, pool;
 //! see [`crate::runtime`]).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::client_tls::ClientTls;
 use crate::runtime::{Channels, Phase};
-use crate::session::Session;
+use crate::session::{Entry, Session};
 use crate::smtp::reply::local;
 
 static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -32,10 +34,80 @@ fn session_id() -> String {
     )
 }
 
-/// Accepts sessions until the phase leaves `Running`, then waits for the
-/// open sessions (they close themselves per the drain rules), at most
-/// `drain` plus a grace second.
-pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
+/// A bound listening socket; `implicit`: TLS from the first byte (SMTPS).
+pub struct Listener {
+    pub socket: TcpListener,
+    pub implicit: bool,
+}
+
+/// Binds the plain listener and the implicit-TLS one when configured.
+/// `ipv6_twin`: a listener on `127.0.0.1:P` gets a twin on `[::1]:P` (where
+/// transparent mode's ip6tables REDIRECT lands); without IPv6 that is a
+/// warning, not an error.
+pub async fn bind(
+    plain: SocketAddr,
+    implicit: Option<SocketAddr>,
+    ipv6_twin: bool,
+) -> Result<Vec<Listener>, crate::Error> {
+    let mut listeners = Vec::new();
+    for (addr, implicit) in std::iter::once((plain, false)).chain(implicit.map(|a| (a, true))) {
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|error| crate::Error::Bind {
+                addr: addr.to_string(),
+                error,
+            })?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| crate::Error::Runtime(e.to_string()))?;
+        listeners.push(Listener { socket, implicit });
+        if ipv6_twin && local.ip() == std::net::Ipv4Addr::LOCALHOST {
+            let twin = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()));
+            match TcpListener::bind(twin).await {
+                Ok(socket) => listeners.push(Listener { socket, implicit }),
+                Err(e) => crate::log::warn(
+                    "listen_ipv6",
+                    serde_json::json!({ "addr": twin.to_string(), "error": e.to_string() }),
+                ),
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// What the listeners are bound to, for the `listening` event.
+pub fn addresses(listeners: &[Listener]) -> Vec<serde_json::Value> {
+    listeners
+        .iter()
+        .filter_map(|l| {
+            let addr = l.socket.local_addr().ok()?;
+            Some(serde_json::json!({ "listen": addr.to_string(), "tls": if l.implicit { "implicit" } else { "plain" } }))
+        })
+        .collect()
+}
+
+/// The next connection on any of `listeners`, and whether it is implicit TLS.
+async fn accept(listeners: &[Listener]) -> (std::io::Result<(TcpStream, SocketAddr)>, bool) {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.socket.poll_accept(cx) {
+                return std::task::Poll::Ready((r, l.implicit));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Accepts sessions on every listener (one `max_sessions` budget for all)
+/// until the phase leaves `Running`, then waits for the open sessions (they
+/// close themselves per the drain rules), at most `drain` plus a grace second.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    tls: Option<Arc<ClientTls>>,
+    channels: Channels,
+    drain: Duration,
+) {
     let mut phase = channels.phase.clone();
     let max_sessions = channels.runtime.borrow().policy.limits.max_sessions;
     let permits = Arc::new(Semaphore::new(max_sessions));
@@ -43,7 +115,7 @@ pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
     let active = metrics::gauge!("smtpbind_active_sessions");
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            (accepted, implicit) = accept(&listeners) => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -69,6 +141,7 @@ pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
                     channels.credentials.clone(),
                     channels.phase.clone(),
                     session_id(),
+                    Entry { tls: tls.clone(), implicit },
                 );
                 let active = active.clone();
                 sessions.spawn(async move {
@@ -86,7 +159,7 @@ pub async fn serve(listener: TcpListener, channels: Channels, drain: Duration) {
             }
         }
     }
-    drop(listener);
+    drop(listeners);
     let wait_all = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(drain + Duration::from_secs(2), wait_all)
         .await

@@ -28,6 +28,8 @@ python3 tests/scan_secrets.py "$out/cargo-test.log" "$out/sidecar-output"
 # Deployment checks (issue 4) when present.
 if [ -x tests/helm/run.sh ]; then tests/helm/run.sh; fi
 if [ -x tests/e2e/pod-sim.sh ] && [ "$(id -u)" -eq 0 ]; then tests/e2e/pod-sim.sh; fi
+# Transparent mode (issue 13): REDIRECT to the sidecar, IPv4 and IPv6, no loop.
+if [ "$(id -u)" -eq 0 ]; then bash tests/e2e/transparent-sim.sh; fi
 # The shipped build (scripts/build-release.sh: release, statically linked):
 # no shared library needed, names resolve through /etc/hosts and DNS. Root
 # only (a private mount namespace); builds the release binary (~2 minutes).

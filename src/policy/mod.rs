@@ -24,6 +24,7 @@
 //! a password (an `accept[].password` value is never echoed) nor the content
 //! of any file other than the policy's own keys.
 
+mod client_tls;
 mod identity;
 mod locate;
 mod matchers;
@@ -502,6 +503,9 @@ impl Validator<'_> {
             );
         }
         let client = self.client(raw.client.unwrap_or_default());
+        if let Some(tls) = &client.tls {
+            self.client_tls_listen(tls, listen, listen_insecure_ok);
+        }
         self.no_mounted_password(credential.mechanism, &client);
 
         let senders = match raw.senders {
@@ -823,7 +827,8 @@ impl Validator<'_> {
             };
             accept.push(AcceptRule { username, password });
         }
-        ClientPolicy { auth, accept }
+        let tls = rc.tls.map(|t| self.client_tls(t));
+        ClientPolicy { auth, accept, tls }
     }
 }
 

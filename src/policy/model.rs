@@ -138,6 +138,29 @@ pub struct ClientPolicy {
     pub auth: ClientAuth,
     /// Non-empty when `auth` is `Required`.
     pub accept: Vec<AcceptRule>,
+    /// `client.tls`: TLS toward the mailer; `None`: plain text only.
+    pub tls: Option<ClientTlsPolicy>,
+}
+
+/// `client.tls` (contract §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsPolicy {
+    /// A `kubernetes.io/tls` mount: `tls.crt`, `tls.key`, reloaded on swap.
+    pub cert_dir: PathBuf,
+    pub starttls: StartTlsMode,
+    /// Second listener, TLS from the first byte (SMTPS).
+    pub implicit_listen: Option<SocketAddr>,
+}
+
+/// STARTTLS on the plain listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTlsMode {
+    /// Not advertised, answered `502`.
+    Off,
+    /// Advertised; plain text stays allowed.
+    Offer,
+    /// Advertised; before TLS only EHLO, HELO, STARTTLS, NOOP, RSET and QUIT are answered.
+    Require,
 }
 
 #[derive(Debug, Clone)]

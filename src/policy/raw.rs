@@ -157,6 +157,28 @@ pub(crate) struct RawClient {
     pub auth: Option<RawClientAuth>,
     /// Required and non-empty with `auth: required`.
     pub accept: Option<Vec<RawAccept>>,
+    /// Optional: TLS toward the mailer (contract §11). Default: none.
+    pub tls: Option<RawClientTls>,
+}
+
+/// `client.tls:` — STARTTLS and implicit TLS toward the local mailer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientTls {
+    /// Required: a `kubernetes.io/tls` Secret mount (`tls.crt`, `tls.key`).
+    pub cert_dir: Option<String>,
+    /// Default `offer`.
+    pub starttls: Option<RawStartTls>,
+    /// Optional second listener, TLS from the first byte (SMTPS).
+    pub implicit_listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawStartTls {
+    Offer,
+    Require,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

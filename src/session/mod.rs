@@ -18,16 +18,17 @@ pub mod binding;
 mod data;
 mod envelope;
 mod message;
+mod starttls;
 
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::audit::{self, Reason, SessionInfo};
+use crate::client_tls::{ClientStream, ClientTls};
 use crate::credential::{Credential, CredentialState};
 use crate::policy::ClientAuth;
 use crate::runtime::{Phase, Runtime};
@@ -104,8 +105,17 @@ enum Slot {
     Rcpt,
 }
 
+/// Where a session came from: TLS toward the mailer when the policy has
+/// `client.tls`, and whether the listener is the implicit-TLS one.
+#[derive(Clone, Default)]
+pub struct Entry {
+    pub tls: Option<Arc<ClientTls>>,
+    pub implicit: bool,
+}
+
 pub struct Session {
-    io: TcpStream,
+    io: ClientStream,
+    entry: Entry,
     rt: Arc<Runtime>,
     credentials: watch::Receiver<CredentialState>,
     phase: watch::Receiver<Phase>,
@@ -136,6 +146,7 @@ impl Session {
         credentials: watch::Receiver<CredentialState>,
         phase: watch::Receiver<Phase>,
         id: String,
+        entry: Entry,
     ) -> Self {
         let info = SessionInfo {
             session: id,
@@ -143,9 +154,11 @@ impl Session {
             client_identity: None,
             credential: None,
             upstream: rt.connector.address().to_string(),
+            client_sni: None,
         };
         Session {
-            io,
+            io: ClientStream::Plain(io),
+            entry,
             rt,
             credentials,
             phase,
@@ -180,6 +193,11 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Outcome {
+        if self.entry.implicit {
+            if let Err(outcome) = self.handshake().await {
+                return outcome;
+            }
+        }
         let state = self.credentials.borrow().clone();
         match state {
             // XOAUTH2: pinned is not enough, a usable token must be held (§9).
@@ -270,6 +288,12 @@ impl Session {
         let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
         loop {
+            // TLS may hold decrypted bytes the socket no longer signals.
+            if self.io.is_tls() {
+                if let Some(read) = self.try_read(room) {
+                    return read;
+                }
+            }
             tokio::select! {
                 // Wait for readability without a buffer: an idle session
                 // holds no read buffer, only its small state.
@@ -277,14 +301,8 @@ impl Session {
                     if ready.is_err() {
                         return Err(Outcome::Error);
                     }
-                    match self.io.try_read_buf(self.inbuf.read_target(room)) {
-                        Ok(0) => return Err(Outcome::Closed),
-                        Ok(_) => return Ok(()),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            self.inbuf.trim();
-                            continue;
-                        }
-                        Err(_) => return Err(Outcome::Error),
+                    if let Some(read) = self.try_read(room) {
+                        return read;
                     }
                 }
                 _ = &mut deadline => {
@@ -300,6 +318,20 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// One read that does not wait; `None` when nothing was there (the
+    /// buffer reserved for it is given back).
+    fn try_read(&mut self, room: usize) -> Option<Result<(), Outcome>> {
+        match self.io.try_read_buf(self.inbuf.read_target(room)) {
+            Ok(0) => Some(Err(Outcome::Closed)),
+            Ok(_) => Some(Ok(())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.inbuf.trim();
+                None
+            }
+            Err(_) => Some(Err(Outcome::Error)),
         }
     }
 
@@ -371,7 +403,6 @@ impl Session {
         self.settle().await;
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
-            self.io.flush().await?;
             self.out.clear();
         }
         Ok(())
@@ -408,6 +439,20 @@ impl Session {
                 return self.bad_command(reply);
             }
         };
+        // `starttls: require`: before TLS only these are answered (§11).
+        if self.tls_first()
+            && !matches!(
+                cmd,
+                Command::Ehlo(_)
+                    | Command::Helo(_)
+                    | Command::StartTls
+                    | Command::Noop
+                    | Command::Rset
+                    | Command::Quit
+            )
+        {
+            return self.bad_command(local::starttls_first());
+        }
         // MAIL and RCPT may be pipelined to the upstream; every other
         // command sees the transaction as the upstream answered it.
         if !matches!(cmd, Command::Mail(_) | Command::Rcpt(_)) {
@@ -442,7 +487,7 @@ impl Session {
                 self.reply(local::help());
                 Flow::Continue
             }
-            Command::StartTls => self.bad_command(local::starttls_not_offered()),
+            Command::StartTls => self.starttls().await,
             Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::NotImplemented => self.bad_command(local::not_implemented()),
         }
@@ -471,7 +516,11 @@ impl Session {
         if self.smtputf8_offered {
             lines.push("SMTPUTF8".to_string());
         }
-        if self.rt.policy.client.auth == ClientAuth::Required {
+        if self.offers_starttls() {
+            lines.push("STARTTLS".to_string());
+        }
+        // Under `starttls: require` AUTH is not offered before TLS.
+        if self.rt.policy.client.auth == ClientAuth::Required && !self.tls_first() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
         lines.push("HELP".to_string());

@@ -228,6 +228,18 @@ pub mod local {
     pub fn starttls_not_offered() -> Reply {
         Reply::new(502, "5.5.1 STARTTLS not offered on loopback")
     }
+    pub fn starttls_ready() -> Reply {
+        Reply::new(220, "2.0.0 ready to start TLS")
+    }
+    pub fn tls_already_active() -> Reply {
+        Reply::new(503, "5.5.1 TLS already active")
+    }
+    pub fn starttls_in_transaction() -> Reply {
+        Reply::new(503, "5.5.1 STARTTLS not allowed during a mail transaction")
+    }
+    pub fn starttls_first() -> Reply {
+        Reply::new(530, "5.7.0 must issue a STARTTLS command first")
+    }
 }
 
 /// Errors of the upstream reply parser.

@@ -4,6 +4,7 @@ run inside a tenant pod (stdlib only, so any python3 image or the host's
 /usr/bin/python3 will do; kind pipes it to `python3 -` over stdin).
 
     smtp_probe.py send --host H --port P [--user U --password P] --mail-from F --rcpt-to T [--subject S]
+                       [--tls none|starttls|implicit --cafile CA]   (TLS verified against CA, SNI = H)
     smtp_probe.py connect --host H --port P
 
 Prints one JSON line and exits 0 whenever it got an answer it can describe:
@@ -20,6 +21,7 @@ import email.utils
 import json
 import smtplib
 import socket
+import ssl
 import sys
 import uuid
 
@@ -61,8 +63,13 @@ def do_connect(args: argparse.Namespace) -> int:
 
 
 def do_send(args: argparse.Namespace) -> int:
+    ctx = ssl.create_default_context(cafile=args.cafile) if args.tls != "none" else None
     try:
-        smtp = smtplib.SMTP(args.host, args.port, local_hostname="legacy-mailer", timeout=args.timeout)
+        if args.tls == "implicit":
+            smtp = smtplib.SMTP_SSL(args.host, args.port, local_hostname="legacy-mailer",
+                                    timeout=args.timeout, context=ctx)
+        else:
+            smtp = smtplib.SMTP(args.host, args.port, local_hostname="legacy-mailer", timeout=args.timeout)
     except ConnectionRefusedError:
         return out(ok=False, stage="connect", code=0, reply="refused")
     except smtplib.SMTPConnectError as exc:  # a greeting other than 220, e.g. 421
@@ -73,6 +80,14 @@ def do_send(args: argparse.Namespace) -> int:
         code, msg = smtp.ehlo()
         if code != 250:
             return out(ok=False, stage="ehlo", code=code, reply=reply_text(msg))
+        if args.tls == "starttls":
+            try:
+                code, msg = smtp.starttls(context=ctx)
+            except smtplib.SMTPNotSupportedError as exc:
+                return out(ok=False, stage="starttls", code=0, reply=f"STARTTLS not offered: {exc}")
+            code, msg = smtp.ehlo()
+            if code != 250:
+                return out(ok=False, stage="ehlo", code=code, reply=reply_text(msg))
         if args.user is not None:
             try:
                 code, msg = smtp.login(args.user, args.password or "")
@@ -96,7 +111,8 @@ def do_send(args: argparse.Namespace) -> int:
             "Sent by the smtpbind test mailer.\r\n"
         )
         code, msg = smtp.data(body.encode())
-        return out(ok=200 <= code < 300, stage="data", code=code, reply=reply_text(msg))
+        tls = smtp.sock.version() if isinstance(smtp.sock, ssl.SSLSocket) else None
+        return out(ok=200 <= code < 300, stage="data", code=code, reply=reply_text(msg), tls=tls)
     except smtplib.SMTPServerDisconnected as exc:
         return out(ok=False, stage="disconnected", code=0, reply=str(exc))
     except (OSError, smtplib.SMTPException) as exc:
@@ -122,6 +138,8 @@ def main(argv: list[str]) -> int:
             p.add_argument("--mail-from", required=True)
             p.add_argument("--rcpt-to", required=True)
             p.add_argument("--subject", default="smtpbind test")
+            p.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none")
+            p.add_argument("--cafile")
     args = parser.parse_args(argv)
     return do_send(args) if args.cmd == "send" else do_connect(args)
 

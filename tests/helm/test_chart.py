@@ -615,7 +615,19 @@ REFUSED = {
     "a tenant without a mailer": (lambda v: v["tenants"][1].pop("mailer"), "needs a mailer"),
     "podLabels overriding the tenant label": (lambda v: v["tenants"][1].update(podLabels={TENANT_LABEL: "acme"}),
                                                "podLabels may not set"),
+    "transparent without the lock-down": (lambda v: (v["egressLockdown"].update(enabled=False),
+                                                     v.update(transparent=True)), "needs egressLockdown.enabled"),
 }
+
+
+def test_transparent_turns_on_the_redirect_in_the_lockdown_container() -> None:
+    for transparent in (False, True):
+        values = with_change("two-tenants", lambda v: v.update(transparent=transparent))
+        objs = objects_of(render_chart(CHART, values, "mail"))
+        for deploy in of_kind(objs, "Deployment"):
+            _, lock = container(pod_spec(deploy), "smtpbind-egress-lockdown")
+            env = {e["name"]: e["value"] for e in lock["env"]}
+            assert env.get("SMTPBIND_REDIRECT") == ("1" if transparent else None)
 
 
 @pytest.mark.parametrize("what", REFUSED)

@@ -10,6 +10,10 @@
 # and checks: nodemailer got 250 for all 200; the capture upstream's activity
 # log has exactly 200 lines for account tenant-a, none for tenant-b, with the
 # same queue ids nodemailer was given; the sidecar saw at most 5 sessions.
+# Then TLS toward the mailer (issue 13): the sidecar's pair comes from
+# `smtpbind tls-init`, and nodemailer trusts its CA through
+# NODE_EXTRA_CA_CERTS (the README's recipe) with requireTLS (STARTTLS on the
+# plain listener) and with secure: true (the implicit-TLS listener).
 # Env: SMTPBIND_BIN (default: a debug build), KEEP=1 keeps the temp dir.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -53,6 +57,7 @@ done
 [ -n "$UP" ] || { cat "$WORK/capture.log" >&2; setup_fail "capture upstream did not start"; }
 
 PIN=$("$BIN" fingerprint "$WORK/secret-a/password") || setup_fail "fingerprint"
+"$BIN" tls-init --dir "$WORK/client-tls" >/dev/null || setup_fail "tls-init"
 cat > "$WORK/policy.yaml" <<CONF
 version: 1
 tenant: tenant-a
@@ -69,6 +74,10 @@ client:
   accept:
     - username: apikey
       password: mounted
+  tls:
+    cert_dir: $WORK/client-tls
+    starttls: offer
+    implicit_listen: 127.0.0.1:0
 senders: [ "*@acme.example" ]
 header_from: enforce
 CONF
@@ -103,6 +112,19 @@ check "every upstream record was over TLS as apikey" \
 sessions=$(grep '"event":"message"' "$WORK/smtpbind.log" | sed -n 's/.*"session":"\{0,1\}\([^",]*\)"\{0,1\},.*/\1/p' | sort -u | wc -l)
 check "nodemailer's pool used 2..5 client sessions (got $sessions)" [ "$sessions" -ge 2 -a "$sessions" -le 5 ]
 check "smtpbind never logged the key" bash -c "! grep -qF '$KEY_A' '$WORK/smtpbind.log'"
+
+# TLS toward the mailer: requireTLS (STARTTLS) and secure: true (implicit TLS).
+IMPLICIT=$(grep -m1 '"event":"listening"' "$WORK/smtpbind.log" | grep -o '"listen":"127[^"]*","tls":"implicit"' | sed 's/"listen":"\([^"]*\)".*/\1/')
+for mode in requireTLS secure; do
+  port=${SMTPBIND_ADDR##*:}; [ "$mode" = secure ] && port=${IMPLICIT##*:}
+  out=$(NODE_EXTRA_CA_CERTS="$WORK/client-tls/ca.crt" SMTP_PORT="$port" SMTP_MODE=$mode \
+    SMTP_PASS_FILE="$WORK/secret-a/password" timeout 60 node "$HERE/nodemailer-tls.js" 2>&1)
+  check "nodemailer $mode: 250 over TLS verified against the pod-local CA ($out)" \
+    bash -c "grep -q '\"code\":250' <<<'$out' && grep -q '\"authorized\":true' <<<'$out'"
+  rcpt="nodemailer-$mode@example.net"
+  check "nodemailer $mode: recorded under account tenant-a" \
+    grep -q "\"account\":\"tenant-a\".*\"$rcpt\"" "$WORK/activity/tenant-a.jsonl"
+done
 
 if [ "$INTEROP_FAILED" -gt 0 ]; then
   echo "--- smtpbind.log (last 20)"; tail -20 "$WORK/smtpbind.log"

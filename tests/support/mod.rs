@@ -481,19 +481,25 @@ impl Raw {
 
     /// True when the server closed the connection (EOF or reset).
     pub fn closed(&mut self) -> bool {
-        let mut chunk = [0u8; 64];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return false
-                }
-                Err(_) => return true,
+        stream_closed(&mut self.stream)
+    }
+}
+
+/// True when the peer closed `stream` (EOF or reset) before its read timeout;
+/// whatever it still sent is read and dropped.
+pub fn stream_closed(stream: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 64];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
             }
+            Err(_) => return true,
         }
     }
 }

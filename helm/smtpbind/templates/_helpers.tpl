@@ -221,6 +221,11 @@ data:
       value: {{ include "smtpbind.uid" . | quote }}
     - name: SMTPBIND_LOCKDOWN_PORTS
       value: {{ include "smtpbind.lockdownPorts" . | quote }}
+    {{- if $v.transparent }}
+    # transparent mode: the mailer's connections to these ports go to smtpbind
+    - name: SMTPBIND_REDIRECT
+      value: "1"
+    {{- end }}
   {{- with $v.egressLockdown.resources }}
   resources:
     {{- toYaml . | nindent 4 }}

@@ -10,6 +10,9 @@ Rendering fails with a message naming the value to fix.
 {{- if le (int $v.terminationGracePeriodSeconds) (int $v.drainSeconds) -}}
 {{- fail (printf "smtpbind: terminationGracePeriodSeconds (%d) must be larger than drainSeconds (%d), or the kubelet kills sessions that are still draining" (int $v.terminationGracePeriodSeconds) (int $v.drainSeconds)) -}}
 {{- end -}}
+{{- if and $v.transparent (not $v.egressLockdown.enabled) -}}
+{{- fail "smtpbind: transparent: true needs egressLockdown.enabled: true (its init container installs the redirect)" -}}
+{{- end -}}
 {{- $names := dict -}}
 {{- $secrets := dict -}}
 {{- range $v.tenants -}}

@@ -1,0 +1,212 @@
+//! A serving certificate from a `kubernetes.io/tls` Secret mount (`tls.crt`,
+//! `tls.key`), reloaded when the kubelet swaps it: the webhook's and the one
+//! toward the mailer (`client_tls`).
+//!
+//! Every TLS handshake asks [`Reloading`] for the current pair, so a swap
+//! takes effect for the next connection while connections in flight keep
+//! the pair they started with. A broken or mismatched pair is refused with
+//! an error event and the last good one stays in use. Key files as the
+//! kubelet writes them (mode 0644) are accepted: the mount's permissions are
+//! the platform's call.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+
+use crate::log;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read ({kind})")]
+    Io {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+    },
+    #[error("{path}: no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no usable PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("{dir}: tls.key does not belong to tls.crt, or is not usable ({error})")]
+    Pair { dir: PathBuf, error: rustls::Error },
+    #[error("TLS server configuration: {0}")]
+    Config(rustls::Error),
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads and checks the pair in `dir` (through `..data`, as mounted).
+pub fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {
+    let crt = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rustls_pki_types::pem::Error| match e {
+            rustls_pki_types::pem::Error::Io(e) => TlsError::Io {
+                path,
+                kind: e.kind(),
+            },
+            _ => TlsError::NoCertificate { path },
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&crt)
+        .map_err(io(&crt))?
+        .collect::<Result<_, _>>()
+        .map_err(io(&crt))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate { path: crt });
+    }
+    let private = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::Io(e) => TlsError::Io {
+            path: key.clone(),
+            kind: e.kind(),
+        },
+        _ => TlsError::NoKey { path: key.clone() },
+    })?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|error| TlsError::Pair {
+        dir: dir.to_path_buf(),
+        error,
+    })
+}
+
+/// The current pair, swapped on reload; rustls asks it at every handshake.
+#[derive(Debug)]
+pub struct Reloading {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Reloading {
+    pub fn new(pair: CertifiedKey) -> Arc<Reloading> {
+        Arc::new(Reloading {
+            current: RwLock::new(Arc::new(pair)),
+        })
+    }
+
+    pub fn set(&self, pair: CertifiedKey) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(pair);
+    }
+
+    /// The pair new handshakes get.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.clone()
+    }
+}
+
+/// One pair whatever the SNI (in transparent mode the mailer asks for the
+/// provider's name, which `tls-init --name` put in the certificate).
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// What identifies the pair on disk without keeping it: the files' bytes' hash.
+fn fingerprint(dir: &Path) -> Option<crate::policy::Pin> {
+    let mut bytes = std::fs::read(dir.join("tls.crt")).ok()?;
+    bytes.extend(std::fs::read(dir.join("tls.key")).ok()?);
+    let pin = crate::policy::Pin::of(&bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Some(pin)
+}
+
+/// How a reload is reported: the event name, the counter (`result` label)
+/// and how often the directory is polled when no inotify event arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Reports {
+    pub event: &'static str,
+    pub metric: &'static str,
+    pub poll: Duration,
+}
+
+/// Reloads the pair in `dir` into `target` whenever the files change
+/// (inotify on the directory, and polling). Runs until dropped.
+pub async fn watch(dir: PathBuf, target: Arc<Reloading>, reports: Reports) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let relevant = |p: &Path| {
+        crate::watch::is_kubelet_entry(p)
+            || p.file_name()
+                .is_some_and(|n| n == "tls.crt" || n == "tls.key")
+    };
+    let _watcher = crate::watch::inotify(&[&dir], relevant, wake.clone());
+    let mut seen = fingerprint(&dir);
+    let mut tick = tokio::time::interval(reports.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {
+                // Let the kubelet's swap (several events) settle.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let now = fingerprint(&dir);
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        let (result, detail) = match load_pair(&dir) {
+            Ok(pair) => {
+                target.set(pair);
+                (
+                    "ok",
+                    json!({ "result": "ok", "dir": dir.display().to_string() }),
+                )
+            }
+            Err(e) => (
+                "error",
+                json!({ "result": "error", "error": e.to_string(), "message": "the last good certificate stays in use" }),
+            ),
+        };
+        metrics::counter!(reports.metric, "result" => result).increment(1);
+        let level = if result == "ok" {
+            log::Level::Info
+        } else {
+            log::Level::Error
+        };
+        log::emit(level, reports.event, detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::Pki;
+
+    fn write_pair(dir: &Path, pki: &Pki) {
+        std::fs::write(dir.join("tls.crt"), pki.server_cert_pem()).expect("crt");
+        std::fs::write(dir.join("tls.key"), pki.server_key_pem().as_bytes()).expect("key");
+    }
+
+    fn pki() -> Pki {
+        Pki::generate("test CA", &["localhost".to_string()]).expect("pki")
+    }
+
+    #[test]
+    fn loads_a_pair_and_refuses_broken_or_mismatched_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (pki(), pki());
+        write_pair(dir.path(), &a);
+        load_pair(dir.path()).expect("good pair");
+        std::fs::write(dir.path().join("tls.key"), b.server_key_pem().as_bytes()).expect("key");
+        let err = load_pair(dir.path()).expect_err("mismatch");
+        assert!(matches!(err, TlsError::Pair { .. }), "{err}");
+        std::fs::write(dir.path().join("tls.key"), "not a key").expect("key");
+        assert!(matches!(load_pair(dir.path()), Err(TlsError::NoKey { .. })));
+        std::fs::write(dir.path().join("tls.crt"), "").expect("crt");
+        assert!(matches!(
+            load_pair(dir.path()),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        std::fs::remove_file(dir.path().join("tls.crt")).expect("rm");
+        assert!(matches!(load_pair(dir.path()), Err(TlsError::Io { .. })));
+    }
+}
