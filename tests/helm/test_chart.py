@@ -85,9 +85,10 @@ CASES: dict[str, dict[str, Any] | None] = {
     "two-tenants-native-off": _native_off(),
     "kind": load_yaml(KIND / "values.yaml"),
     "identities": load_yaml(HERE / "identities.yaml"),
+    "client-tls": load_yaml(HERE / "client-tls.yaml"),
 }
 RELEASE = {"default": "smtpbind", "two-tenants": "mail", "two-tenants-native-off": "mail", "kind": "e2e",
-           "identities": "mail"}
+           "identities": "mail", "client-tls": "mail"}
 NAMESPACE = {"kind": "smtpbind-e2e"}
 
 
@@ -393,7 +394,9 @@ def test_mailer_env_and_no_credential(case: str) -> None:
         _, mailer = container(spec, "mailer")
         env = {e["name"]: e.get("value") for e in mailer["env"]}
         assert env["SMTP_HOST"] == "127.0.0.1" and env["SMTP_PORT"] == str(SMTP_PORT)
-        assert "volumeMounts" not in mailer and "envFrom" not in mailer
+        # the mailer mounts nothing but, with clientTls.caConfigMap, the public pod-local CA
+        mounts = [m["name"] for m in mailer.get("volumeMounts") or []]
+        assert mounts in ([], ["smtpbind-client-ca"]) and "envFrom" not in mailer
         for e in mailer["env"]:
             ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
             assert ref.get("name") not in secrets
@@ -419,7 +422,7 @@ def test_smtpbind_mounts_its_own_secret_and_policy(case: str) -> None:
         cred = [v for v in secret_vols if v["secret"]["secretName"] in {t["credentialSecret"] for t in tenants.values()}]
         assert [v["secret"]["secretName"] for v in cred] == [tenants[tenant]["credentialSecret"]]
         assert "items" not in cred[0]["secret"]  # the whole Secret: username and password
-        cms = [v for v in volumes.values() if "configMap" in v]
+        cms = [v for v in volumes.values() if "configMap" in v and v["name"] != "smtpbind-client-ca"]
         assert [v["configMap"]["name"] for v in cms] == [cm_name]
 
         _, sb = container(spec, "smtpbind")
@@ -439,6 +442,37 @@ def test_smtpbind_mounts_its_own_secret_and_policy(case: str) -> None:
                 continue
             names = {m["name"] for m in c.get("volumeMounts") or []}
             assert cred[0]["name"] not in names and cms[0]["name"] not in names, c["name"]
+
+
+def test_client_tls_pair_only_in_smtpbind_and_the_ca_in_the_mailer() -> None:
+    objs = rendered("client-tls")
+    (deploy,) = of_kind(objs, "Deployment")
+    spec = pod_spec(deploy)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    pair = volumes["smtpbind-client-tls"]["secret"]
+    assert pair["secretName"] == "acme-smtp-client-tls"
+    assert [i["key"] for i in pair["items"]] == ["tls.crt", "tls.key"]
+    assert volumes["smtpbind-client-ca"]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    policy, _ = policy_of(objs, "acme")
+    assert policy["client"]["tls"] == {
+        "cert_dir": "/var/run/secrets/smtpbind-client-tls",
+        "starttls": "require",
+        "implicit_listen": "127.0.0.1:4650",
+    }
+    _, sb = container(spec, "smtpbind")
+    mounts = {m["name"]: m["mountPath"] for m in sb["volumeMounts"]}
+    assert mounts["smtpbind-client-tls"] == policy["client"]["tls"]["cert_dir"]
+    assert "smtpbind-client-ca" not in mounts
+    for c in all_containers(spec):
+        names = {m["name"] for m in c.get("volumeMounts") or []}
+        if c["name"] != "smtpbind":
+            assert "smtpbind-client-tls" not in names, c["name"]
+    _, mailer = container(spec, "mailer")
+    assert [(m["name"], m["mountPath"], m["readOnly"]) for m in mailer["volumeMounts"]] == [
+        ("smtpbind-client-ca", "/etc/smtpbind-ca", True)]
+    lockdown = spec["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in lockdown["env"]}
+    assert env.get("SMTPBIND_REDIRECT") == "1"
 
 
 @pytest.mark.parametrize("case", CASES)

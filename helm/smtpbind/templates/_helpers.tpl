@@ -30,6 +30,9 @@ parent chart as from this one.
 {{- define "smtpbind.policyDir" -}}/etc/smtpbind/policy{{- end -}}
 {{- define "smtpbind.secretDir" -}}/var/run/secrets/smtpbind{{- end -}}
 {{- define "smtpbind.caDir" -}}/etc/smtpbind/upstream-ca{{- end -}}
+{{- define "smtpbind.clientTlsDir" -}}/var/run/secrets/smtpbind-client-tls{{- end -}}
+{{- define "smtpbind.clientCaDir" -}}/etc/smtpbind-ca{{- end -}}
+{{- define "smtpbind.implicitPort" -}}4650{{- end -}}
 
 {{- /* Name prefix of every object: the release name, with "-smtpbind" unless it already says so. */ -}}
 {{- define "smtpbind.prefix" -}}
@@ -136,6 +139,14 @@ credential:
   {{- end }}
 client:
   auth: {{ toRawJson (default "required" $t.clientAuth) }}
+  {{- with $t.clientTls }}
+  tls:
+    cert_dir: {{ toRawJson (include "smtpbind.clientTlsDir" $) }}
+    starttls: {{ toRawJson (default "offer" .starttls) }}
+    {{- if .implicit }}
+    implicit_listen: "127.0.0.1:{{ include "smtpbind.implicitPort" $ }}"
+    {{- end }}
+  {{- end }}
   {{- if ne (default "required" $t.clientAuth) "none" }}
   accept:
     {{- range (default (list (dict "username" "apikey" "password" "mounted")) $t.accept) }}
@@ -314,6 +325,11 @@ data:
       mountPath: {{ include "smtpbind.caDir" . }}
       readOnly: true
     {{- end }}
+    {{- if and .tenant .tenant.clientTls }}
+    - name: smtpbind-client-tls
+      mountPath: {{ include "smtpbind.clientTlsDir" . }}
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{- define "smtpbind.initContainers" -}}
@@ -354,6 +370,27 @@ data:
     items:
       - key: {{ default "ca.crt" $u.caSecretKey }}
         path: {{ default "ca.crt" $u.caSecretKey }}
+{{- end }}
+{{- with $t.clientTls }}
+- name: smtpbind-client-tls
+  secret:
+    # the serving pair toward the mailer: only the smtpbind container mounts it
+    secretName: {{ .secret }}
+    defaultMode: 0444
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- with .caConfigMap }}
+- name: smtpbind-client-ca
+  configMap:
+    name: {{ . }}
+    defaultMode: 0444
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end }}
 {{- if and $v.egressLockdown $v.egressLockdown.enabled }}
 - name: smtpbind-lockdown-run
