@@ -41,6 +41,7 @@ struct RawSidecar {
     image_pull_policy: Option<String>,
     egress_lockdown: Option<bool>,
     lockdown_image: Option<String>,
+    transparent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +68,9 @@ pub struct Sidecar {
     pub image_pull_policy: String,
     /// The lock-down init container's image when `egress_lockdown: true`.
     pub lockdown_image: Option<String>,
+    /// Transparent mode (contract §11): the lock-down redirects the
+    /// mailer's SMTP connections to the sidecar; needs `egress_lockdown`.
+    pub transparent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +147,7 @@ fn sidecar(v: &mut Located<'_>, raw: Option<RawSidecar>) -> Sidecar {
             image: String::new(),
             image_pull_policy: "IfNotPresent".into(),
             lockdown_image: None,
+            transparent: false,
         };
     };
     let image = required_image(v, "sidecar.image", raw.image);
@@ -169,6 +174,13 @@ fn sidecar(v: &mut Located<'_>, raw: Option<RawSidecar>) -> Sidecar {
         }
         (false, None) => None,
     };
+    let transparent = raw.transparent.unwrap_or(false);
+    if transparent && lockdown_image.is_none() {
+        v.err(
+            "sidecar.transparent",
+            "needs `egress_lockdown: true`: the lock-down init container does the redirection",
+        );
+    }
     if lockdown_image.as_deref() == Some(image.as_str()) && !image.is_empty() {
         v.err(
             "sidecar.lockdown_image",
@@ -179,6 +191,7 @@ fn sidecar(v: &mut Located<'_>, raw: Option<RawSidecar>) -> Sidecar {
         image,
         image_pull_policy,
         lockdown_image,
+        transparent,
     }
 }
 
@@ -301,6 +314,23 @@ tenants:
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn transparent_needs_the_lockdown() {
+        let text = "version: 1\nsidecar:\n  image: reg/smtpbind:1\n  transparent: true\ntenants:\n  - name: acme\n    namespaces: [shop]\n    credential_secret: acme-smtp\n    policy_config_map: acme-policy\n";
+        let e = parse(text, std::path::Path::new("w.yaml")).expect_err("refused");
+        let e = e.to_string();
+        assert!(
+            e.contains("w.yaml:4:3: sidecar.transparent: needs `egress_lockdown: true`"),
+            "{e}"
+        );
+        let ok = text.replace(
+            "  transparent: true\n",
+            "  transparent: true\n  egress_lockdown: true\n  lockdown_image: reg/lockdown:1\n",
+        );
+        let c = parse(&ok, std::path::Path::new("w.yaml")).expect("valid");
+        assert!(c.sidecar.transparent);
     }
 
     #[test]

@@ -31,6 +31,7 @@ struct Injected {
     #[serde(rename = "_generated")]
     _generated: String,
     lockdown: Container,
+    lockdown_transparent: Container,
     sidecar: Container,
     volumes: Vec<Volume>,
     mailer_env: Vec<EnvVar>,
@@ -54,7 +55,13 @@ impl Spec {
         sidecar.image = Some(config.image.clone());
         sidecar.image_pull_policy = Some(config.image_pull_policy.clone());
         let lockdown = config.lockdown_image.as_ref().map(|image| {
-            let mut c = injected.lockdown.clone();
+            // `transparent`: the chart's transparent lock-down (SMTP ports
+            // redirected to the sidecar instead of refused).
+            let mut c = if config.transparent {
+                injected.lockdown_transparent.clone()
+            } else {
+                injected.lockdown.clone()
+            };
             c.image = Some(image.clone());
             c.image_pull_policy = Some(config.image_pull_policy.clone());
             c
@@ -114,7 +121,32 @@ mod tests {
             image: "reg/smtpbind:1".into(),
             image_pull_policy: "Always".into(),
             lockdown_image: lockdown.then(|| "reg/lockdown:1".into()),
+            transparent: false,
         }
+    }
+
+    fn redirect(spec: &Spec) -> Option<String> {
+        let lockdown = spec.lockdown.as_ref()?;
+        let env = lockdown.env.as_ref()?;
+        env.iter()
+            .find(|e| e.name == "SMTPBIND_REDIRECT")
+            .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn transparent_injects_the_charts_redirecting_lockdown() {
+        let plain = Spec::new(&sidecar(true)).expect("spec");
+        assert_eq!(redirect(&plain), None);
+        let transparent = Spec::new(&Sidecar {
+            transparent: true,
+            ..sidecar(true)
+        })
+        .expect("spec");
+        assert_eq!(redirect(&transparent).as_deref(), Some("1"));
+        let lockdown = transparent.lockdown.as_ref().expect("lockdown");
+        assert_eq!(lockdown.name, LOCKDOWN_NAME);
+        assert_eq!(lockdown.image.as_deref(), Some("reg/lockdown:1"));
+        assert_eq!(transparent.lockdown_command(), plain.lockdown_command());
     }
 
     #[test]

@@ -45,6 +45,9 @@ sidecar:
   egress_lockdown: {{ $v.egressLockdown.enabled }}
   {{- if $v.egressLockdown.enabled }}
   lockdown_image: {{ printf "%s:%s" $v.egressLockdown.image.repository $v.egressLockdown.image.tag | toRawJson }}
+  {{- if $v.transparent }}
+  transparent: true
+  {{- end }}
   {{- end }}
 tenants:
   {{- range $v.webhook.tenants }}
