@@ -51,6 +51,7 @@ struct RawTenant {
     namespaces: Option<Vec<String>>,
     credential_secret: Option<String>,
     policy_config_map: Option<String>,
+    client_tls_secret: Option<String>,
 }
 
 /// A validated webhook configuration.
@@ -79,6 +80,9 @@ pub struct Tenant {
     pub namespaces: Vec<String>,
     pub credential_secret: String,
     pub policy_config_map: String,
+    /// Optional kubernetes.io/tls Secret: TLS toward the mailer (§11),
+    /// mounted only into the sidecar.
+    pub client_tls_secret: Option<String>,
 }
 
 impl Config {
@@ -233,6 +237,9 @@ fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant) -> Tenant {
     let name = name_of(&at("name"), raw.name, 63);
     let credential_secret = name_of(&at("credential_secret"), raw.credential_secret, 253);
     let policy_config_map = name_of(&at("policy_config_map"), raw.policy_config_map, 253);
+    let client_tls_secret = raw
+        .client_tls_secret
+        .map(|s| name_of(&at("client_tls_secret"), Some(s), 253));
     let mut namespaces = Vec::new();
     match raw.namespaces {
         None => v.err(
@@ -271,6 +278,7 @@ fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant) -> Tenant {
         namespaces,
         credential_secret,
         policy_config_map,
+        client_tls_secret,
     }
 }
 
@@ -351,7 +359,7 @@ tenants:
         let text = GOOD.replace("    credential_secret:", "    credentail_secret:");
         assert_eq!(
             errors(&text),
-            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`"]
+            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`, `client_tls_secret`"]
         );
     }
 

@@ -53,7 +53,8 @@ pub fn mutate(config: &Config, spec: &Spec, namespace: &str, pod: &Pod) -> Mutat
     if views.iter().any(|c| pod::is_sidecar(c, config)) {
         return Mutation::Unchanged("already_injected");
     }
-    let injected: Vec<&Container> = spec.lockdown.iter().chain([&spec.sidecar]).collect();
+    let sidecar = spec.sidecar_for(tenant);
+    let injected: Vec<&Container> = spec.lockdown.iter().chain([&sidecar]).collect();
     if let Some(c) = views
         .iter()
         .find(|c| injected.iter().any(|i| i.name == c.name))
@@ -92,7 +93,7 @@ pub fn mutate(config: &Config, spec: &Spec, namespace: &str, pod: &Pod) -> Mutat
     if pod_spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
         add(&mut ops, &["spec", "initContainers"], &injected);
     } else {
-        add(&mut ops, &index, &spec.sidecar);
+        add(&mut ops, &index, &sidecar);
         if let Some(lockdown) = &spec.lockdown {
             add(&mut ops, &index, lockdown);
         }

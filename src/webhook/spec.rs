@@ -11,7 +11,7 @@
 //! what its configuration decides: the two images, their pull policy, the
 //! Secret and the ConfigMap.
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
 use serde::Deserialize;
 
 use super::config::{Sidecar, Tenant};
@@ -33,6 +33,8 @@ struct Injected {
     lockdown: Container,
     lockdown_transparent: Container,
     sidecar: Container,
+    client_tls_volume: Volume,
+    client_tls_mount: VolumeMount,
     volumes: Vec<Volume>,
     mailer_env: Vec<EnvVar>,
 }
@@ -45,6 +47,8 @@ pub struct Spec {
     pub lockdown: Option<Container>,
     volumes: Vec<Volume>,
     pub mailer_env: Vec<EnvVar>,
+    client_tls_volume: Volume,
+    client_tls_mount: VolumeMount,
 }
 
 impl Spec {
@@ -84,6 +88,8 @@ impl Spec {
             lockdown,
             volumes,
             mailer_env: injected.mailer_env,
+            client_tls_volume: injected.client_tls_volume,
+            client_tls_mount: injected.client_tls_mount,
         })
     }
 
@@ -102,7 +108,28 @@ impl Spec {
                 }
             }
         }
+        if let Some(name) = &tenant.client_tls_secret {
+            let mut v = self.client_tls_volume.clone();
+            if let Some(secret) = v.secret.as_mut() {
+                secret.secret_name = Some(name.clone());
+            }
+            volumes.push(v);
+        }
         volumes
+    }
+
+    /// The sidecar for `tenant`: with its `client_tls_secret`, the serving
+    /// pair toward the mailer is mounted where the chart mounts it (the
+    /// tenant's policy sets `client.tls.cert_dir` to that directory).
+    pub fn sidecar_for(&self, tenant: &Tenant) -> Container {
+        let mut sidecar = self.sidecar.clone();
+        if tenant.client_tls_secret.is_some() {
+            sidecar
+                .volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(self.client_tls_mount.clone());
+        }
+        sidecar
     }
 
     /// The lock-down container's command: with its name and image, what the
@@ -131,6 +158,48 @@ mod tests {
         env.iter()
             .find(|e| e.name == "SMTPBIND_REDIRECT")
             .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn a_tenants_client_tls_pair_is_mounted_only_into_its_sidecar() {
+        let spec = Spec::new(&sidecar(false)).expect("spec");
+        let tenant = Tenant {
+            name: "acme".into(),
+            namespaces: vec!["shop".into()],
+            credential_secret: "acme-smtp".into(),
+            policy_config_map: "acme-policy".into(),
+            client_tls_secret: Some("acme-client-tls".into()),
+        };
+        let volumes = spec.volumes(&tenant);
+        let tls = volumes
+            .iter()
+            .find(|v| v.name == "smtpbind-client-tls")
+            .expect("the pair's volume");
+        let secret = tls.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("acme-client-tls"));
+        let keys: Vec<&str> = secret
+            .items
+            .iter()
+            .flatten()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["tls.crt", "tls.key"]);
+        let mounts = spec.sidecar_for(&tenant).volume_mounts.unwrap_or_default();
+        let mount = mounts
+            .iter()
+            .find(|m| m.name == "smtpbind-client-tls")
+            .expect("mounted into the sidecar");
+        assert_eq!(mount.mount_path, "/var/run/secrets/smtpbind-client-tls");
+        assert_eq!(mount.read_only, Some(true));
+        let without = Tenant {
+            client_tls_secret: None,
+            ..tenant
+        };
+        assert!(spec
+            .volumes(&without)
+            .iter()
+            .all(|v| v.name != "smtpbind-client-tls"));
+        assert_eq!(spec.sidecar_for(&without), spec.sidecar);
     }
 
     #[test]
@@ -166,6 +235,7 @@ mod tests {
             namespaces: vec!["shop".into()],
             credential_secret: "acme-smtp".into(),
             policy_config_map: "acme-policy".into(),
+            client_tls_secret: None,
         };
         let volumes = spec.volumes(&tenant);
         assert_eq!(volumes.len(), 3);
