@@ -20,6 +20,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$ROOT/bench/lib.sh"
 ROUNDS=${ROUNDS:-5}
 MSGS=${MSGS:-20000}
 TRACE_MSGS=${TRACE_MSGS:-5000}
@@ -37,30 +39,15 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v strace >/dev/null || need+=(strace)
 command -v perf >/dev/null || need+=(linux-perf)
 command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "profile: missing ${need[*]}: install them or run as root" >&2; exit 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ -z "${SMTPBIND_BIN:-}" ]; then
-  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
-fi
-ulimit -n 65536 2>/dev/null || true
-
-WORK=$(mktemp -d /tmp/smtpbind-profile.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
+bench_need profile "${need[@]}"
+bench_binary
+bench_workdir profile
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  bench_stop_all
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_220() {
   for _ in $(seq 1 100); do
     if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi

@@ -21,6 +21,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$ROOT/bench/lib.sh"
 N=${N:-100}
 LOADED=${LOADED:-10}
 SESSIONS=${SESSIONS:-8}
@@ -30,25 +32,11 @@ SIZE=${SIZE:-1024}
 need=()
 command -v smtp-source >/dev/null || need+=(postfix)
 command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "pss: missing ${need[*]}: install them or run as root" >&2; exit 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ -z "${SMTPBIND_BIN:-}" ]; then
-  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
-fi
-ulimit -n 65536 2>/dev/null || true
-
-WORK=$(mktemp -d /tmp/smtpbind-pss.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
+bench_need pss "${need[@]}"
+bench_binary
+bench_workdir pss
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  bench_stop_all
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -67,7 +55,6 @@ listening_addr() { # LOG: the "listening" event's addr, waiting for it
   done
   echo "pss: no listening event in $1" >&2; return 1
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rollup() { # PID -> "pss_kib rss_kib"
   awk '$1 == "Pss:" {p = $2} $1 == "Rss:" {r = $2} END {print p + 0, r + 0}' "/proc/$1/smaps_rollup"
 }

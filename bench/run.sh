@@ -19,6 +19,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$ROOT/bench/lib.sh"
 
 ROUNDS=${ROUNDS:-5}
 MSGS=${MSGS:-10000}
@@ -34,32 +36,15 @@ command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null || need+=(p
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "bench: missing ${need[*]}: install them or run as root" >&2; exit 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  # postfix: "No configuration" installs the programs and starts nothing
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ -z "${SMTPBIND_BIN:-}" ]; then
-  # the build that ships (the Docker image's): release, statically linked
-  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
-fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/smtpbind-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
+bench_need bench "${need[@]}"
+bench_binary
+bench_workdir bench
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  bench_stop_all
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # wait_port PORT: until it answers 220
   for _ in $(seq 1 100); do
     if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi

@@ -26,6 +26,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$ROOT/bench/lib.sh"
 
 DELAY_MS=${DELAY_MS:-20}
 ROUNDS=${ROUNDS:-5}
@@ -49,21 +51,9 @@ if [ "$POSTFIX" = 1 ]; then
   command -v postfix >/dev/null || need+=(postfix)
   dpkg-query -W -f='${Status}' libsasl2-modules 2>/dev/null | grep -q 'install ok installed' || need+=(libsasl2-modules)
 fi
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "wan: missing ${need[*]}: install them or run as root" >&2; exit 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ -z "${SMTPBIND_BIN:-}" ]; then
-  SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
-fi
-ulimit -n 65536 2>/dev/null || true
-
-WORK=$(mktemp -d /tmp/smtpbind-wan.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
+bench_need wan "${need[@]}"
+bench_binary
+bench_workdir wan
 PF_CONF=
 cleanup() {
   if [ -n "$PF_CONF" ] && [ -f "$PF_CONF/main.cf" ]; then
@@ -74,14 +64,11 @@ cleanup() {
       sleep 0.1
     done
   fi
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  bench_stop_all
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_220() { # wait_220 PORT: until it answers 220
   for _ in $(seq 1 150); do
     if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi

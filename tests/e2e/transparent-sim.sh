@@ -108,15 +108,15 @@ show_log() { [ -f "$1" ] && { say "---- $1"; tail -n 25 "$1"; say "----"; }; }
 UP=sbtr-up-$ID
 POD=sbtr-pod-$ID
 NAMESPACES+=("$UP" "$POD")
-ip netns add "$UP" && ip netns add "$POD" || die "ip netns add"
+if ! { ip netns add "$UP" && ip netns add "$POD"; }; then die "ip netns add"; fi
 ip link add "sbtu$ID" type veth peer name "sbtp$ID" || die "veth"
-ip link set "sbtu$ID" netns "$UP" && ip link set "sbtp$ID" netns "$POD" || die "veth netns"
+if ! { ip link set "sbtu$ID" netns "$UP" && ip link set "sbtp$ID" netns "$POD"; }; then die "veth netns"; fi
 for ns in "$UP" "$POD"; do nsx "$ns" ip link set lo up; done
 nsx "$UP" ip addr add "$UP4/30" dev "sbtu$ID"
 nsx "$UP" ip -6 addr add "$UP6/64" dev "sbtu$ID" nodad
 nsx "$POD" ip addr add 10.234.1.2/30 dev "sbtp$ID"
 nsx "$POD" ip -6 addr add fd00:234::2/64 dev "sbtp$ID" nodad
-nsx "$UP" ip link set "sbtu$ID" up && nsx "$POD" ip link set "sbtp$ID" up || die "link up"
+if ! { nsx "$UP" ip link set "sbtu$ID" up && nsx "$POD" ip link set "sbtp$ID" up; }; then die "link up"; fi
 # The mailer resolves the provider's name as it would in a cluster.
 mkdir -p "/etc/netns/$POD"
 printf '%s %s\n%s %s\n' "$UP4" "$UP_NAME" "$UP6" "$UP6_NAME" >"/etc/netns/$POD/hosts"
@@ -147,7 +147,7 @@ chmod 0644 "$WORK/upstream-ca.pem"
 chown -R "$SMTPBIND_UID" "$WORK/client-tls"
 chmod 0644 "$WORK/client-tls/ca.crt"
 check "tls-init wrote ca.crt, tls.crt, tls.key and no CA key" \
-  test "$(ls "$WORK/client-tls" | tr '\n' ' ')" = "ca.crt tls.crt tls.key "
+  test "$(cd "$WORK/client-tls" && printf '%s ' *)" = "ca.crt tls.crt tls.key "
 mkdir -p "$WORK/secret" && printf apikey >"$WORK/secret/username" && printf '%s' "${KEY[acme]}" >"$WORK/secret/password"
 chown -R "$SMTPBIND_UID" "$WORK/secret" && chmod 0700 "$WORK/secret"
 cat >"$WORK/policy.yaml" <<EOF

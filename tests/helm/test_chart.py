@@ -945,6 +945,12 @@ SCRIPTS = {
     "tests/e2e/static-build.sh": "bash",
     "scripts/build-release.sh": "bash",
     "bench/run.sh": "bash",
+    "bench/wan.sh": "bash",
+    "bench/pss.sh": "bash",
+    "bench/profile.sh": "bash",
+    "bench/webhook.sh": "bash",
+    "bench/lib.sh": "bash",
+    "tests/e2e/transparent-sim.sh": "bash",
     "tests/helm/run.sh": "bash",
     "helm/smtpbind/files/egress-lockdown.sh": "sh",
 }
@@ -961,7 +967,7 @@ def test_script_syntax(script: str) -> None:
 def test_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (tests/helm/run.sh installs it with apt-get)"
-    proc = subprocess.run([shellcheck, "-s", SCRIPTS[script], "-S", "style", str(ROOT / script)],
+    proc = subprocess.run([shellcheck, "-x", "-s", SCRIPTS[script], "-S", "style", str(ROOT / script)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

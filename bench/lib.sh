@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Shared by the bench/ scripts (sourced; they set ROOT first): installing
+# the tools a benchmark needs, the binary under test, and a work directory
+# whose processes (PIDS) are stopped when the script exits.
+
+bench_need() { # NAME PACKAGE...: install the missing Debian packages (root only)
+  local name=$1
+  shift
+  [ $# -gt 0 ] || return 0
+  [ "$(id -u)" -eq 0 ] || { echo "$name: missing $*: install them or run as root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  # postfix: "No configuration" installs the programs and starts nothing
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+bench_binary() { # SMTPBIND_BIN: the build that ships (release, static) unless given
+  if [ -z "${SMTPBIND_BIN:-}" ]; then
+    SMTPBIND_BIN=$("$ROOT/scripts/build-release.sh")
+  fi
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+}
+
+bench_workdir() { # NAME: WORK (a fresh directory) and PIDS (stopped by bench_stop_all)
+  WORK=$(mktemp -d "/tmp/smtpbind-$1.XXXXXX")
+  chmod 755 "$WORK"
+  PIDS=()
+}
+
+bench_stop_all() { # every process in PIDS, then the work directory (KEEP=1 keeps it)
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
