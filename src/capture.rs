@@ -657,7 +657,10 @@ impl Conn {
                 .append(true)
                 .open(path)
             {
-                let _ = writeln!(f, "{line}");
+                // One write per record: concurrent connections append to the
+                // same file, and `writeln!` would write the line and its end
+                // separately (two records could then share one line).
+                let _ = f.write_all(format!("{line}\n").as_bytes());
             }
         }
     }
