@@ -205,12 +205,7 @@ fn trim_wsp_end(mut s: &[u8]) -> &[u8] {
 /// All mailbox addresses of the single From header (groups flattened),
 /// lowercased domain.
 pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
-    let parsed = Parsed::new(headers);
-    let out = parsed.addresses(b"from", HeaderName::From, true)?;
-    if out.is_empty() {
-        return Err(FromError::Missing);
-    }
-    Ok(out)
+    Parsed::new(headers).from()
 }
 
 /// Every address that names the sender of the message: the one `From`
@@ -219,10 +214,7 @@ pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
 /// each against `senders`. The header section is parsed once.
 pub fn header_sender_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
     let parsed = Parsed::new(headers);
-    let mut out = parsed.addresses(b"from", HeaderName::From, true)?;
-    if out.is_empty() {
-        return Err(FromError::Missing);
-    }
+    let mut out = parsed.from()?;
     out.extend(parsed.addresses(b"sender", HeaderName::Sender, true)?);
     out.extend(parsed.addresses(b"resent-from", HeaderName::ResentFrom, false)?);
     out.extend(parsed.addresses(b"resent-sender", HeaderName::ResentSender, false)?);
@@ -303,6 +295,15 @@ impl<'a> Parsed<'a> {
                 .map(mail_parser::Message::into_owned),
         };
         Parsed { headers, message }
+    }
+
+    /// The addresses of the one From field (required).
+    fn from(&self) -> Result<Vec<String>, FromError> {
+        let out = self.addresses(b"from", HeaderName::From, true)?;
+        if out.is_empty() {
+            return Err(FromError::Missing);
+        }
+        Ok(out)
     }
 
     /// The addresses of every field named `name` (mail-parser's `hname`),
