@@ -100,6 +100,21 @@ impl Mailbox {
         self.domain.to_lowercase()
     }
 
+    /// The length of [`Mailbox::write_path`]'s output, without writing it.
+    fn path_len(&self) -> usize {
+        let local = if is_dot_string(&self.local) {
+            self.local.len()
+        } else {
+            let escapes = self
+                .local
+                .bytes()
+                .filter(|&b| b == b'"' || b == b'\\')
+                .count();
+            self.local.len() + escapes + 2
+        };
+        local + self.domain.len() + 3
+    }
+
     /// Writes `<local@domain>`: the local part as a Dot-string when it is
     /// one, else quoted.
     pub fn write_path(&self, out: &mut String) {
@@ -335,9 +350,7 @@ fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
     };
     // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
     // (measured as it is written upstream).
-    let mut written = String::with_capacity(MAX_PATH + 2);
-    mailbox.write_path(&mut written);
-    if written.len() > MAX_PATH {
+    if mailbox.path_len() > MAX_PATH {
         return Err(EnvelopeError::Syntax("path longer than 256 octets"));
     }
     Ok(mailbox)
@@ -558,6 +571,21 @@ mod tests {
             parse_mail(b"<a\xff@c.example>"),
             Err(EnvelopeError::NotUtf8)
         );
+    }
+
+    #[test]
+    fn path_len_is_the_written_length() {
+        for path in [
+            "<a@b.example>",
+            r#"<"a b"@b.example>"#,
+            r#"<"a\"b\\c"@b.example>"#,
+            "<josé@bücher.example>",
+        ] {
+            let m = mbox(path);
+            let mut s = String::new();
+            m.write_path(&mut s);
+            assert_eq!(m.path_len(), s.len(), "{path}");
+        }
     }
 
     #[test]
