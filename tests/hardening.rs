@@ -247,6 +247,14 @@ fn sender_and_resent_fields_are_checked_and_header_sections_must_be_fields() {
         ("From: billing@acme.example\r\nthis line is no field\r\n", "550 5.6.0"),
         ("From billing@acme.example Mon Jan 1 00:00:00 2026\r\nFrom: billing@acme.example\r\n", "550 5.6.0"),
         (" folded first\r\nFrom: billing@acme.example\r\n", "550 5.6.0"),
+        // The same requests phrased for a parser to disagree: case, space
+        // before the colon, folding, a second mailbox on a continuation line,
+        // an encoded word, a second From spelled differently.
+        ("FROM : billing@acme.example\r\nsender:\r\n x@evil.example\r\n", "550 5.7.1"),
+        ("From: billing@acme.example,\r\n x@evil.example\r\n", "550 5.7.1"),
+        ("From: =?utf-8?q?billing?= <x@evil.example>\r\n", "550 5.7.1"),
+        ("RESENT-FROM: x@evil.example\r\nFrom: billing@acme.example\r\n", "550 5.7.1"),
+        ("From: billing@acme.example\r\nfrom : x@evil.example\r\n", "550 5.7.1"),
         (
             "From: billing@acme.example\r\nSender: ops@acme.example\r\nResent-From: a@acme.example\r\nResent-Sender: b@acme.example\r\n",
             "250",

@@ -191,6 +191,19 @@ mod tests {
             parse(b"RCPT FROM:<a@b.example>"),
             Err(CommandError::Syntax(_))
         ));
+        // Other spellings of the verb never reach a lenient parser: a TAB
+        // or a space before the colon is refused, not guessed at.
+        for line in [
+            &b"MAIL\tFROM:<a@b.example>"[..],
+            b"MAIL FROM :<a@b.example>",
+            b"MAIL  FROM:<a@b.example>",
+            b"RCPT\tTO:<a@b.example>",
+        ] {
+            assert!(
+                matches!(parse(line), Err(CommandError::Syntax(_))),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
