@@ -108,29 +108,14 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
+# shellcheck source=SCRIPTDIR/sim-lib.sh
+. "$ROOT/tests/e2e/sim-lib.sh"
 if [ ${#missing[@]} -gt 0 ]; then
   say "pod-sim: installing ${missing[*]}"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
-    || die "could not install ${missing[*]}"
+  sim_install "${missing[@]}"
 fi
-# the mailer runs as another UID: it needs a python3 that UID can run
-PY=/usr/bin/python3
-
-WORK=$(mktemp -d /tmp/smtpbind-podsim.XXXXXX) || die "mktemp failed"
-chmod 0755 "$WORK"
-install -m 0755 "$BIN" "$WORK/smtpbind"
-install -m 0644 "$PROBE" "$WORK/smtp_probe.py"
-SB=$WORK/smtpbind
-
-# nsx NS COMMAND...: run in a namespace
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-# asuid UID NS COMMAND...: run in a namespace as an unprivileged UID with no capabilities
-asuid() {
-  local uid=$1 ns=$2
-  shift 2
-  ip netns exec "$ns" setpriv --reuid "$uid" --regid "$uid" --clear-groups \
-    --inh-caps=-all --bounding-set=-all --no-new-privs "$@"
-}
+# the mailer runs as another UID: the work dir holds what that UID runs
+sim_workdir podsim
 probe() { local uid=$1 ns=$2; shift 2; asuid "$uid" "$ns" "$PY" "$WORK/smtp_probe.py" "$@"; }
 # json_field JSON KEY
 json_field() { "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }

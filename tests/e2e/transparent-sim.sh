@@ -74,25 +74,10 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
-    || die "could not install ${missing[*]}"
-fi
-PY=/usr/bin/python3
-
-WORK=$(mktemp -d /tmp/smtpbind-transparent.XXXXXX) || die "mktemp"
-chmod 0755 "$WORK"
-install -m 0755 "$BIN" "$WORK/smtpbind"
-install -m 0644 "$PROBE" "$WORK/smtp_probe.py"
-SB=$WORK/smtpbind
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-asuid() {
-  local uid=$1 ns=$2
-  shift 2
-  ip netns exec "$ns" setpriv --reuid "$uid" --regid "$uid" --clear-groups \
-    --inh-caps=-all --bounding-set=-all --no-new-privs "$@"
-}
+# shellcheck source=SCRIPTDIR/sim-lib.sh
+. "$ROOT/tests/e2e/sim-lib.sh"
+sim_install "${missing[@]}"
+sim_workdir transparent
 probe() { local uid=$1; shift; asuid "$uid" "$POD" "$PY" "$WORK/smtp_probe.py" "$@"; }
 json_field() { "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 wait_for() {

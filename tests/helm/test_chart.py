@@ -951,6 +951,7 @@ SCRIPTS = {
     "bench/webhook.sh": "bash",
     "bench/lib.sh": "bash",
     "tests/e2e/transparent-sim.sh": "bash",
+    "tests/e2e/sim-lib.sh": "bash",
     "tests/helm/run.sh": "bash",
     "helm/smtpbind/files/egress-lockdown.sh": "sh",
 }
