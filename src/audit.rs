@@ -37,6 +37,8 @@ pub enum Reason {
     /// NUL in the content, or a header line that is not a header field.
     MalformedContent,
     CredentialNotPinned,
+    /// XOAUTH2: the credential is pinned but no usable token is held (§9).
+    TokenUnavailable,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::BareLf => "bare_lf",
             Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
+            Reason::TokenUnavailable => "token_unavailable",
         }
     }
 }
@@ -174,7 +177,7 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
 mod tests {
     use super::*;
 
-    const REASONS: [Reason; 9] = [
+    const REASONS: [Reason; 11] = [
         Reason::IdentityMismatch,
         Reason::AuthRequired,
         Reason::SenderNotAllowed,
@@ -183,7 +186,9 @@ mod tests {
         Reason::TooManyRecipients,
         Reason::MessageTooLarge,
         Reason::BareLf,
+        Reason::MalformedContent,
         Reason::CredentialNotPinned,
+        Reason::TokenUnavailable,
     ];
 
     fn info() -> SessionInfo {

@@ -183,6 +183,15 @@ impl CredentialState {
         }
     }
 
+    /// The audit reason for refusing work in this state: no pinned
+    /// credential, or (XOAUTH2) a pinned one without a usable token.
+    pub fn not_ready_reason(&self) -> crate::audit::Reason {
+        match self {
+            CredentialState::Ready(_) => crate::audit::Reason::TokenUnavailable,
+            CredentialState::NotReady(_) => crate::audit::Reason::CredentialNotPinned,
+        }
+    }
+
     pub fn ready(&self) -> Option<&Arc<Credential>> {
         match self {
             CredentialState::Ready(c) => Some(c),

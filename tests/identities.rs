@@ -290,6 +290,14 @@ fn token_endpoint_down_means_not_ready_421_and_nothing_relayed_then_recovery() {
         metric(&m, &series("smtpbind_oauth_token_expiry_seconds", "")),
         0.0
     );
+    // Both refusals are counted as what they are: pinned, but no token.
+    assert_eq!(
+        metric(
+            &m,
+            &series("smtpbind_rejections_total", ",reason=\"token_unavailable\"")
+        ),
+        2.0
+    );
     assert!(
         metric(
             &m,

@@ -144,12 +144,12 @@ impl Session {
                 }
                 Ok(())
             }
-            CredentialState::Ready(_) | CredentialState::NotReady(_) => {
+            state => {
                 self.upstream = None;
                 let reply = local::not_ready();
                 audit::reject(
                     &self.info,
-                    Reason::CredentialNotPinned,
+                    state.not_ready_reason(),
                     &reply.last_line(),
                     json!({}),
                 );

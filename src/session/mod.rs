@@ -205,10 +205,10 @@ impl Session {
                 self.info.credential = Some(cred.pin().short());
                 self.cred = Some(cred);
             }
-            CredentialState::Ready(_) | CredentialState::NotReady(_) => {
+            state => {
                 audit::reject(
                     &self.info,
-                    Reason::CredentialNotPinned,
+                    state.not_ready_reason(),
                     &local::not_ready().last_line(),
                     json!({}),
                 );
