@@ -687,6 +687,22 @@ def test_identities_render_into_the_policy() -> None:
     google, _ = policy_of(objs, "google")
     assert google["credential"]["oauth2"]["flow"] == "jwt_bearer"
     assert "refresh_before" not in google["credential"]["oauth2"]
+    # oauth2.caSecret: the CA file in the policy, the Secret mounted only into smtpbind
+    assert google["credential"]["oauth2"]["ca_file"] == "/etc/smtpbind/oauth2-ca/bundle.pem"
+    assert "ca_file" not in m365["credential"]["oauth2"]
+    for d in of_kind(objs, "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        is_google = d["metadata"]["name"].endswith("google")
+        assert ("smtpbind-oauth2-ca" in vols) == is_google, d["metadata"]["name"]
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+            if c["name"] == "smtpbind" and is_google:
+                assert mounts["smtpbind-oauth2-ca"]["mountPath"] == "/etc/smtpbind/oauth2-ca"
+            else:
+                assert "smtpbind-oauth2-ca" not in mounts, c["name"]
+        if is_google:
+            assert vols["smtpbind-oauth2-ca"]["secret"]["secretName"] == "google-token-ca"
     ses, _ = policy_of(objs, "ses")
     assert ses["credential"]["ses"] == {"region": "eu-west-1"}
     assert ses["limits"]["rate"] == {"messages_per_second": 7}
@@ -757,6 +773,7 @@ def test_smtpbind_check_accepts_every_rendered_policy(tmp_path: Path) -> None:
         # The only file a rendered policy names is the CA bundle mounted from upstream.caSecret:
         # point that one path at a real PEM file; every other byte is what the chart rendered.
         text = text.replace(f'"{CA_DIR}/ca.crt"', json.dumps(str(ca)))
+        text = text.replace('"/etc/smtpbind/oauth2-ca/bundle.pem"', json.dumps(str(ca)))
         path = tmp_path / f"{i:02d}-{case}-{name}.yaml"
         path.write_text(text)
         files.append(path)

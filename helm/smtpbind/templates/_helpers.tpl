@@ -30,6 +30,7 @@ parent chart as from this one.
 {{- define "smtpbind.policyDir" -}}/etc/smtpbind/policy{{- end -}}
 {{- define "smtpbind.secretDir" -}}/var/run/secrets/smtpbind{{- end -}}
 {{- define "smtpbind.caDir" -}}/etc/smtpbind/upstream-ca{{- end -}}
+{{- define "smtpbind.oauth2CaDir" -}}/etc/smtpbind/oauth2-ca{{- end -}}
 {{- define "smtpbind.clientTlsDir" -}}/var/run/secrets/smtpbind-client-tls{{- end -}}
 {{- define "smtpbind.clientCaDir" -}}/etc/smtpbind-ca{{- end -}}
 {{- define "smtpbind.implicitPort" -}}4650{{- end -}}
@@ -131,6 +132,9 @@ credential:
     user: {{ toRawJson .user }}
     {{- if .refreshBefore }}
     refresh_before: {{ toRawJson .refreshBefore }}
+    {{- end }}
+    {{- if .caSecret }}
+    ca_file: {{ toRawJson (printf "%s/%s" (include "smtpbind.oauth2CaDir" $) (default "ca.crt" .caSecretKey)) }}
     {{- end }}
   {{- end }}
   {{- with $t.ses }}
@@ -325,6 +329,11 @@ data:
       mountPath: {{ include "smtpbind.caDir" . }}
       readOnly: true
     {{- end }}
+    {{- if and .tenant .tenant.oauth2 .tenant.oauth2.caSecret }}
+    - name: smtpbind-oauth2-ca
+      mountPath: {{ include "smtpbind.oauth2CaDir" . }}
+      readOnly: true
+    {{- end }}
     {{- if and .tenant .tenant.clientTls }}
     - name: smtpbind-client-tls
       mountPath: {{ include "smtpbind.clientTlsDir" . }}
@@ -370,6 +379,18 @@ data:
     items:
       - key: {{ default "ca.crt" $u.caSecretKey }}
         path: {{ default "ca.crt" $u.caSecretKey }}
+{{- end }}
+{{- with $t.oauth2 }}
+{{- if .caSecret }}
+- name: smtpbind-oauth2-ca
+  secret:
+    # the CA that verifies the token endpoint: only the smtpbind container mounts it
+    secretName: {{ .caSecret }}
+    defaultMode: 0444
+    items:
+      - key: {{ default "ca.crt" .caSecretKey }}
+        path: {{ default "ca.crt" .caSecretKey }}
+{{- end }}
 {{- end }}
 {{- with $t.clientTls }}
 - name: smtpbind-client-tls
