@@ -1,4 +1,4 @@
-//! Receiving a message (DATA), recording it and its activity-log line.
+//! Receiving a message by DATA, recording it (DATA or BDAT) and its activity-log line.
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +40,20 @@ impl Conn {
             }
         }
         let data = unstuff(&data, self.config.lenient_eod);
+        let Some(reply) = self.record(data, "DATA", 0) else {
+            return false;
+        };
+        io.write_all(reply.as_bytes()).await.is_ok()
+    }
+
+    /// Records a received message (unless `eod_reply` replaces the reply)
+    /// and ends the transaction; the reply to send, or None without AUTH.
+    pub(super) fn record(
+        &mut self,
+        data: Vec<u8>,
+        verb: &'static str,
+        chunks: usize,
+    ) -> Option<String> {
         let reply = if let Some(r) = &self.config.faults.eod_reply {
             format!("{r}\r\n")
         } else {
@@ -48,7 +62,7 @@ impl Conn {
                 rec.seq += 1;
                 (format!("CAP{:06}", rec.seq), self.account.clone())
             };
-            let Some(account) = account else { return false };
+            let account = account?;
             let msg = Captured {
                 account: account.name.clone(),
                 username: account.username.clone(),
@@ -59,6 +73,8 @@ impl Conn {
                 data,
                 queue_id: queue_id.clone(),
                 tls: self.tls,
+                verb,
+                chunks,
             };
             self.log(&msg);
             lock(&self.rec).messages.push(msg);
@@ -66,7 +82,7 @@ impl Conn {
         };
         self.mail_from = None;
         self.rcpts.clear();
-        io.write_all(reply.as_bytes()).await.is_ok()
+        Some(reply)
     }
 
     fn log(&self, msg: &Captured) {
@@ -76,6 +92,7 @@ impl Conn {
             "event": "captured",
             "account": msg.account, "username": msg.username, "mail_from": msg.mail_from,
             "rcpt_to": msg.rcpt_to, "bytes": msg.bytes, "queue_id": msg.queue_id, "tls": msg.tls,
+            "verb": msg.verb, "chunks": msg.chunks,
         })
         .to_string();
         println!("{line}");

@@ -1,13 +1,14 @@
 //! The capture upstream: a small recording SMTP server standing in for a
 //! provider like SendGrid. It requires AUTH, offers STARTTLS (or implicit
-//! TLS) with a generated certificate, and records for every accepted message
+//! TLS) with a generated certificate, PIPELINING (and, when asked, CHUNKING
+//! like Gmail and Microsoft 365), and records for every accepted message
 //! which account's credential authenticated the connection — the provider's
 //! "activity log" that the 2021 incident polluted.
 //!
 //! Used by `smtpbind demo`, by `smtpbind capture` (pod simulation, kind
 //! harness) and by the integration tests, which also use its fault switches
 //! (no STARTTLS, bytes injected after the STARTTLS 220, a dropped handshake,
-//! refused commands, a connection dropped mid-DATA) and its `lenient_eod`
+//! refused commands or BDAT chunks, a connection dropped mid-DATA) and its `lenient_eod`
 //! mode, which ends data at any `<LF|CR>.<LF|CR>` like the receivers that
 //! SMTP smuggling exploits, so that a smuggled message would show up here.
 
@@ -22,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::certs::Pki;
 
 mod auth;
+mod chunking;
 mod message;
 mod session;
 
@@ -66,6 +68,9 @@ pub struct Faults {
     pub idle_close: Option<std::time::Duration>,
     /// Refuse every `AUTH XOAUTH2`, however valid its token.
     pub reject_xoauth2: bool,
+    /// Replace the reply to the n-th BDAT chunk of a transaction (1-based):
+    /// a refusal fails the transaction, later chunks are discarded.
+    pub bdat_reply: Option<(usize, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +87,9 @@ pub struct CaptureConfig {
     pub log_dir: Option<PathBuf>,
     /// Offer `AUTH XOAUTH2` and check its tokens against this issuer.
     pub oauth: Option<crate::issuer::Tokens>,
+    /// Offer CHUNKING (RFC 3030, BDAT) like Gmail and Microsoft 365; off by
+    /// default: the capture stands in for SendGrid, which does not.
+    pub chunking: bool,
 }
 
 impl CaptureConfig {
@@ -95,6 +103,7 @@ impl CaptureConfig {
             lenient_eod: false,
             log_dir: None,
             oauth: None,
+            chunking: false,
         }
     }
 }
@@ -114,6 +123,10 @@ pub struct Captured {
     pub bytes: usize,
     pub queue_id: String,
     pub tls: bool,
+    /// The verb that carried the content: `DATA` or `BDAT`.
+    pub verb: &'static str,
+    /// BDAT chunks the message came in (0 for DATA).
+    pub chunks: usize,
 }
 
 /// One AUTH attempt seen by the capture upstream.

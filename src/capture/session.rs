@@ -20,6 +20,12 @@ pub(super) struct Conn {
     pub(super) mail_from: Option<String>,
     pub(super) mail_line: String,
     pub(super) rcpts: Vec<String>,
+    /// BDAT: the content received so far in this transaction.
+    pub(super) chunked: Vec<u8>,
+    /// BDAT: chunks received in this transaction.
+    pub(super) chunks: usize,
+    /// BDAT: a chunk was refused; the rest of the transaction is discarded.
+    pub(super) chunk_failed: bool,
 }
 
 pub(super) enum Next {
@@ -45,6 +51,9 @@ impl Conn {
             mail_from: None,
             mail_line: String::new(),
             rcpts: Vec::new(),
+            chunked: Vec::new(),
+            chunks: 0,
+            chunk_failed: false,
         }
     }
 
@@ -147,6 +156,9 @@ impl Conn {
                 if !f.no_pipelining {
                     caps.push("PIPELINING".into());
                 }
+                if self.config.chunking {
+                    caps.push("CHUNKING".into());
+                }
                 if self.config.tls == CaptureTls::StartTls && !self.tls && !f.no_starttls {
                     caps.push("STARTTLS".into());
                 }
@@ -193,6 +205,7 @@ impl Conn {
                     self.mail_from = Some(between_brackets(line));
                     self.mail_line = line.to_string();
                     self.rcpts.clear();
+                    self.end_chunks();
                     "250 2.1.0 sender ok\r\n".into()
                 }
             }
@@ -218,9 +231,11 @@ impl Conn {
                     return Next::Data;
                 }
             }
+            "BDAT" => return self.bdat(line, io).await,
             "RSET" => {
                 self.mail_from = None;
                 self.rcpts.clear();
+                self.end_chunks();
                 "250 2.0.0 ok\r\n".into()
             }
             "NOOP" => "250 2.0.0 ok\r\n".into(),
