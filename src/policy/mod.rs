@@ -14,6 +14,7 @@
 //! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse),
 //!   `upstream.reuse.idle_timeout` (default `30s`) and
 //!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
+//! * `upstream.chunking` — `auto` (BDAT upstream when offered, default) or `off`;
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
 //! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10
@@ -710,6 +711,10 @@ impl Validator<'_> {
             connect_timeout,
             reply_timeout,
             reuse,
+            chunking: match ru.chunking {
+                None | Some(raw::RawChunking::Auto) => Chunking::Auto,
+                Some(raw::RawChunking::Off) => Chunking::Off,
+            },
         }
     }
 
@@ -1241,6 +1246,20 @@ senders: [ "*@acme.example" ]
             8,
             "upstream.tls",
             "unknown variant `STARTTLS`",
+        );
+    }
+
+    #[test]
+    fn chunking_knob() {
+        assert_eq!(ok(&edit(&[])).upstream.chunking, Chunking::Auto);
+        let off = edit(&[("  tls: starttls\n", "  tls: starttls\n  chunking: off\n")]);
+        assert_eq!(ok(&off).upstream.chunking, Chunking::Off);
+        assert_err(
+            &edit(&[("  tls: starttls\n", "  tls: starttls\n  chunking: on\n")]),
+            6,
+            13,
+            "upstream.chunking",
+            "unknown variant `on`",
         );
     }
 
