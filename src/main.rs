@@ -120,6 +120,13 @@ enum Cmd {
         /// Append one JSON line per accepted message to DIR/<account>.jsonl.
         #[arg(long)]
         log_dir: Option<PathBuf>,
+        /// Offer CHUNKING (BDAT), as Gmail and Microsoft 365 do (default: not
+        /// offered, as SendGrid and SES).
+        #[arg(long)]
+        chunking: bool,
+        /// Do not offer PIPELINING (a legacy provider).
+        #[arg(long)]
+        no_pipelining: bool,
     },
 }
 
@@ -210,6 +217,8 @@ fn main() -> ExitCode {
             ca_out,
             accounts,
             log_dir,
+            chunking,
+            no_pipelining,
         } => runtime().and_then(|rt| {
             rt.block_on(smtpbind::demo::capture_command(
                 smtpbind::demo::CaptureArgs {
@@ -219,6 +228,8 @@ fn main() -> ExitCode {
                     ca_out,
                     accounts,
                     log_dir,
+                    chunking,
+                    no_pipelining,
                 },
                 shutdown_signal(&rt),
             ))

@@ -465,6 +465,7 @@ fn check_reply(buf: &[u8], reply: &Reply, used: usize) -> Result<(), TestCaseErr
 struct Offer {
     starttls: bool,
     pipelining: bool,
+    chunking: bool,
     eight_bit: bool,
     size: Option<u64>,
     auth_plain: bool,
@@ -475,18 +476,19 @@ struct Offer {
 
 fn offer() -> impl Strategy<Value = Offer> {
     (
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         proptest::option::of(0u64..100_000_000),
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
-                (starttls, pipelining, eight_bit),
+                (starttls, pipelining, chunking, eight_bit),
                 size,
                 (auth_plain, auth_login, legacy_auth, lowercase),
             )| Offer {
                 starttls,
                 pipelining,
+                chunking,
                 eight_bit,
                 size,
                 auth_plain,
@@ -542,6 +544,7 @@ proptest! {
         let case = |s: &str| if o.lowercase { s.to_lowercase() } else { s.to_string() };
         if o.starttls { lines.push(case("STARTTLS")); }
         if o.pipelining { lines.push(case("PIPELINING")); }
+        if o.chunking { lines.push(case("CHUNKING")); }
         if o.eight_bit { lines.push(case("8BITMIME")); }
         if let Some(n) = o.size {
             lines.push(if n == 0 { case("SIZE") } else { format!("{} {n}", case("SIZE")) });
@@ -562,6 +565,7 @@ proptest! {
         prop_assert_eq!(caps, Capabilities {
             starttls: o.starttls,
             pipelining: o.pipelining,
+            chunking: o.chunking,
             eight_bit_mime: o.eight_bit,
             size: o.size,
             auth_plain: o.auth_plain,

@@ -195,6 +195,10 @@ pub struct CaptureArgs {
     pub ca_out: Option<PathBuf>,
     pub accounts: Vec<String>,
     pub log_dir: Option<PathBuf>,
+    /// Offer CHUNKING (BDAT).
+    pub chunking: bool,
+    /// Do not offer PIPELINING.
+    pub no_pipelining: bool,
 }
 
 /// `smtpbind capture`: the capture upstream alone, until `shutdown`.
@@ -231,6 +235,8 @@ pub async fn capture_command(
     config.tls = tls;
     config.hostname = args.hostname;
     config.log_dir = args.log_dir;
+    config.chunking = args.chunking;
+    config.faults.no_pipelining = args.no_pipelining;
     let server = CaptureServer::start(config)
         .await
         .map_err(|e| Error::Runtime(format!("capture: {e}")))?;

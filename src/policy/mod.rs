@@ -14,6 +14,7 @@
 //! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse),
 //!   `upstream.reuse.idle_timeout` (default `30s`) and
 //!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
+//! * `upstream.chunking` — `auto` (BDAT upstream when offered, default) or `off`;
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
 //! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10

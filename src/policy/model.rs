@@ -52,6 +52,16 @@ pub struct UpstreamPolicy {
     /// How long to wait for any single upstream reply (default 120s).
     pub reply_timeout: Duration,
     pub reuse: ReusePolicy,
+    /// `upstream.chunking`: BDAT upstream when offered (`Auto`) or never.
+    pub chunking: Chunking,
+}
+
+/// Whether messages go upstream as BDAT (RFC 3030) when the upstream's
+/// EHLO offers CHUNKING and PIPELINING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    Auto,
+    Off,
 }
 
 /// Reuse of authenticated upstream connections across client sessions.

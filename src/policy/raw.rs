@@ -63,6 +63,9 @@ pub(crate) struct RawUpstream {
     pub reply_timeout: Option<String>,
     /// Extra section: reuse of authenticated upstream connections.
     pub reuse: Option<RawReuse>,
+    /// Extra key: relay messages as BDAT when the upstream offers CHUNKING
+    /// and PIPELINING (`auto`, the default) or always as DATA (`off`).
+    pub chunking: Option<RawChunking>,
 }
 
 /// `upstream.reuse:` (extra section).
@@ -77,6 +80,13 @@ pub(crate) struct RawReuse {
     /// Connections opened ahead of demand once the credential is ready,
     /// 0..=max_idle. Default `1`.
     pub prewarm: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawChunking {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

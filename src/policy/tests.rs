@@ -394,6 +394,20 @@ fn tls_and_insecure_rules() {
 }
 
 #[test]
+fn chunking_knob() {
+    assert_eq!(ok(&edit(&[])).upstream.chunking, Chunking::Auto);
+    let off = edit(&[("  tls: starttls\n", "  tls: starttls\n  chunking: off\n")]);
+    assert_eq!(ok(&off).upstream.chunking, Chunking::Off);
+    assert_err(
+        &edit(&[("  tls: starttls\n", "  tls: starttls\n  chunking: on\n")]),
+        6,
+        13,
+        "upstream.chunking",
+        "unknown variant `on`",
+    );
+}
+
+#[test]
 fn ca_file_rules() {
     let with = |p: &str| {
         edit(&[(

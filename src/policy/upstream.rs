@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{self, RawTls};
-use super::{check_readable_file, ReusePolicy, TlsMode, UpstreamPolicy, Validator};
+use super::{check_readable_file, Chunking, ReusePolicy, TlsMode, UpstreamPolicy, Validator};
 
 impl Validator<'_> {
     pub(super) fn upstream(&mut self, ru: raw::RawUpstream, tenant: &str) -> UpstreamPolicy {
@@ -116,6 +116,10 @@ impl Validator<'_> {
             connect_timeout,
             reply_timeout,
             reuse,
+            chunking: match ru.chunking {
+                None | Some(raw::RawChunking::Auto) => Chunking::Auto,
+                Some(raw::RawChunking::Off) => Chunking::Off,
+            },
         }
     }
 }

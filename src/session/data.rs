@@ -57,8 +57,9 @@ impl Session {
     }
 
     /// BDAT (RFC 3030): chunks of exactly `size` octets, no dot-stuffing, no
-    /// end marker. Relayed as DATA to the upstream (re-stuffed), with the
-    /// same policy as DATA: line endings, size, header From.
+    /// end marker. Relayed as BDAT when the upstream offers CHUNKING and
+    /// PIPELINING, otherwise as DATA (re-stuffed), with the same policy as
+    /// DATA: line endings, size, header From.
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
         if self.bdat.is_none() {
             if let Err(flow) = self.ready_for_message() {

@@ -33,6 +33,10 @@ pub(super) struct Inbound {
     /// DATA was sent ahead (while the client sends its first bytes) and its
     /// reply is not read yet.
     pub(super) data_reply_pending: bool,
+    /// Relayed upstream as BDAT chunks (raw), not DATA (see `chunks`).
+    pub(super) chunked: bool,
+    /// BDAT upstream: chunk replies not read yet.
+    pub(super) owed: usize,
 }
 
 /// Why a message was not relayed (decided while streaming DATA).
@@ -77,6 +81,8 @@ impl Session {
             refusal: None,
             upstream_open: false,
             data_reply_pending: false,
+            chunked: self.upstream_chunking(),
+            owed: 0,
         }
     }
 
@@ -218,6 +224,18 @@ impl Session {
         // Without a gate every call forwards (an empty message too), so the
         // upstream's DATA is always opened by the end of the message.
         let Some(bytes) = forward else { return };
+        if msg.chunked {
+            // BDAT upstream: raw content, a chunk once WIRE_BATCH is pending.
+            msg.wire.extend_from_slice(&bytes);
+            if msg.wire.len() >= WIRE_BATCH {
+                self.send_chunk(msg).await;
+            }
+            if content.capacity() == 0 {
+                *content = bytes;
+                content.clear();
+            }
+            return;
+        }
         if !msg.upstream_open {
             match self.upstream_data().await {
                 Ok(()) => msg.upstream_open = true,
@@ -281,6 +299,10 @@ impl Session {
     /// the first message bytes are forwarded: the upstream's round trip
     /// overlaps the client sending its message.
     pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
+        if msg.chunked {
+            // BDAT upstream: no DATA, no 354 to wait for.
+            return;
+        }
         let Some(conn) = self.upstream.as_mut() else {
             return;
         };
@@ -347,7 +369,12 @@ impl Session {
     /// final reply goes to the client, or the message is refused and the
     /// upstream connection (if it was receiving) is dropped mid-message.
     pub(super) async fn finish_message(&mut self, mut msg: Inbound) -> Flow {
-        if msg.refusal.is_none() && (msg.data_reply_pending || !msg.upstream_open) {
+        let unopened = if msg.chunked {
+            msg.gate.is_some()
+        } else {
+            msg.data_reply_pending || !msg.upstream_open
+        };
+        if msg.refusal.is_none() && unopened {
             // Nothing was forwarded yet (cannot happen with the gate's
             // contract, kept as a guard): open the upstream's DATA first.
             let mut empty = Vec::new();
@@ -359,6 +386,8 @@ impl Session {
             mut stuffer,
             size,
             wire: pending,
+            chunked,
+            owed,
             ..
         } = msg;
         let Some(tx) = self.tx.take() else {
@@ -382,6 +411,10 @@ impl Session {
             Some(Refusal::UpstreamLost) => {
                 self.upstream = None;
                 (MessageResult::Failed, local::upstream_failed(), None)
+            }
+            None if chunked => {
+                let (result, reply) = self.finish_chunks(owed, &pending).await;
+                (result, reply, None)
             }
             None => {
                 let mut wire = pending;

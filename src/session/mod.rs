@@ -7,7 +7,8 @@
 //! keyed by the credential's pin, or newly authenticated with the mounted
 //! credential — and the envelope is relayed command by command; DATA is
 //! decoded, policy-checked (bare line endings, size, header From) and
-//! streamed to the upstream, whose final reply is what the client sees.
+//! streamed to the upstream (as DATA, or as BDAT chunks when it offers
+//! CHUNKING and PIPELINING), whose final reply is what the client sees.
 //!
 //! No upstream connection exists before the session is bound, and a message
 //! the policy refuses mid-stream is aborted by dropping the upstream
@@ -15,6 +16,7 @@
 
 mod auth;
 pub mod binding;
+mod chunks;
 mod data;
 mod envelope;
 mod message;

@@ -7,6 +7,8 @@ use crate::smtp::reply::Reply;
 pub struct Capabilities {
     pub starttls: bool,
     pub pipelining: bool,
+    /// RFC 3030 CHUNKING (BDAT).
+    pub chunking: bool,
     pub eight_bit_mime: bool,
     /// RFC 6531 SMTPUTF8.
     pub smtputf8: bool,
@@ -35,6 +37,7 @@ impl Capabilities {
             match keyword.as_str() {
                 "STARTTLS" => caps.starttls = true,
                 "PIPELINING" => caps.pipelining = true,
+                "CHUNKING" => caps.chunking = true,
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
@@ -78,7 +81,23 @@ mod tests {
             "AUTH=PLAIN LOGIN",
         ]));
         assert!(c.starttls && c.pipelining && c.eight_bit_mime && c.auth_plain && c.auth_login);
+        assert!(!c.chunking);
         assert_eq!(c.size, Some(31457280));
+    }
+
+    #[test]
+    fn gmail_like_reply_offers_chunking() {
+        let c = Capabilities::from_ehlo(&ehlo(&[
+            "smtp.gmail.com at your service",
+            "SIZE 35882577",
+            "8BITMIME",
+            "AUTH LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH",
+            "ENHANCEDSTATUSCODES",
+            "PIPELINING",
+            "CHUNKING",
+            "SMTPUTF8",
+        ]));
+        assert!(c.chunking && c.pipelining && c.auth_xoauth2 && c.smtputf8);
     }
 
     #[test]

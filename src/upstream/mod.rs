@@ -418,6 +418,25 @@ impl Connection {
         }
     }
 
+    /// A reply that has already arrived, without waiting: what is buffered,
+    /// plus one read only if the socket has bytes ready. `None`: not yet.
+    pub async fn try_read_reply(&mut self) -> Result<Option<Reply>, UpstreamError> {
+        loop {
+            if let Some((reply, used)) = ReplyParser::new().parse(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(Some(reply));
+            }
+            self.buf.reserve(4096);
+            // A zero timeout polls the read once: ready bytes or nothing.
+            match tokio::time::timeout(Duration::ZERO, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err(UpstreamError::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(UpstreamError::Io(e.kind())),
+            }
+        }
+    }
+
     /// True when an idle connection was closed or spoke unprompted (e.g. a
     /// `421` idle timeout): it must not be reused. Polls the socket once
     /// without waiting.

@@ -14,7 +14,10 @@
 #     over TLS, and discarded (delivered) by Postfix;
 #   - tenant-b's password presented to smtpbind gets 535 and Postfix logs no
 #     connection and no sasl_username=tenant-b;
-#   - controls: Postfix itself accepts tenant-b's password and refuses a wrong one.
+#   - controls: Postfix itself accepts tenant-b's password and refuses a wrong one;
+#   - Postfix offers CHUNKING and PIPELINING, so every message goes up as BDAT
+#     (its disconnect lines count bdat=, never data=), and a held message with
+#     dot lines and 8-bit text arrives byte for byte (postcat).
 # Run as root (apt-get installs what is missing). Env: POSTFIX_PORT (10587),
 # SMTPBIND_BIN (default: a debug build), KEEP=1 keeps the temp dir.
 set -uo pipefail
@@ -138,7 +141,9 @@ smtpd_sasl_security_options = noanonymous
 smtpd_sasl_authenticated_header = no
 smtpd_client_restrictions = permit_sasl_authenticated, reject
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
-smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+# hold@example.net is held in the queue (not discarded) so postcat can show
+# exactly what arrived
+smtpd_recipient_restrictions = check_recipient_access inline:{ hold@example.net=HOLD }, permit_sasl_authenticated, reject
 CONF
 cat > "$CONF/master.cf" <<CONF
 127.0.0.1:$PORT inet n - n - - smtpd
@@ -215,7 +220,7 @@ log_wait() { # log_wait REGEX: Postfix logs asynchronously (postlogd)
 QIDS=()
 for i in 1 2 3; do
   out=$(send "$PASS_A" "$i")
-  qid=$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *250 2\.0\.0 Ok: queued as \([0-9A-Za-z]*\).*/\1/p' | tail -1)
+  qid=$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *250 2\.0\.0 Ok: .*queued as \([0-9A-Za-z]*\).*/\1/p' | tail -1)
   if [ -n "$qid" ]; then
     pass "message $i: 250 from Postfix through smtpbind (queue id $qid)"
     QIDS+=("$qid")
@@ -293,6 +298,54 @@ check "hostile: Postfix accepted exactly the $relayed relayed cases (3 + $relaye
   [ "$(grep -c ': client=localhost' "$LOG")" -eq $((3 + relayed)) ]
 check "hostile: no Postfix log line names evil.example as a recipient or an AUTH= sender" \
   bash -c "! grep -E 'to=<[^>]*@evil\.example>|victim@globex' '$LOG' | grep -v '\"'"
+
+# --- content over BDAT: dot lines and 8-bit, byte for byte (postcat of a held message) ---
+CONTENT=$WORK/content.out
+SMTPBIND_PASSWORD="$PASS_A" python3 - "$SMTPBIND_ADDR" >"$CONTENT" 2>&1 <<'PY'
+import os, smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+body = ("line one\r\n.\r\n.leading dot\r\n..two dots\r\ncaf\u00e9 \u00fcber \u2713\r\n"
+        + "x" * 200 + "\r\n.\r\nlast line\r\n").encode("utf-8")
+msg = b"From: app@acme.example\r\nTo: hold@example.net\r\nSubject: bdat content\r\n" \
+      b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+      b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body
+s = smtplib.SMTP(host, int(port), timeout=30)
+s.ehlo("interop")
+s.login("apikey", os.environ["SMTPBIND_PASSWORD"])
+s.mail("app@acme.example", ["BODY=8BITMIME"])
+s.rcpt("hold@example.net")
+code, reply = s.data(msg)
+s.quit()
+print(code, reply.decode())
+sys.stdout.buffer.write(b"BODY\n" + body.replace(b"\r\n", b"\n"))
+PY
+# after BDAT Postfix says "Ok: <n> bytes queued as <id>"
+qid=$(sed -n '1s/^250 2\.0\.0 Ok: .*queued as \([0-9A-Za-z]*\).*/\1/p' "$CONTENT")
+if [ -n "$qid" ]; then
+  pass "content: 250 from Postfix through smtpbind (queue id $qid)"
+  # postcat -b starts at the empty line that ends the header section
+  { echo; sed '1,/^BODY$/d' "$CONTENT"; } >"$WORK/content.expected"
+  log_wait "postfix/cleanup\[[0-9]+\]: $qid: hold:" >/dev/null
+  postcat -c "$CONF" -b -q "$qid" >"$WORK/content.got" 2>"$WORK/postcat.err"
+  check "content: the held message's body is byte-identical (dot lines, 8-bit)" \
+    cmp "$WORK/content.expected" "$WORK/content.got"
+else
+  fail "content: not accepted"; cat "$CONTENT"
+fi
+
+# --- the upstream path was BDAT: stop smtpbind (its pooled connections QUIT)
+# and read Postfix's per-connection command counts ---
+kill "$SMTPBIND_PID" 2>/dev/null; wait "$SMTPBIND_PID" 2>/dev/null; SMTPBIND_PID=
+accepted=$(grep -c ': client=localhost' "$LOG")
+for _ in $(seq 1 50); do
+  bdat=$(grep -E 'postfix/smtpd\[[0-9]+\]: disconnect from localhost' "$LOG" |
+    sed -n 's/.* bdat=\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+  [ "${bdat:-0}" -ge "$accepted" ] && break; sleep 0.1
+done
+check "Postfix log: all $accepted accepted messages came by BDAT (bdat=$bdat over the disconnect lines)" \
+  [ "${bdat:-0}" -eq "$accepted" ]
+check "Postfix log: no DATA command from the sidecar's connections" \
+  bash -c "! grep -E 'disconnect from localhost.* data=' '$LOG'"
 
 if [ "$INTEROP_FAILED" -gt 0 ]; then
   echo "--- postfix.log"; tail -40 "$LOG"; echo "--- smtpbind.log"; tail -20 "$WORK/smtpbind.log"
