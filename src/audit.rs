@@ -37,6 +37,8 @@ pub enum Reason {
     /// NUL in the content, or a header line that is not a header field.
     MalformedContent,
     CredentialNotPinned,
+    /// `upstream.max_connections` reached for the whole wait.
+    UpstreamBusy,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::BareLf => "bare_lf",
             Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
+            Reason::UpstreamBusy => "upstream_busy",
         }
     }
 }

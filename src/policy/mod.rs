@@ -14,6 +14,8 @@
 //! * `upstream.reuse.max_idle` (default `16`, `0` = no reuse),
 //!   `upstream.reuse.idle_timeout` (default `30s`) and
 //!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
+//! * `upstream.max_connections` — cap on upstream connections open at once
+//!   (`1..=4096`; default: no cap);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
 //! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10
@@ -710,6 +712,16 @@ impl Validator<'_> {
             connect_timeout,
             reply_timeout,
             reuse,
+            max_connections: match self.int(
+                "upstream.max_connections",
+                ru.max_connections,
+                1,
+                4096,
+                0,
+            ) {
+                0 => None,
+                n => Some(n as usize),
+            },
         }
     }
 

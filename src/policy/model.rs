@@ -52,6 +52,8 @@ pub struct UpstreamPolicy {
     /// How long to wait for any single upstream reply (default 120s).
     pub reply_timeout: Duration,
     pub reuse: ReusePolicy,
+    /// Upstream connections open at once, this process (`None`: no cap).
+    pub max_connections: Option<usize>,
 }
 
 /// Reuse of authenticated upstream connections across client sessions.

@@ -63,6 +63,8 @@ pub(crate) struct RawUpstream {
     pub reply_timeout: Option<String>,
     /// Extra section: reuse of authenticated upstream connections.
     pub reuse: Option<RawReuse>,
+    /// Extra key: cap on upstream connections open at once, 1..=4096. Default: none.
+    pub max_connections: Option<i64>,
 }
 
 /// `upstream.reuse:` (extra section).

@@ -397,6 +397,7 @@ impl Session {
                 }
             }
         }
+        self.release_upstream();
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
