@@ -249,7 +249,10 @@ async def measure_main(a):
         for p in order:
             name = p["name"]
             # a burst of CONC sessions first: it fills smtpbind's pool to CONC
-            # (recorded as "warm": the pool may have expired since last round)
+            # (recorded as "warm": the pool may have expired since last round;
+            # with --cold-wait longer than the sidecars' idle timeout, it has)
+            if a.cold_wait:
+                await asyncio.sleep(a.cold_wait)
             for res in await asyncio.gather(*[run(p, rnd, "warm") for _ in range(a.conc)]):
                 samples[name]["warm"] += res
             samples[name]["seq"] += await run(p, rnd, "seq", a.seq)
@@ -314,13 +317,33 @@ async def measure_main(a):
                 if missing:
                     print("  %s: %d messages not (yet) in the upstream's log" % (p["name"], missing))
     print()
-    print("== first burst of each round (%d concurrent sessions; the pool may have expired since the last round)" % a.conc)
-    for p in paths:
-        allv = [s for _, s, _, _ in samples[p["name"]]["warm"]]
-        ball = [s for _, s, _, _ in samples[base]["warm"]]
-        print("%-22s p50 %7.1f ms (%.2fx direct's burst)  p99 %7.1f ms (%.2fx)" %
-              (p["name"], _pct(allv, 50) * 1000, _pct(allv, 50) / _pct(ball, 50),
-               _pct(allv, 99) * 1000, _pct(allv, 99) / _pct(ball, 99)))
+    if a.cold_wait:
+        print("== first burst of each round (%d concurrent sessions after %.1f s without traffic: "
+              "the pool expired; round 1 has no earlier concurrency, so rounds >= 2 are shown apart)"
+              % (a.conc, a.cold_wait))
+    else:
+        print("== first burst of each round (%d concurrent sessions; the pool may have expired since the last round)" % a.conc)
+    for label, first in (("all rounds", 1), ("rounds >= 2", 2)):
+        if first == 2 and (not a.cold_wait or a.rounds < 2):
+            continue
+        print("-- %s" % label)
+        ball = [s for rnd, s, _, _ in samples[base]["warm"] if rnd >= first]
+        for p in paths:
+            allv = [s for rnd, s, _, _ in samples[p["name"]]["warm"] if rnd >= first]
+            per = []
+            for r in range(first, a.rounds + 1):
+                mine = [s for rnd, s, _, _ in samples[p["name"]]["warm"] if rnd == r]
+                theirs = [s for rnd, s, _, _ in samples[base]["warm"] if rnd == r]
+                if mine and theirs:
+                    per.append(_pct(mine, 50) / _pct(theirs, 50))
+            print("%-22s p50 %7.1f ms (%.2fx direct's burst; rounds %s)  p99 %7.1f ms (%.2fx)" %
+                  (p["name"], _pct(allv, 50) * 1000, _pct(allv, 50) / _pct(ball, 50),
+                   "%.2f-%.2f" % (min(per), max(per)) if per else "-",
+                   _pct(allv, 99) * 1000, _pct(allv, 99) / _pct(ball, 99)))
+            result["rows"].append({"phase": "burst " + label, "path": p["name"],
+                                   "p50_ms": _pct(allv, 50) * 1000, "p99_ms": _pct(allv, 99) * 1000,
+                                   "p50_ratio": _pct(allv, 50) / _pct(ball, 50),
+                                   "p99_ratio": _pct(allv, 99) / _pct(ball, 99), "p50_ratio_rounds": per})
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump(result, f, indent=1)
@@ -366,6 +389,8 @@ def main():
     m.add_argument("--size", type=int, default=1024)
     m.add_argument("--rtt-ms", type=float, default=40.0)
     m.add_argument("--settle", type=float, default=5.0)
+    m.add_argument("--cold-wait", type=float, default=0.0,
+                   help="seconds without traffic before each path's first burst (> the sidecars' idle timeout: a cold burst)")
     m.add_argument("--json-out")
     t = sub.add_parser("trace")
     t.add_argument("--paths", required=True)
