@@ -27,7 +27,8 @@
 # the policy default) and COLD_WAIT (seconds without traffic before each path's
 # first burst; longer than IDLE_TIMEOUT makes every first burst cold), and
 # BASELINE_BIN (another smtpbind binary, e.g. the build before a change: adds a
-# pooled path `smtpbind-baseline` measured in the same run).
+# pooled path `smtpbind-baseline` measured in the same run); BURST_STAGGER_MS
+# (also a burst of CONC sessions started this far apart, after another COLD_WAIT).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -256,7 +257,7 @@ echo "load: 1 KiB-ish messages ($SIZE bytes), $ROUNDS rounds; per path per round
   --rtt-ms "$((DELAY_MS * 2))"
 "${N[@]}" python3 "$HERE/wan.py" measure --paths "$PATHS" --ca "$WORK/ca.pem" --rounds "$ROUNDS" \
   --seq "$SEQ" --conc "$CONC" --per-client "$PER_CLIENT" --size "$SIZE" \
-  --rtt-ms "$((DELAY_MS * 2))" --cold-wait "${COLD_WAIT:-0}" --json-out "$WORK/result.json"
+  --rtt-ms "$((DELAY_MS * 2))" --cold-wait "${COLD_WAIT:-0}" --burst-stagger-ms "${BURST_STAGGER_MS:-0}" --json-out "$WORK/result.json"
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 sb_metrics() { # NAME ADMIN-PORT
