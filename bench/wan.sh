@@ -28,7 +28,8 @@
 # first burst; longer than IDLE_TIMEOUT makes every first burst cold), and
 # BASELINE_BIN (another smtpbind binary, e.g. the build before a change: adds a
 # pooled path `smtpbind-baseline` measured in the same run); BURST_STAGGER_MS
-# (also a burst of CONC sessions started this far apart, after another COLD_WAIT).
+# (also a burst of CONC sessions started this far apart, after another COLD_WAIT);
+# CLIENTTLS=0 skips the client.tls path.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -168,7 +169,7 @@ write_policy "$WORK/p-tls/policy.yaml" "$SBT_PORT" "$SBT_ADMIN" 16 \
   "  tls:
     cert_dir: $WORK/ctls
     starttls: offer"
-if [ -f "$WORK/ctls/tls.crt" ] && "$SMTPBIND_BIN" check "$WORK/p-tls/policy.yaml" >"$WORK/p-tls.check" 2>&1; then
+if [ "${CLIENTTLS:-1}" = 1 ] && [ -f "$WORK/ctls/tls.crt" ] && "$SMTPBIND_BIN" check "$WORK/p-tls/policy.yaml" >"$WORK/p-tls.check" 2>&1; then
   start_sb smtpbind-tls "$WORK/p-tls/policy.yaml" "$SBT_PORT"
   PATHS+=",{\"name\":\"smtpbind-clienttls\",\"host\":\"127.0.0.1\",\"port\":$SBT_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"auth\":[\"apikey\",\"$PASSWORD\"]}"
   CLIENT_TLS="measured (client.tls starttls, self-signed cert on loopback)"
