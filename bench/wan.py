@@ -227,7 +227,7 @@ async def measure_main(a):
     paths = json.loads(a.paths)
     tls_ctx = ssl.create_default_context(cafile=a.ca) if a.ca else None
     # samples[path][phase] = list of (round, seconds, wall, rcpt)
-    samples = {p["name"]: {"seq": [], "conc": [], "warm": []} for p in paths}
+    samples = {p["name"]: {"seq": [], "conc": [], "warm": [], "stagger": []} for p in paths}
     seqno = 0
 
     def rcpt_for(name, rnd, phase):
@@ -249,9 +249,22 @@ async def measure_main(a):
         for p in order:
             name = p["name"]
             # a burst of CONC sessions first: it fills smtpbind's pool to CONC
-            # (recorded as "warm": the pool may have expired since last round)
+            # (recorded as "warm": the pool may have expired since last round;
+            # with --cold-wait longer than the sidecars' idle timeout, it has)
+            if a.cold_wait:
+                await asyncio.sleep(a.cold_wait)
             for res in await asyncio.gather(*[run(p, rnd, "warm") for _ in range(a.conc)]):
                 samples[name]["warm"] += res
+            if a.burst_stagger_ms:
+                # a burst whose sessions start one after another, STAGGER ms
+                # apart (a mailer ramping up), again after the pool expired
+                await asyncio.sleep(a.cold_wait)
+
+                async def later(i):
+                    await asyncio.sleep(i * a.burst_stagger_ms / 1000.0)
+                    return await run(p, rnd, "stagger")
+                for res in await asyncio.gather(*[later(i) for i in range(a.conc)]):
+                    samples[name]["stagger"] += res
             samples[name]["seq"] += await run(p, rnd, "seq", a.seq)
             for res in await asyncio.gather(*[run(p, rnd, "conc", a.per_client) for _ in range(a.conc)]):
                 samples[name]["conc"] += res
@@ -314,13 +327,39 @@ async def measure_main(a):
                 if missing:
                     print("  %s: %d messages not (yet) in the upstream's log" % (p["name"], missing))
     print()
-    print("== first burst of each round (%d concurrent sessions; the pool may have expired since the last round)" % a.conc)
-    for p in paths:
-        allv = [s for _, s, _, _ in samples[p["name"]]["warm"]]
-        ball = [s for _, s, _, _ in samples[base]["warm"]]
-        print("%-22s p50 %7.1f ms (%.2fx direct's burst)  p99 %7.1f ms (%.2fx)" %
-              (p["name"], _pct(allv, 50) * 1000, _pct(allv, 50) / _pct(ball, 50),
-               _pct(allv, 99) * 1000, _pct(allv, 99) / _pct(ball, 99)))
+    def burst_table(phase, title):
+        print()
+        print(title)
+        for label, first in (("all rounds", 1), ("rounds >= 2", 2)):
+            if first == 2 and (not a.cold_wait or a.rounds < 2):
+                continue
+            print("-- %s" % label)
+            ball = [s for rnd, s, _, _ in samples[base][phase] if rnd >= first]
+            for p in paths:
+                allv = [s for rnd, s, _, _ in samples[p["name"]][phase] if rnd >= first]
+                per = []
+                for r in range(first, a.rounds + 1):
+                    mine = [s for rnd, s, _, _ in samples[p["name"]][phase] if rnd == r]
+                    theirs = [s for rnd, s, _, _ in samples[base][phase] if rnd == r]
+                    if mine and theirs:
+                        per.append(_pct(mine, 50) / _pct(theirs, 50))
+                print("%-22s p50 %7.1f ms (%.2fx direct's; rounds %s)  p99 %7.1f ms (%.2fx)" %
+                      (p["name"], _pct(allv, 50) * 1000, _pct(allv, 50) / _pct(ball, 50),
+                       "%.2f-%.2f" % (min(per), max(per)) if per else "-",
+                       _pct(allv, 99) * 1000, _pct(allv, 99) / _pct(ball, 99)))
+                result["rows"].append({"phase": phase + " " + label, "path": p["name"],
+                                       "p50_ms": _pct(allv, 50) * 1000, "p99_ms": _pct(allv, 99) * 1000,
+                                       "p50_ratio": _pct(allv, 50) / _pct(ball, 50),
+                                       "p99_ratio": _pct(allv, 99) / _pct(ball, 99), "p50_ratio_rounds": per})
+
+    if a.cold_wait:
+        burst_table("warm", "== first burst of each round (%d sessions at once after %.1f s without traffic: the pool "
+                    "expired; round 1 has no earlier concurrency, so rounds >= 2 are shown apart)" % (a.conc, a.cold_wait))
+    else:
+        burst_table("warm", "== first burst of each round (%d concurrent sessions; the pool may have expired since the last round)" % a.conc)
+    if a.burst_stagger_ms:
+        burst_table("stagger", "== staggered burst (%d sessions started %.0f ms apart, after %.1f s without traffic)"
+                    % (a.conc, a.burst_stagger_ms, a.cold_wait))
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump(result, f, indent=1)
@@ -366,6 +405,10 @@ def main():
     m.add_argument("--size", type=int, default=1024)
     m.add_argument("--rtt-ms", type=float, default=40.0)
     m.add_argument("--settle", type=float, default=5.0)
+    m.add_argument("--cold-wait", type=float, default=0.0,
+                   help="seconds without traffic before each path's first burst (> the sidecars' idle timeout: a cold burst)")
+    m.add_argument("--burst-stagger-ms", type=float, default=0.0,
+                   help="also a burst whose sessions start this far apart, after another --cold-wait")
     m.add_argument("--json-out")
     t = sub.add_parser("trace")
     t.add_argument("--paths", required=True)

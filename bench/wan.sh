@@ -23,6 +23,13 @@
 # TRACE_N (5 sessions per path for the per-step timing), SMTPBIND_BIN (default:
 # scripts/build-release.sh), POSTFIX=0 skips Postfix,
 # KEEP=1 keeps the work dir.
+# Cold bursts: IDLE_TIMEOUT (the sidecars' upstream.reuse.idle_timeout; default:
+# the policy default) and COLD_WAIT (seconds without traffic before each path's
+# first burst; longer than IDLE_TIMEOUT makes every first burst cold), and
+# BASELINE_BIN (another smtpbind binary, e.g. the build before a change: adds a
+# pooled path `smtpbind-baseline` measured in the same run); BURST_STAGGER_MS
+# (also a burst of CONC sessions started this far apart, after another COLD_WAIT);
+# CLIENTTLS=0 skips the client.tls path.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -116,7 +123,8 @@ upstream:
   ca_file: $WORK/ca.pem
   server_name: localhost
   reuse:
-    max_idle: $4
+    max_idle: $4${IDLE_TIMEOUT:+
+    idle_timeout: $IDLE_TIMEOUT}
 credential:
   secret_dir: $WORK/secret
   mechanism: auto
@@ -131,8 +139,8 @@ senders: [ "*@acme.example" ]
 header_from: enforce
 CONF
 }
-start_sb() { # NAME POLICY PORT
-  "${N[@]}" "$SMTPBIND_BIN" run --policy "$2" >"$WORK/$1.log" 2>&1 &
+start_sb() { # NAME POLICY PORT [BINARY]
+  "${N[@]}" "${4:-$SMTPBIND_BIN}" run --policy "$2" >"$WORK/$1.log" 2>&1 &
   PIDS+=("$!")
   wait_220 "$3"
 }
@@ -145,6 +153,12 @@ start_sb smtpbind-noreuse "$WORK/p-noreuse/policy.yaml" "$SBN_PORT"
 PATHS="[{\"name\":\"direct\",\"host\":\"127.0.0.1\",\"port\":$LINK_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"auth\":[\"$USER_NAME\",\"$PASSWORD\"]}"
 PATHS+=",{\"name\":\"smtpbind\",\"host\":\"127.0.0.1\",\"port\":$SB_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
 PATHS+=",{\"name\":\"smtpbind-noreuse\",\"host\":\"127.0.0.1\",\"port\":$SBN_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  SBB_PORT=$(free_port); SBB_ADMIN=$(free_port)
+  write_policy "$WORK/p-baseline/policy.yaml" "$SBB_PORT" "$SBB_ADMIN" 16
+  start_sb smtpbind-baseline "$WORK/p-baseline/policy.yaml" "$SBB_PORT" "$BASELINE_BIN"
+  PATHS+=",{\"name\":\"smtpbind-baseline\",\"host\":\"127.0.0.1\",\"port\":$SBB_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
+fi
 
 # --- smtpbind with TLS from the mailer (client.tls), when this binary has it --------
 CLIENT_TLS="not measured: this smtpbind does not accept client.tls"
@@ -155,7 +169,7 @@ write_policy "$WORK/p-tls/policy.yaml" "$SBT_PORT" "$SBT_ADMIN" 16 \
   "  tls:
     cert_dir: $WORK/ctls
     starttls: offer"
-if [ -f "$WORK/ctls/tls.crt" ] && "$SMTPBIND_BIN" check "$WORK/p-tls/policy.yaml" >"$WORK/p-tls.check" 2>&1; then
+if [ "${CLIENTTLS:-1}" = 1 ] && [ -f "$WORK/ctls/tls.crt" ] && "$SMTPBIND_BIN" check "$WORK/p-tls/policy.yaml" >"$WORK/p-tls.check" 2>&1; then
   start_sb smtpbind-tls "$WORK/p-tls/policy.yaml" "$SBT_PORT"
   PATHS+=",{\"name\":\"smtpbind-clienttls\",\"host\":\"127.0.0.1\",\"port\":$SBT_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"auth\":[\"apikey\",\"$PASSWORD\"]}"
   CLIENT_TLS="measured (client.tls starttls, self-signed cert on loopback)"
@@ -244,11 +258,12 @@ echo "load: 1 KiB-ish messages ($SIZE bytes), $ROUNDS rounds; per path per round
   --rtt-ms "$((DELAY_MS * 2))"
 "${N[@]}" python3 "$HERE/wan.py" measure --paths "$PATHS" --ca "$WORK/ca.pem" --rounds "$ROUNDS" \
   --seq "$SEQ" --conc "$CONC" --per-client "$PER_CLIENT" --size "$SIZE" \
-  --rtt-ms "$((DELAY_MS * 2))" --json-out "$WORK/result.json"
+  --rtt-ms "$((DELAY_MS * 2))" --cold-wait "${COLD_WAIT:-0}" --burst-stagger-ms "${BURST_STAGGER_MS:-0}" --json-out "$WORK/result.json"
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 sb_metrics() { # NAME ADMIN-PORT
-  echo "$1: $(curl -s "http://127.0.0.1:$2/metrics" | grep -E '^smtpbind_(messages_total|upstream_reuse_total|upstream_connect_seconds_count)' | tr '\n' ' ')"
+  echo "$1: $(curl -s "http://127.0.0.1:$2/metrics" | grep -E '^smtpbind_(messages_total|upstream_reuse_total|upstream_connect_seconds_count|upstream_burst_warmups_total|upstream_prewarm_total)' | tr '\n' ' ')"
 }
 sb_metrics smtpbind "$SB_ADMIN"
 sb_metrics smtpbind-noreuse "$SBN_ADMIN"
+[ -n "${BASELINE_BIN:-}" ] && sb_metrics smtpbind-baseline "$SBB_ADMIN"

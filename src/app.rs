@@ -106,6 +106,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let cred_state = load_credential(&policy);
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
     let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
+    tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let (cred_tx, cred_rx) = watch::channel(cred_state);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -297,13 +298,15 @@ fn reload_policy(
         }
         // Re-check the credential against the new pins.
         let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
-        let rt = Runtime::new(new, pin_of(&state))?;
+        let rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
         Ok((rt, state))
     });
     match result {
         Ok((rt, state)) => {
             runtime_tx.borrow().pool.set_current(None);
-            runtime_tx.send_replace(Arc::new(rt));
+            let rt = Arc::new(rt);
+            tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&rt)));
+            runtime_tx.send_replace(rt);
             cred_tx.send_replace(state);
             prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);

@@ -39,6 +39,8 @@ pub enum Reason {
     CredentialNotPinned,
     /// XOAUTH2: the credential is pinned but no usable token is held (§9).
     TokenUnavailable,
+    /// `upstream.max_connections` reached for the whole wait.
+    UpstreamBusy,
 }
 
 impl Reason {
@@ -55,6 +57,7 @@ impl Reason {
             Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
             Reason::TokenUnavailable => "token_unavailable",
+            Reason::UpstreamBusy => "upstream_busy",
         }
     }
 }
@@ -177,7 +180,7 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
 mod tests {
     use super::*;
 
-    const REASONS: [Reason; 11] = [
+    const REASONS: [Reason; 12] = [
         Reason::IdentityMismatch,
         Reason::AuthRequired,
         Reason::SenderNotAllowed,
@@ -189,6 +192,7 @@ mod tests {
         Reason::MalformedContent,
         Reason::CredentialNotPinned,
         Reason::TokenUnavailable,
+        Reason::UpstreamBusy,
     ];
 
     fn info() -> SessionInfo {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::credential::CredentialState;
 use crate::policy::Policy;
+use crate::upstream::limit::Limiter;
 use crate::upstream::pool::Pool;
 use crate::upstream::Connector;
 
@@ -30,8 +31,30 @@ impl Runtime {
         policy: Policy,
         current_pin: Option<crate::policy::Pin>,
     ) -> Result<Runtime, crate::Error> {
+        let limiter = Limiter::new(policy.upstream.max_connections);
+        Runtime::with_limiter(policy, current_pin, limiter)
+    }
+
+    /// The runtime of a reloaded policy: the process's count of upstream
+    /// connections (and the demand it remembers) carries over, so
+    /// connections still held by sessions of `previous` count against the cap.
+    pub fn succeed(
+        policy: Policy,
+        current_pin: Option<crate::policy::Pin>,
+        previous: &Runtime,
+    ) -> Result<Runtime, crate::Error> {
+        let limiter = previous.pool.limiter().clone();
+        limiter.set_cap(policy.upstream.max_connections);
+        Runtime::with_limiter(policy, current_pin, limiter)
+    }
+
+    fn with_limiter(
+        policy: Policy,
+        current_pin: Option<crate::policy::Pin>,
+        limiter: Arc<Limiter>,
+    ) -> Result<Runtime, crate::Error> {
         let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
-        let pool = Pool::for_policy(&policy);
+        let pool = Pool::for_policy(&policy, limiter);
         pool.set_current(current_pin);
         Ok(Runtime {
             policy,

@@ -63,6 +63,18 @@ fn describe() {
         "smtpbind_upstream_reuse_total",
         "Upstream connections taken from the idle pool"
     );
+    describe_gauge!(
+        "smtpbind_upstream_connections",
+        "Upstream connections open now: being opened, in use, idle in the pool"
+    );
+    describe_counter!(
+        "smtpbind_upstream_waits_total",
+        "Sessions that waited for an upstream connection, by result: pooled | opened | timeout"
+    );
+    describe_counter!(
+        "smtpbind_upstream_burst_warmups_total",
+        "Cold bursts that opened upstream connections ahead of demand"
+    );
     describe_counter!(
         "smtpbind_admin_evicted_connections_total",
         "Admin connections closed to make room for a new one (at 64)"

@@ -15,6 +15,8 @@
 //!   `upstream.reuse.idle_timeout` (default `30s`) and
 //!   `upstream.reuse.prewarm` (connections opened ahead of demand, default `1`);
 //! * `upstream.chunking` — `auto` (BDAT upstream when offered, default) or `off`;
+//! * `upstream.max_connections` — cap on upstream connections open at once
+//!   (`1..=4096`; default: no cap);
 //! * `shutdown.drain` — how long transactions may finish after SIGTERM (default `20s`).
 //!
 //! The keys of §9 (`credential.oauth2`, `credential.ses`) and §10

@@ -54,6 +54,8 @@ pub struct UpstreamPolicy {
     pub reuse: ReusePolicy,
     /// `upstream.chunking`: BDAT upstream when offered (`Auto`) or never.
     pub chunking: Chunking,
+    /// Upstream connections open at once, this process (`None`: no cap).
+    pub max_connections: Option<usize>,
 }
 
 /// Whether messages go upstream as BDAT (RFC 3030) when the upstream's

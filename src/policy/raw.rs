@@ -66,6 +66,8 @@ pub(crate) struct RawUpstream {
     /// Extra key: relay messages as BDAT when the upstream offers CHUNKING
     /// and PIPELINING (`auto`, the default) or always as DATA (`off`).
     pub chunking: Option<RawChunking>,
+    /// Extra key: cap on upstream connections open at once, 1..=4096. Default: none.
+    pub max_connections: Option<i64>,
 }
 
 /// `upstream.reuse:` (extra section).

@@ -116,6 +116,16 @@ impl Validator<'_> {
             connect_timeout,
             reply_timeout,
             reuse,
+            max_connections: match self.int(
+                "upstream.max_connections",
+                ru.max_connections,
+                1,
+                4096,
+                0,
+            ) {
+                0 => None,
+                n => Some(n as usize),
+            },
             chunking: match ru.chunking {
                 None | Some(raw::RawChunking::Auto) => Chunking::Auto,
                 Some(raw::RawChunking::Off) => Chunking::Off,

@@ -114,6 +114,7 @@ impl Session {
                         conn.set_clean(true);
                     }
                     self.reply(reply);
+                    self.release_upstream();
                     return Flow::Continue;
                 }
                 Err(e) if reused && attempt == 0 => {
@@ -166,30 +167,52 @@ impl Session {
             let Some(cred) = self.cred.clone() else {
                 return Err(local::not_ready());
             };
-            let conn = match self.rt.pool.checkout(cred.pin()).await {
-                Some(conn) => conn,
-                None => match self.rt.connector.connect(&cred).await {
-                    Ok(conn) => {
-                        self.rt.learn_upstream(conn.capabilities());
-                        conn
-                    }
-                    Err(e) => {
-                        self.log_upstream_error(&e);
-                        return Err(if e.is_tls() {
-                            local::tls_required()
-                        } else if e.is_auth() {
-                            local::upstream_auth_failed()
-                        } else {
-                            local::upstream_unavailable()
-                        });
-                    }
-                },
-            };
-            self.upstream = Some(conn);
+            match crate::upstream::warm::acquire(&self.rt, &cred).await {
+                Ok(conn) => self.upstream = Some(conn),
+                Err(e) if e.is_busy() => {
+                    let reply = local::upstream_busy();
+                    audit::reject(
+                        &self.info,
+                        Reason::UpstreamBusy,
+                        &reply.last_line(),
+                        json!({}),
+                    );
+                    return Err(reply);
+                }
+                Err(e) => {
+                    self.log_upstream_error(&e);
+                    return Err(if e.is_tls() {
+                        local::tls_required()
+                    } else if e.is_auth() {
+                        local::upstream_auth_failed()
+                    } else {
+                        local::upstream_unavailable()
+                    });
+                }
+            }
         }
         self.upstream
             .as_mut()
             .ok_or_else(local::upstream_unavailable)
+    }
+
+    /// Between transactions the session gives its upstream connection back
+    /// to the pool (clean, authenticated with the credential in force —
+    /// `Pool::checkin` decides), so that other sessions, and the cap
+    /// (`upstream.max_connections`), can count on it. With reuse off it
+    /// keeps it until the session ends.
+    pub(super) fn release_upstream(&mut self) {
+        if self.tx.is_some() || !self.slots.is_empty() || self.bdat.is_some() {
+            return;
+        }
+        if !self.rt.pool.keeps_idle() {
+            return;
+        }
+        if let Some(conn) = self.upstream.take() {
+            if let Some(conn) = self.rt.pool.checkin(conn) {
+                tokio::spawn(conn.quit());
+            }
+        }
     }
 
     /// The upstream broke: drop it, forget the transaction, tell the client 4xx.
@@ -278,5 +301,6 @@ impl Session {
                 }
             }
         }
+        self.release_upstream();
     }
 }

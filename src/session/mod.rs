@@ -399,6 +399,7 @@ impl Session {
                 }
             }
         }
+        self.release_upstream();
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

@@ -222,6 +222,13 @@ pub mod local {
     pub fn upstream_unavailable() -> Reply {
         Reply::new(451, "4.4.1 upstream unavailable, try again later")
     }
+    /// `upstream.max_connections` stayed reached: transient, the mailer retries.
+    pub fn upstream_busy() -> Reply {
+        Reply::new(
+            451,
+            "4.4.5 upstream connection limit reached, try again later",
+        )
+    }
     pub fn upstream_failed() -> Reply {
         Reply::new(451, "4.4.2 upstream connection lost, message not sent")
     }

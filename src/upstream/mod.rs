@@ -8,6 +8,7 @@
 //! TLS stream, or with `tls: none` + `insecure: true`.
 
 pub mod caps;
+pub mod limit;
 pub mod pool;
 pub mod tls;
 pub mod warm;
@@ -59,6 +60,8 @@ pub enum UpstreamError {
     Closed,
     #[error("upstream reply: {0}")]
     Protocol(#[from] ReplyError),
+    #[error("upstream connection limit reached (upstream.max_connections)")]
+    Busy,
 }
 
 impl UpstreamError {
@@ -70,6 +73,11 @@ impl UpstreamError {
                 | UpstreamError::StartTlsNotOffered
                 | UpstreamError::StartTlsRefused(_)
         )
+    }
+
+    /// The cap on upstream connections stayed reached for the whole wait.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, UpstreamError::Busy)
     }
 
     pub fn is_auth(&self) -> bool {
@@ -164,8 +172,13 @@ impl Connector {
         &self.policy.address
     }
 
-    /// Opens, secures and authenticates a new connection with `cred`.
-    pub async fn connect(&self, cred: &Credential) -> Result<Connection, UpstreamError> {
+    /// Opens, secures and authenticates a new connection with `cred`, in
+    /// `slot` (its place under the cap, freed when the connection drops).
+    pub async fn connect(
+        &self,
+        cred: &Credential,
+        slot: limit::Slot,
+    ) -> Result<Connection, UpstreamError> {
         let started = Instant::now();
         let p = &self.policy;
         let tcp = tokio::time::timeout(
@@ -187,6 +200,7 @@ impl Connector {
             tls: false,
             clean: true,
             reused: false,
+            slot,
         };
         // Handshake and greeting share the connect timeout.
         let setup = async {
@@ -248,6 +262,8 @@ pub struct Connection {
     clean: bool,
     /// Taken from the pool and not used since.
     reused: bool,
+    /// Its place under `upstream.max_connections`.
+    slot: limit::Slot,
 }
 
 impl Connection {
@@ -274,6 +290,11 @@ impl Connection {
 
     pub fn mark_reused(&mut self) {
         self.reused = true;
+    }
+
+    /// A session holds it (true) or it waits in the pool (false).
+    pub fn set_in_use(&mut self, in_use: bool) {
+        self.slot.set_in_use(in_use);
     }
 
     pub fn is_clean(&self) -> bool {
