@@ -160,7 +160,7 @@ async def session(path, rcpt, size, tls_ctx, steps=None):
         if path.get("starttls"):
             await _cmd(reader, writer, "STARTTLS", 220)
             mark("STARTTLS")
-            await writer.start_tls(tls_ctx, server_hostname=path.get("server_name", "localhost"))
+            await writer.start_tls(path.get("_ctx") or tls_ctx, server_hostname=path.get("server_name", "localhost"))
             mark("TLS handshake")
             await _cmd(reader, writer, "EHLO legacy.acme.example", 250)
             mark("EHLO")
@@ -195,6 +195,14 @@ async def session(path, rcpt, size, tls_ctx, steps=None):
             pass
 
 
+def _with_contexts(paths):
+    """A path with its own "ca" (smtpbind's client.tls pair) gets its own TLS context."""
+    for p in paths:
+        if p.get("ca"):
+            p["_ctx"] = ssl.create_default_context(cafile=p["ca"])
+    return paths
+
+
 def _pct(xs, p):
     xs = sorted(xs)
     if not xs:
@@ -224,7 +232,7 @@ def _read_delivery(logfile):
 
 
 async def measure_main(a):
-    paths = json.loads(a.paths)
+    paths = _with_contexts(json.loads(a.paths))
     tls_ctx = ssl.create_default_context(cafile=a.ca) if a.ca else None
     # samples[path][phase] = list of (round, seconds, wall, rcpt)
     samples = {p["name"]: {"seq": [], "conc": [], "warm": [], "stagger": []} for p in paths}
@@ -367,7 +375,7 @@ async def measure_main(a):
 
 async def trace_main(a):
     """Per-step timing of a few sessions per path: where the round trips go."""
-    paths = json.loads(a.paths)
+    paths = _with_contexts(json.loads(a.paths))
     tls_ctx = ssl.create_default_context(cafile=a.ca) if a.ca else None
     print()
     print("== per-step timing, median of %d sequential sessions per path (ms since connect; in RTTs of %g ms)" % (a.n, a.rtt_ms))

@@ -4,10 +4,15 @@
 # link emulator (bench/wan.py link: a byte relay delaying each direction by
 # DELAY_MS, default 20 ms = 40 ms RTT) stands between the sender side and the
 # provider, which is smtpbind's own recording upstream (`smtpbind capture`:
-# STARTTLS with a generated CA, AUTH, PIPELINING offered). Paths:
+# STARTTLS with a generated CA, AUTH, PIPELINING and CHUNKING offered, the
+# profile of Gmail and Microsoft 365). Paths:
 #   direct          client -> link -> capture (STARTTLS + AUTH by the client)
 #   smtpbind        client -> smtpbind (loopback, AUTH) -> link -> capture,
-#                   the pool of upstream connections on (policy default)
+#                   the pool of upstream connections on (policy default);
+#                   the message goes upstream as BDAT (no 354 round trip)
+#   smtpbind-pipelining-only  the same against a second capture (and link)
+#                   offering PIPELINING but not CHUNKING (SendGrid, SES):
+#                   DATA upstream; PIPELINING_ONLY=0 skips it
 #   smtpbind-noreuse  the same with upstream.reuse.max_idle: 0
 #   postfix         client -> a private Postfix instance (loopback, no AUTH)
 #                   relayhost [localhost]:link, STARTTLS verified + SASL; also
@@ -21,7 +26,8 @@
 # Env: DELAY_MS (20), ROUNDS (5), SEQ (20 sessions per path per round),
 # NICE (-10 as root: all benchmark processes), CONC (8), PER_CLIENT (5 sessions per concurrent client per round), SIZE (1024),
 # TRACE_N (5 sessions per path for the per-step timing), SMTPBIND_BIN (default:
-# scripts/build-release.sh), POSTFIX=0 skips Postfix,
+# scripts/build-release.sh), POSTFIX=0 skips Postfix, PIPELINING_ONLY=0 skips
+# the second provider profile,
 # KEEP=1 keeps the work dir.
 # Cold bursts: IDLE_TIMEOUT (the sidecars' upstream.reuse.idle_timeout; default:
 # the policy default) and COLD_WAIT (seconds without traffic before each path's
@@ -43,6 +49,7 @@ CONC=${CONC:-8}
 PER_CLIENT=${PER_CLIENT:-5}
 SIZE=${SIZE:-1024}
 POSTFIX=${POSTFIX:-1}
+PIPELINING_ONLY=${PIPELINING_ONLY:-1}
 # Every process of the benchmark runs at this nice value (root only): on a
 # shared machine, other work's CPU would otherwise add scheduling delay to each
 # of the ~11 hops of a message and blur the round-trip counts.
@@ -91,6 +98,8 @@ write_secret() { # DIR USER PASS (the kubelet's layout)
 }
 
 CAP_PORT=$(free_port); LINK_PORT=$(free_port)
+CAP2_PORT=$(free_port); LINK2_PORT=$(free_port)
+SBP_PORT=$(free_port); SBP_ADMIN=$(free_port)
 SB_PORT=$(free_port); SB_ADMIN=$(free_port)
 SBN_PORT=$(free_port); SBN_ADMIN=$(free_port)
 PF_PORT=$(free_port)
@@ -99,18 +108,26 @@ PASSWORD="wan-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 write_secret "$WORK/secret" "$USER_NAME" "$PASSWORD"
 PIN=$("$SMTPBIND_BIN" fingerprint "$WORK/secret/password")
 
-# --- the provider: capture (STARTTLS, AUTH, PIPELINING), and the link to it ---------
-"${N[@]}" "$SMTPBIND_BIN" capture --account "wan=$WORK/secret" --listen "127.0.0.1:$CAP_PORT" \
-  --tls starttls --ca-out "$WORK/ca.pem" --log-dir "$WORK/caplog" >"$WORK/capture.out" 2>&1 &
-PIDS+=("$!")
-wait_220 "$CAP_PORT"
-"${N[@]}" python3 "$HERE/wan.py" link --listen "127.0.0.1:$LINK_PORT" --to "127.0.0.1:$CAP_PORT" \
-  --delay-ms "$DELAY_MS" >"$WORK/link.out" 2>&1 &
-PIDS+=("$!")
-wait_220 "$LINK_PORT"
+# --- the provider: capture (STARTTLS, AUTH, PIPELINING, CHUNKING), and the link to it
+start_provider() { # NAME CAPTURE-PORT LINK-PORT CAPTURE-FLAGS...
+  local name=$1 cap=$2 link=$3; shift 3
+  "${N[@]}" "$SMTPBIND_BIN" capture --account "wan=$WORK/secret" --listen "127.0.0.1:$cap" \
+    --tls starttls --ca-out "$WORK/$name-ca.pem" --log-dir "$WORK/$name-log" "$@" >"$WORK/$name.out" 2>&1 &
+  PIDS+=("$!")
+  wait_220 "$cap"
+  "${N[@]}" python3 "$HERE/wan.py" link --listen "127.0.0.1:$link" --to "127.0.0.1:$cap" \
+    --delay-ms "$DELAY_MS" >"$WORK/$name-link.out" 2>&1 &
+  PIDS+=("$!")
+  wait_220 "$link"
+}
+start_provider capture "$CAP_PORT" "$LINK_PORT" --chunking
+mv "$WORK/capture-ca.pem" "$WORK/ca.pem"; ln -s capture-log "$WORK/caplog"
+if [ "$PIPELINING_ONLY" = 1 ]; then
+  start_provider capture2 "$CAP2_PORT" "$LINK2_PORT"
+fi
 
 # --- smtpbind, pooled and with reuse off ---------------------------------------------
-write_policy() { # FILE PORT ADMIN MAX_IDLE [EXTRA-CLIENT-LINES]
+write_policy() { # FILE PORT ADMIN MAX_IDLE [EXTRA-CLIENT-LINES]; UP_LINK/UP_CA: another provider
   mkdir -p "$(dirname "$1")"
   cat > "$1" <<CONF
 version: 1
@@ -118,9 +135,9 @@ tenant: wan
 listen: 127.0.0.1:$2
 admin: 127.0.0.1:$3
 upstream:
-  address: 127.0.0.1:$LINK_PORT
+  address: 127.0.0.1:${UP_LINK:-$LINK_PORT}
   tls: starttls
-  ca_file: $WORK/ca.pem
+  ca_file: ${UP_CA:-$WORK/ca.pem}
   server_name: localhost
   reuse:
     max_idle: $4${IDLE_TIMEOUT:+
@@ -150,8 +167,14 @@ write_policy "$WORK/p-noreuse/policy.yaml" "$SBN_PORT" "$SBN_ADMIN" 0
 start_sb smtpbind "$WORK/p-pool/policy.yaml" "$SB_PORT"
 start_sb smtpbind-noreuse "$WORK/p-noreuse/policy.yaml" "$SBN_PORT"
 
+if [ "$PIPELINING_ONLY" = 1 ]; then
+  UP_LINK=$LINK2_PORT UP_CA=$WORK/capture2-ca.pem write_policy "$WORK/p-pipe/policy.yaml" "$SBP_PORT" "$SBP_ADMIN" 16
+  start_sb smtpbind-pipelining-only "$WORK/p-pipe/policy.yaml" "$SBP_PORT"
+fi
+
 PATHS="[{\"name\":\"direct\",\"host\":\"127.0.0.1\",\"port\":$LINK_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"auth\":[\"$USER_NAME\",\"$PASSWORD\"]}"
 PATHS+=",{\"name\":\"smtpbind\",\"host\":\"127.0.0.1\",\"port\":$SB_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
+[ "$PIPELINING_ONLY" = 1 ] && PATHS+=",{\"name\":\"smtpbind-pipelining-only\",\"host\":\"127.0.0.1\",\"port\":$SBP_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
 PATHS+=",{\"name\":\"smtpbind-noreuse\",\"host\":\"127.0.0.1\",\"port\":$SBN_PORT,\"auth\":[\"apikey\",\"$PASSWORD\"]}"
 if [ -n "${BASELINE_BIN:-}" ]; then
   SBB_PORT=$(free_port); SBB_ADMIN=$(free_port)
@@ -171,7 +194,7 @@ write_policy "$WORK/p-tls/policy.yaml" "$SBT_PORT" "$SBT_ADMIN" 16 \
     starttls: offer"
 if [ "${CLIENTTLS:-1}" = 1 ] && [ -f "$WORK/ctls/tls.crt" ] && "$SMTPBIND_BIN" check "$WORK/p-tls/policy.yaml" >"$WORK/p-tls.check" 2>&1; then
   start_sb smtpbind-tls "$WORK/p-tls/policy.yaml" "$SBT_PORT"
-  PATHS+=",{\"name\":\"smtpbind-clienttls\",\"host\":\"127.0.0.1\",\"port\":$SBT_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"auth\":[\"apikey\",\"$PASSWORD\"]}"
+  PATHS+=",{\"name\":\"smtpbind-clienttls\",\"host\":\"127.0.0.1\",\"port\":$SBT_PORT,\"starttls\":true,\"server_name\":\"localhost\",\"ca\":\"$WORK/ctls/ca.crt\",\"auth\":[\"apikey\",\"$PASSWORD\"]}"
   CLIENT_TLS="measured (client.tls starttls, self-signed cert on loopback)"
 fi
 
@@ -249,7 +272,8 @@ echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminf
 echo "smtpbind: $("$SMTPBIND_BIN" --version) ($SMTPBIND_BIN)"
 [ "$POSTFIX" = 1 ] && echo "postfix: $(postconf -c "$PF_CONF" -h mail_version)"
 echo "python: $(python3 --version 2>&1) (client and link emulator)"
-echo "link: ${DELAY_MS} ms each way ($((DELAY_MS * 2)) ms RTT), no loss, no bandwidth limit; upstream: smtpbind capture (STARTTLS, AUTH PLAIN/LOGIN, PIPELINING offered)"
+echo "link: ${DELAY_MS} ms each way ($((DELAY_MS * 2)) ms RTT), no loss, no bandwidth limit; upstream: smtpbind capture (STARTTLS, AUTH PLAIN/LOGIN, PIPELINING and CHUNKING offered: Gmail/Microsoft 365-like)"
+[ "$PIPELINING_ONLY" = 1 ] && echo "smtpbind-pipelining-only: a second capture and link offering PIPELINING without CHUNKING (SendGrid/SES-like)"
 echo "client.tls: $CLIENT_TLS"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (benchmark processes at nice $NICE)"
 echo "load: 1 KiB-ish messages ($SIZE bytes), $ROUNDS rounds; per path per round: a burst of $CONC (not counted), $SEQ sequential sessions, $CONC clients x $PER_CLIENT sessions"
@@ -267,3 +291,8 @@ sb_metrics() { # NAME ADMIN-PORT
 sb_metrics smtpbind "$SB_ADMIN"
 sb_metrics smtpbind-noreuse "$SBN_ADMIN"
 [ -n "${BASELINE_BIN:-}" ] && sb_metrics smtpbind-baseline "$SBB_ADMIN"
+[ "$PIPELINING_ONLY" = 1 ] && sb_metrics smtpbind-pipelining-only "$SBP_ADMIN"
+echo "verbs the providers saw: capture $(cat "$WORK"/capture-log/*.jsonl | grep -o '"verb":"[A-Z]*"' | sort | uniq -c | tr -s ' \n' ' ')"
+if [ "$PIPELINING_ONLY" = 1 ]; then
+  echo "  capture2 $(cat "$WORK"/capture2-log/*.jsonl | grep -o '"verb":"[A-Z]*"' | sort | uniq -c | tr -s ' \n' ' ')"
+fi

@@ -1,5 +1,6 @@
-//! BDAT/CHUNKING from the client, relayed as DATA (re-stuffed) to the
-//! upstream, with the same policy as DATA — including SMTP smuggling
+//! BDAT/CHUNKING from the client, relayed as DATA (re-stuffed) to an
+//! upstream without CHUNKING (the capture's default; tests/chunking.rs
+//! covers BDAT upstream), with the same policy as DATA — including SMTP smuggling
 //! attempts across chunks, against a smuggling-vulnerable upstream.
 
 mod support;
