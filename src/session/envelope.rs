@@ -75,11 +75,13 @@ impl Session {
             };
             if mail.body == Some(Body::EightBitMime) && !conn.capabilities().eight_bit_mime {
                 self.reply(local::eight_bit_unsupported());
+                self.release_upstream();
                 return Flow::Continue;
             }
             if mail.smtputf8 && !conn.capabilities().smtputf8 {
                 // Offered at EHLO from an earlier connection; this one lacks it.
                 self.reply(local::non_ascii_address());
+                self.release_upstream();
                 return Flow::Continue;
             }
             let line = mail.to_command(conn.capabilities().size.is_some());

@@ -961,6 +961,7 @@ SCRIPTS = {
     "tests/e2e/pod-sim.sh": "bash",
     "tests/e2e/static-build.sh": "bash",
     "scripts/build-release.sh": "bash",
+    "scripts/startup-order.sh": "bash",
     "bench/run.sh": "bash",
     "bench/wan.sh": "bash",
     "bench/pss.sh": "bash",
