@@ -24,6 +24,13 @@ fn main() {
     {
         return;
     }
+    // rust-lld links x86_64-unknown-linux-gnu by default only from Rust
+    // 1.90 (rust-version is 1.89); GNU ld does not know the flag and would
+    // fail the link, so older toolchains build without the ordering.
+    if !rustc_links_with_lld() {
+        println!("cargo:warning=smtpbind: rustc older than 1.90 (no default rust-lld): release built without the start-up symbol order");
+        return;
+    }
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let order = Path::new(&dir).join("scripts/startup-order.txt");
     if order.is_file() {
@@ -33,4 +40,22 @@ fn main() {
         );
         println!("cargo:rustc-link-arg-bin=smtpbind=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// True when `rustc --version` is 1.90 or later.
+fn rustc_links_with_lld() -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let Ok(out) = std::process::Command::new(rustc).arg("--version").output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rustc 1.95.0 (59807616e 2026-04-14)"
+    let mut parts = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 90)
 }
