@@ -20,6 +20,8 @@ mod envelope;
 mod message;
 mod starttls;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -49,6 +51,8 @@ const MAX_HEADER_BYTES: usize = 128 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Message bytes are written to the upstream in batches of this size.
 const WIRE_BATCH: usize = 64 * 1024;
+/// Where an unused read timer rests (re-armed before any read waits).
+const FAR: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// How a session ended: the `result` label of `smtpbind_sessions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +140,24 @@ pub struct Session {
     slots: std::collections::VecDeque<Slot>,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
+    /// The read deadline's timer, armed once per session and moved only
+    /// when it must fire earlier or when it fired early (see
+    /// [`Session::read_more`]): no timer registered and cancelled per read.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Completes when the process phase changes: one waiter per session,
+    /// made again only after a change, not one per read.
+    phase_change: PhaseChange,
+}
+
+/// A pending wait for the next phase change (`false`: the sender is gone).
+type PhaseChange = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+fn next_phase_change(phase: &mut watch::Receiver<Phase>) -> PhaseChange {
+    // The session's own receiver has seen the current phase: the clone
+    // waits for the next change only.
+    phase.borrow_and_update();
+    let mut rx = phase.clone();
+    Box::pin(async move { rx.changed().await.is_ok() })
 }
 
 impl Session {
@@ -144,7 +166,7 @@ impl Session {
         peer: String,
         rt: Arc<Runtime>,
         credentials: watch::Receiver<CredentialState>,
-        phase: watch::Receiver<Phase>,
+        mut phase: watch::Receiver<Phase>,
         id: String,
         entry: Entry,
     ) -> Self {
@@ -161,7 +183,6 @@ impl Session {
             entry,
             rt,
             credentials,
-            phase,
             cred: None,
             info,
             inbuf: LineBuffer::new(),
@@ -175,6 +196,9 @@ impl Session {
             tx: None,
             slots: std::collections::VecDeque::new(),
             bdat: None,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now() + FAR)),
+            phase_change: next_phase_change(&mut phase),
+            phase,
         }
     }
 
@@ -285,8 +309,11 @@ impl Session {
         watch_phase: bool,
         room: usize,
     ) -> Result<(), Outcome> {
-        let deadline = tokio::time::sleep_until(until);
-        tokio::pin!(deadline);
+        // The timer may be armed earlier than `until` (it is then moved
+        // when it fires), never later.
+        if self.timer.deadline() > until {
+            self.timer.as_mut().reset(until);
+        }
         loop {
             // TLS may hold decrypted bytes the socket no longer signals.
             if self.io.is_tls() {
@@ -305,12 +332,19 @@ impl Session {
                         return read;
                     }
                 }
-                _ = &mut deadline => {
+                () = &mut self.timer => {
+                    if Instant::now() < until {
+                        // Armed for an earlier deadline that has since moved.
+                        self.timer.as_mut().reset(until);
+                        continue;
+                    }
+                    self.timer.as_mut().reset(Instant::now() + FAR);
                     self.reply(local::timeout());
                     return Err(Outcome::Timeout);
                 }
-                changed = self.phase.changed(), if watch_phase => {
-                    if changed.is_err() {
+                alive = &mut self.phase_change, if watch_phase => {
+                    self.phase_change = next_phase_change(&mut self.phase);
+                    if !alive {
                         return Err(Outcome::Shutdown);
                     }
                     if let Some(outcome) = self.shutdown_check() {
