@@ -159,12 +159,12 @@ struct MessageFields<'a> {
 
 impl log::Fields for SessionInfo {
     fn write_fields(&self, out: &mut Vec<u8>) {
-        log::push_field(out, "session", &self.session);
-        log::push_field(out, "peer", &self.peer);
-        log::push_field(out, "client_identity", &self.client_identity);
-        log::push_field(out, "credential", &self.credential);
-        log::push_field(out, "upstream", &self.upstream);
-        log::push_field(out, "client_sni", &self.client_sni);
+        log::push_str_field(out, "session", Some(&self.session));
+        log::push_str_field(out, "peer", Some(&self.peer));
+        log::push_str_field(out, "client_identity", self.client_identity.as_deref());
+        log::push_str_field(out, "credential", self.credential.as_deref());
+        log::push_str_field(out, "upstream", Some(&self.upstream));
+        log::push_str_field(out, "client_sni", self.client_sni.as_deref());
     }
 }
 
@@ -172,20 +172,50 @@ impl log::Fields for MessageFields<'_> {
     fn write_fields(&self, out: &mut Vec<u8>) {
         self.info.write_fields(out);
         let m = self.message;
-        log::push_field(out, "result", m.result.as_str());
-        log::push_field(out, "sender_domain", m.sender_domain);
+        log::push_str_field(out, "result", Some(m.result.as_str()));
+        log::push_str_field(out, "sender_domain", Some(m.sender_domain));
         log::push_field(out, "recipients", &m.recipients);
         log::push_field(out, "bytes", &m.bytes);
-        log::push_field(out, "reply", m.reply);
-        log::push_field(out, "reason", &m.reason.map(Reason::as_str));
+        log::push_str_field(out, "reply", Some(m.reply));
+        log::push_str_field(out, "reason", m.reason.map(Reason::as_str));
     }
+}
+
+/// The per-message counters, looked up in the recorder once (a lookup by
+/// name and labels per message was ~6% of the user-space instructions per
+/// message, callgrind). The recorder is installed before any session.
+struct MessageCounters {
+    relayed: metrics::Counter,
+    rejected: metrics::Counter,
+    failed: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+fn message_counters() -> &'static MessageCounters {
+    static COUNTERS: std::sync::OnceLock<MessageCounters> = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        let by_result =
+            |r: MessageResult| metrics::counter!("smtpbind_messages_total", "result" => r.as_str());
+        MessageCounters {
+            relayed: by_result(MessageResult::Relayed),
+            rejected: by_result(MessageResult::Rejected),
+            failed: by_result(MessageResult::Failed),
+            bytes: metrics::counter!("smtpbind_message_bytes_total"),
+        }
+    })
 }
 
 /// One event per message, and the message counters.
 pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
-    metrics::counter!("smtpbind_messages_total", "result" => m.result.as_str()).increment(1);
+    let counters = message_counters();
+    let by_result = match m.result {
+        MessageResult::Relayed => &counters.relayed,
+        MessageResult::Rejected => &counters.rejected,
+        MessageResult::Failed => &counters.failed,
+    };
+    by_result.increment(1);
     if m.result == MessageResult::Relayed {
-        metrics::counter!("smtpbind_message_bytes_total").increment(m.bytes);
+        counters.bytes.increment(m.bytes);
     }
     let level = match m.result {
         MessageResult::Relayed => log::Level::Info,
@@ -311,7 +341,14 @@ mod tests {
                 (MessageResult::Rejected, Some(Reason::HeaderFromMismatch)),
                 (MessageResult::Failed, Some(Reason::MalformedContent)),
             ] {
-                for reply in ["250 2.0.0 Ok: queued as 4Xy", odd, ""] {
+                for reply in [
+                    "250 2.0.0 Ok: queued as 4Xy",
+                    odd,
+                    "",
+                    "\u{1f}",
+                    "a\\",
+                    "é\u{7f}\u{2028}",
+                ] {
                     let m = MessageEvent {
                         result,
                         sender_domain: odd,

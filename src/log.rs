@@ -125,10 +125,29 @@ pub trait Fields {
 /// Appends `,"key":` and the JSON form of `value` (`key` is a plain
 /// identifier, written as is).
 pub fn push_field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
+    push_key(out, key);
+    push_json(out, value);
+}
+
+/// [`push_field`] for a string: one that needs no escaping is copied as
+/// is, any other goes through serde_json (the same bytes either way).
+pub fn push_str_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+    push_key(out, key);
+    match value {
+        Some(v) if !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+            out.push(b'"');
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'"');
+        }
+        Some(v) => push_json(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn push_key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
-    push_json(out, value);
 }
 
 fn line_fields<T: Fields + ?Sized>(level: Level, event: &str, fields: &T) -> Vec<u8> {
