@@ -97,7 +97,8 @@ fn line_bytes<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> V
 
 /// The fixed keys a line starts with: `{"ts":…,"level":…,"event":…,"tenant":…`.
 fn head(level: Level, event: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(320);
+    // A message event is ~350-450 bytes: room for it without a regrowth.
+    let mut out = Vec::with_capacity(640);
     let _ = write!(
         out,
         "{{\"ts\":\"{}\",\"level\":\"{}\",\"event\":",
