@@ -18,9 +18,9 @@ pub mod binding;
 mod data;
 mod envelope;
 mod message;
+mod read;
 mod starttls;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -51,8 +51,6 @@ const MAX_HEADER_BYTES: usize = 128 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Message bytes are written to the upstream in batches of this size.
 const WIRE_BATCH: usize = 64 * 1024;
-/// Where an unused read timer rests (re-armed before any read waits).
-const FAR: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// How a session ended: the `result` label of `smtpbind_sessions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,18 +144,7 @@ pub struct Session {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// Completes when the process phase changes: one waiter per session,
     /// made again only after a change, not one per read.
-    phase_change: PhaseChange,
-}
-
-/// A pending wait for the next phase change (`false`: the sender is gone).
-type PhaseChange = Pin<Box<dyn Future<Output = bool> + Send>>;
-
-fn next_phase_change(phase: &mut watch::Receiver<Phase>) -> PhaseChange {
-    // The session's own receiver has seen the current phase: the clone
-    // waits for the next change only.
-    phase.borrow_and_update();
-    let mut rx = phase.clone();
-    Box::pin(async move { rx.changed().await.is_ok() })
+    phase_change: read::PhaseChange,
 }
 
 impl Session {
@@ -196,8 +183,8 @@ impl Session {
             tx: None,
             slots: std::collections::VecDeque::new(),
             bdat: None,
-            timer: Box::pin(tokio::time::sleep_until(Instant::now() + FAR)),
-            phase_change: next_phase_change(&mut phase),
+            timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
+            phase_change: read::next_phase_change(&mut phase),
             phase,
         }
     }
@@ -280,92 +267,6 @@ impl Session {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
             }
-        }
-    }
-
-    /// Between commands: during drain a session without an open transaction
-    /// is closed; once the drain deadline passed every session is.
-    fn shutdown_check(&mut self) -> Option<Outcome> {
-        let phase = *self.phase.borrow();
-        let close = match phase {
-            Phase::Running => false,
-            Phase::Draining => self.tx.is_none(),
-            Phase::Closing => true,
-        };
-        if close {
-            self.reply(local::shutting_down());
-            return Some(Outcome::Shutdown);
-        }
-        None
-    }
-
-    /// Reads more client bytes into the buffer; a `421` timeout at `until`.
-    /// `watch_phase`: also return early when shutdown asks this session to close.
-    /// `room`: how much to reserve for the read ([`COMMAND_READ`] between
-    /// commands, [`READ_CHUNK`] while a message streams).
-    async fn read_more(
-        &mut self,
-        until: Instant,
-        watch_phase: bool,
-        room: usize,
-    ) -> Result<(), Outcome> {
-        // The timer may be armed earlier than `until` (it is then moved
-        // when it fires), never later.
-        if self.timer.deadline() > until {
-            self.timer.as_mut().reset(until);
-        }
-        loop {
-            // TLS may hold decrypted bytes the socket no longer signals.
-            if self.io.is_tls() {
-                if let Some(read) = self.try_read(room) {
-                    return read;
-                }
-            }
-            tokio::select! {
-                // Wait for readability without a buffer: an idle session
-                // holds no read buffer, only its small state.
-                ready = self.io.readable() => {
-                    if ready.is_err() {
-                        return Err(Outcome::Error);
-                    }
-                    if let Some(read) = self.try_read(room) {
-                        return read;
-                    }
-                }
-                () = &mut self.timer => {
-                    if Instant::now() < until {
-                        // Armed for an earlier deadline that has since moved.
-                        self.timer.as_mut().reset(until);
-                        continue;
-                    }
-                    self.timer.as_mut().reset(Instant::now() + FAR);
-                    self.reply(local::timeout());
-                    return Err(Outcome::Timeout);
-                }
-                alive = &mut self.phase_change, if watch_phase => {
-                    self.phase_change = next_phase_change(&mut self.phase);
-                    if !alive {
-                        return Err(Outcome::Shutdown);
-                    }
-                    if let Some(outcome) = self.shutdown_check() {
-                        return Err(outcome);
-                    }
-                }
-            }
-        }
-    }
-
-    /// One read that does not wait; `None` when nothing was there (the
-    /// buffer reserved for it is given back).
-    fn try_read(&mut self, room: usize) -> Option<Result<(), Outcome>> {
-        match self.io.try_read_buf(self.inbuf.read_target(room)) {
-            Ok(0) => Some(Err(Outcome::Closed)),
-            Ok(_) => Some(Ok(())),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.inbuf.trim();
-                None
-            }
-            Err(_) => Some(Err(Outcome::Error)),
         }
     }
 
