@@ -163,17 +163,71 @@ struct MessageFields<'a> {
     message: &'a MessageEvent<'a>,
 }
 
+impl log::Fields for SessionInfo {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        log::push_str_field(out, "session", Some(&self.session));
+        log::push_str_field(out, "peer", Some(&self.peer));
+        log::push_str_field(out, "client_identity", self.client_identity.as_deref());
+        log::push_str_field(out, "credential", self.credential.as_deref());
+        log::push_str_field(out, "upstream", Some(&self.upstream));
+        log::push_str_field(out, "client_sni", self.client_sni.as_deref());
+    }
+}
+
+impl log::Fields for MessageFields<'_> {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        self.info.write_fields(out);
+        let m = self.message;
+        log::push_str_field(out, "result", Some(m.result.as_str()));
+        log::push_str_field(out, "sender_domain", Some(m.sender_domain));
+        log::push_field(out, "recipients", &m.recipients);
+        log::push_field(out, "bytes", &m.bytes);
+        log::push_str_field(out, "reply", Some(m.reply));
+        log::push_str_field(out, "reason", m.reason.map(Reason::as_str));
+    }
+}
+
+/// The per-message counters, looked up in the recorder once (a lookup by
+/// name and labels per message was ~6% of the user-space instructions per
+/// message, callgrind). The recorder is installed before any session.
+struct MessageCounters {
+    relayed: metrics::Counter,
+    rejected: metrics::Counter,
+    failed: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+fn message_counters() -> &'static MessageCounters {
+    static COUNTERS: std::sync::OnceLock<MessageCounters> = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        let by_result =
+            |r: MessageResult| metrics::counter!("smtpbind_messages_total", "result" => r.as_str());
+        MessageCounters {
+            relayed: by_result(MessageResult::Relayed),
+            rejected: by_result(MessageResult::Rejected),
+            failed: by_result(MessageResult::Failed),
+            bytes: metrics::counter!("smtpbind_message_bytes_total"),
+        }
+    })
+}
+
 /// One event per message, and the message counters.
 pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
-    metrics::counter!("smtpbind_messages_total", "result" => m.result.as_str()).increment(1);
+    let counters = message_counters();
+    let by_result = match m.result {
+        MessageResult::Relayed => &counters.relayed,
+        MessageResult::Rejected => &counters.rejected,
+        MessageResult::Failed => &counters.failed,
+    };
+    by_result.increment(1);
     if m.result == MessageResult::Relayed {
-        metrics::counter!("smtpbind_message_bytes_total").increment(m.bytes);
+        counters.bytes.increment(m.bytes);
     }
     let level = match m.result {
         MessageResult::Relayed => log::Level::Info,
         _ => log::Level::Warn,
     };
-    log::emit_with(level, "message", &MessageFields { info, message: m });
+    log::emit_fields(level, "message", &MessageFields { info, message: m });
 }
 
 #[cfg(test)]
@@ -272,6 +326,58 @@ mod tests {
         assert_eq!(v["bytes"], 1234);
         assert_eq!(v["reply"], "451 4.3.0 \"busy\"");
         assert_eq!(v["reason"], "bare_lf");
+    }
+
+    /// The hand-written message line is the serde-derived one, byte for
+    /// byte (the timestamp aside), for awkward values too.
+    #[test]
+    fn the_message_line_is_the_serde_line() {
+        let odd = "q\"b\\s\u{1}\n\t\u{7f}é\u{2028}😀";
+        let infos = [
+            info(),
+            SessionInfo {
+                session: odd.into(),
+                peer: String::new(),
+                client_identity: None,
+                credential: Some(odd.into()),
+                upstream: odd.into(),
+                client_sni: Some("mail.example".into()),
+            },
+        ];
+        for i in &infos {
+            for (result, reason) in [
+                (MessageResult::Relayed, None),
+                (MessageResult::Rejected, Some(Reason::HeaderFromMismatch)),
+                (MessageResult::Failed, Some(Reason::MalformedContent)),
+            ] {
+                for reply in [
+                    "250 2.0.0 Ok: queued as 4Xy",
+                    odd,
+                    "",
+                    "\u{1f}",
+                    "a\\",
+                    "é\u{7f}\u{2028}",
+                ] {
+                    let m = MessageEvent {
+                        result,
+                        sender_domain: odd,
+                        recipients: usize::MAX,
+                        bytes: u64::MAX,
+                        reply,
+                        reason,
+                    };
+                    let fields = MessageFields {
+                        info: i,
+                        message: &m,
+                    };
+                    let fast = log::line_of(log::Level::Info, "message", &fields);
+                    let serde = log::line_with(log::Level::Info, "message", &fields);
+                    let after_ts = |l: &str| l[l.find("\"level\"").expect("level")..].to_string();
+                    assert_eq!(after_ts(&fast), after_ts(&serde));
+                    serde_json::from_str::<Value>(&fast).expect("one JSON object");
+                }
+            }
+        }
     }
 
     #[test]

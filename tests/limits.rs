@@ -466,6 +466,102 @@ fn dripping_client_is_dropped_at_the_command_timeout() {
     );
 }
 
+/// The read deadline's timer is armed once and moved lazily: a session
+/// that keeps sending commands well within the timeout outlives the first
+/// deadline it armed, and is still cut off once it goes quiet.
+#[test]
+fn a_busy_session_outlives_its_first_deadline_and_is_cut_off_when_idle() {
+    let up = Upstream::default();
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("limits.command_timeout", "1s");
+    });
+    let (mut c, g) = Raw::connect(sidecar.smtp);
+    assert!(g.starts_with("220"), "{g}");
+    let start = Instant::now();
+    // 3 s of commands 400 ms apart: three times the timeout in all.
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            c.cmd("NOOP"),
+            "250 2.0.0 ok\r\n",
+            "after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let quiet = Instant::now();
+    assert_eq!(c.reply(), TIMEOUT_421);
+    let el = quiet.elapsed();
+    assert!(
+        el >= Duration::from_millis(500) && el < Duration::from_secs(3),
+        "421 {el:?} after the last command"
+    );
+    assert!(c.closed());
+}
+
+/// A raw upstream (`tls: none`): answers MAIL and RCPT each after `delay`,
+/// and never answers DATA.
+fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(b"220 slow ESMTP\r\n");
+                let mut lines = std::io::BufReader::new(stream.try_clone().expect("clone")).lines();
+                while let Some(Ok(line)) = lines.next() {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250 slow\r\n",
+                        "MAIL" | "RCPT" => {
+                            std::thread::sleep(delay);
+                            b"250 2.0.0 ok\r\n"
+                        }
+                        "DATA" => continue, // stalls
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    if stream.write_all(reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `upstream.reply_timeout` bounds each reply with its own deadline (the
+/// timer is armed once per connection and moved lazily): two replies in a
+/// row that each take 70% of the timeout both arrive, a reply that never
+/// comes is a 4xx within the timeout, never a 250.
+#[test]
+fn each_upstream_reply_has_its_own_deadline_and_a_stalled_one_is_4xx() {
+    let upstream = slow_upstream(Duration::from_millis(700));
+    let sidecar = Sidecar::start_with_ca(upstream, "", |p| {
+        p.set("upstream.tls", "none")
+            .set("upstream.insecure", true)
+            .set("upstream.ca_file", serde_yaml::Value::Null)
+            .set("upstream.reply_timeout", "1s")
+            .set("credential.mechanism", "none");
+    });
+    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+    assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message("billing@acme.example", "x").as_bytes());
+    let t = Instant::now();
+    let r = c.cmd(".");
+    let el = t.elapsed();
+    assert!(r.starts_with("451"), "{r}");
+    assert!(
+        el >= Duration::from_millis(500) && el < Duration::from_secs(3),
+        "4xx after {el:?}"
+    );
+}
+
 #[test]
 fn data_timeout_mid_message_gets_421_and_the_upstream_never_gets_the_message() {
     let up = Upstream::default();

@@ -20,8 +20,10 @@ mod chunks;
 mod data;
 mod envelope;
 mod message;
+mod read;
 mod starttls;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -138,6 +140,13 @@ pub struct Session {
     slots: std::collections::VecDeque<Slot>,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
+    /// The read deadline's timer, armed once per session and moved only
+    /// when it must fire earlier or when it fired early (see
+    /// [`Session::read_more`]): no timer registered and cancelled per read.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Completes when the process phase changes: one waiter per session,
+    /// made again only after a change, not one per read.
+    phase_change: read::PhaseChange,
 }
 
 impl Session {
@@ -146,7 +155,7 @@ impl Session {
         peer: String,
         rt: Arc<Runtime>,
         credentials: watch::Receiver<CredentialState>,
-        phase: watch::Receiver<Phase>,
+        mut phase: watch::Receiver<Phase>,
         id: String,
         entry: Entry,
     ) -> Self {
@@ -163,7 +172,6 @@ impl Session {
             entry,
             rt,
             credentials,
-            phase,
             cred: None,
             info,
             inbuf: LineBuffer::new(),
@@ -177,6 +185,9 @@ impl Session {
             tx: None,
             slots: std::collections::VecDeque::new(),
             bdat: None,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
+            phase_change: read::next_phase_change(&mut phase),
+            phase,
         }
     }
 
@@ -258,82 +269,6 @@ impl Session {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
             }
-        }
-    }
-
-    /// Between commands: during drain a session without an open transaction
-    /// is closed; once the drain deadline passed every session is.
-    fn shutdown_check(&mut self) -> Option<Outcome> {
-        let phase = *self.phase.borrow();
-        let close = match phase {
-            Phase::Running => false,
-            Phase::Draining => self.tx.is_none(),
-            Phase::Closing => true,
-        };
-        if close {
-            self.reply(local::shutting_down());
-            return Some(Outcome::Shutdown);
-        }
-        None
-    }
-
-    /// Reads more client bytes into the buffer; a `421` timeout at `until`.
-    /// `watch_phase`: also return early when shutdown asks this session to close.
-    /// `room`: how much to reserve for the read ([`COMMAND_READ`] between
-    /// commands, [`READ_CHUNK`] while a message streams).
-    async fn read_more(
-        &mut self,
-        until: Instant,
-        watch_phase: bool,
-        room: usize,
-    ) -> Result<(), Outcome> {
-        let deadline = tokio::time::sleep_until(until);
-        tokio::pin!(deadline);
-        loop {
-            // TLS may hold decrypted bytes the socket no longer signals.
-            if self.io.is_tls() {
-                if let Some(read) = self.try_read(room) {
-                    return read;
-                }
-            }
-            tokio::select! {
-                // Wait for readability without a buffer: an idle session
-                // holds no read buffer, only its small state.
-                ready = self.io.readable() => {
-                    if ready.is_err() {
-                        return Err(Outcome::Error);
-                    }
-                    if let Some(read) = self.try_read(room) {
-                        return read;
-                    }
-                }
-                _ = &mut deadline => {
-                    self.reply(local::timeout());
-                    return Err(Outcome::Timeout);
-                }
-                changed = self.phase.changed(), if watch_phase => {
-                    if changed.is_err() {
-                        return Err(Outcome::Shutdown);
-                    }
-                    if let Some(outcome) = self.shutdown_check() {
-                        return Err(outcome);
-                    }
-                }
-            }
-        }
-    }
-
-    /// One read that does not wait; `None` when nothing was there (the
-    /// buffer reserved for it is given back).
-    fn try_read(&mut self, room: usize) -> Option<Result<(), Outcome>> {
-        match self.io.try_read_buf(self.inbuf.read_target(room)) {
-            Ok(0) => Some(Err(Outcome::Closed)),
-            Ok(_) => Some(Ok(())),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.inbuf.trim();
-                None
-            }
-            Err(_) => Some(Err(Outcome::Error)),
         }
     }
 

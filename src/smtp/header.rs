@@ -160,33 +160,34 @@ struct RawField {
     value: std::ops::Range<usize>,
 }
 
-/// Find every field named `name`: a line that does not start with WSP whose
-/// field name (before `:`, trailing WSP ignored) is `name`, case-insensitively.
-fn scan_fields(headers: &[u8], name: &[u8]) -> Vec<RawField> {
-    let mut fields: Vec<RawField> = Vec::new();
+/// Find every field named one of `names`: a line that does not start with
+/// WSP whose field name (before `:`, trailing WSP ignored) is that name,
+/// case-insensitively. One pass over the section for all the names; the
+/// fields of `names[i]` are in the `i`th list.
+fn scan_fields<const N: usize>(headers: &[u8], names: [&[u8]; N]) -> [Vec<RawField>; N] {
+    let mut fields: [Vec<RawField>; N] = std::array::from_fn(|_| Vec::new());
     let mut pos = 0;
-    let mut open = false; // the last field seen is a From field still collecting continuation lines
+    // The list whose last field is still collecting continuation lines.
+    let mut open: Option<usize> = None;
     while pos < headers.len() {
         let line_end =
             memchr::memchr(b'\n', &headers[pos..]).map_or(headers.len(), |k| pos + k + 1);
         let line = &headers[pos..line_end];
         let is_continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if is_continuation {
-            if open {
-                if let Some(f) = fields.last_mut() {
-                    f.value.end = line_end;
-                }
+            if let Some(f) = open.and_then(|i| fields[i].last_mut()) {
+                f.value.end = line_end;
             }
         } else {
-            open = false;
+            open = None;
             if let Some(colon) = memchr::memchr(b':', line) {
                 let field = trim_wsp_end(&line[..colon]);
-                if field.eq_ignore_ascii_case(name) {
-                    fields.push(RawField {
+                if let Some(i) = names.iter().position(|n| field.eq_ignore_ascii_case(n)) {
+                    fields[i].push(RawField {
                         start: pos,
                         value: pos + colon + 1..line_end,
                     });
-                    open = true;
+                    open = Some(i);
                 }
             }
         }
@@ -208,6 +209,9 @@ pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
     Parsed::new(headers).from()
 }
 
+/// The sender fields, in the order of [`Parsed::scans`].
+const SENDER_FIELDS: [&[u8]; 4] = [b"from", b"sender", b"resent-from", b"resent-sender"];
+
 /// Every address that names the sender of the message: the one `From`
 /// (required), at most one `Sender`, and every `Resent-From` and
 /// `Resent-Sender` (one per resent block). `header_from: enforce` checks
@@ -215,9 +219,9 @@ pub fn header_from_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
 pub fn header_sender_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
     let parsed = Parsed::new(headers);
     let mut out = parsed.from()?;
-    out.extend(parsed.addresses(b"sender", HeaderName::Sender, true)?);
-    out.extend(parsed.addresses(b"resent-from", HeaderName::ResentFrom, false)?);
-    out.extend(parsed.addresses(b"resent-sender", HeaderName::ResentSender, false)?);
+    out.extend(parsed.addresses(1, HeaderName::Sender, true)?);
+    out.extend(parsed.addresses(2, HeaderName::ResentFrom, false)?);
+    out.extend(parsed.addresses(3, HeaderName::ResentSender, false)?);
     Ok(out)
 }
 
@@ -241,6 +245,8 @@ fn sender_parser() -> &'static MessageParser {
 struct Parsed<'a> {
     headers: Cow<'a, [u8]>,
     message: Option<mail_parser::Message<'a>>,
+    /// Our own scan: the fields named each of [`SENDER_FIELDS`].
+    scans: [Vec<RawField>; 4],
 }
 
 /// Whether every line of the header section (up to the empty line, or all
@@ -294,29 +300,35 @@ impl<'a> Parsed<'a> {
                 .parse_headers(h.as_slice())
                 .map(mail_parser::Message::into_owned),
         };
-        Parsed { headers, message }
+        let scans = scan_fields(&headers, SENDER_FIELDS);
+        Parsed {
+            headers,
+            message,
+            scans,
+        }
     }
 
     /// The addresses of the one From field (required).
     fn from(&self) -> Result<Vec<String>, FromError> {
-        let out = self.addresses(b"from", HeaderName::From, true)?;
+        let out = self.addresses(0, HeaderName::From, true)?;
         if out.is_empty() {
             return Err(FromError::Missing);
         }
         Ok(out)
     }
 
-    /// The addresses of every field named `name` (mail-parser's `hname`),
-    /// cross-checked with our own scan; `single`: more than one such field
-    /// is [`FromError::Multiple`]. No field: an empty list.
+    /// The addresses of every field named `SENDER_FIELDS[name]`
+    /// (mail-parser's `hname`), cross-checked with our own scan; `single`:
+    /// more than one such field is [`FromError::Multiple`]. No field: an
+    /// empty list.
     fn addresses(
         &self,
-        name: &[u8],
+        name: usize,
         hname: HeaderName<'static>,
         single: bool,
     ) -> Result<Vec<String>, FromError> {
         let headers: &[u8] = &self.headers;
-        let ours = scan_fields(headers, name);
+        let ours = self.scans.get(name).map_or(&[][..], Vec::as_slice);
         let theirs: Vec<&mail_parser::Header<'_>> = self
             .message
             .as_ref()
@@ -338,10 +350,10 @@ impl<'a> Parsed<'a> {
                 return Err(FromError::Unparseable);
             }
             let address = header.value.as_address().ok_or(FromError::Unparseable)?;
-            let raw_value = unfold(headers.get(field.value.clone()).unwrap_or(&[]));
+            let raw_value = headers.get(field.value.clone()).unwrap_or(&[]);
             let before = out.len();
             let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
-                out.push(mailbox(addr, &raw_value).ok_or(FromError::Unparseable)?);
+                out.push(mailbox(addr, raw_value).ok_or(FromError::Unparseable)?);
                 Ok(())
             };
             match address {
@@ -369,8 +381,9 @@ fn unfold(value: &[u8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Validate one parsed mailbox and normalise its domain.
-fn mailbox(addr: &Addr<'_>, raw_value: &str) -> Option<String> {
+/// Validate one parsed mailbox and normalise its domain. `raw_value`: the
+/// field's value as it is in the header section (folded).
+fn mailbox(addr: &Addr<'_>, raw_value: &[u8]) -> Option<String> {
     let address = addr.address.as_deref()?.trim();
     if address.starts_with('@') {
         // mail-parser reads a bare quoted local part (`"john doe"@x.example`)
@@ -378,7 +391,7 @@ fn mailbox(addr: &Addr<'_>, raw_value: &str) -> Option<String> {
         // in the field; otherwise (e.g. an obsolete source route) fail closed.
         let name = addr.name.as_deref()?;
         let candidate = format!("\"{}\"{}", quote_escape(name), address);
-        if !raw_value.contains(&candidate) {
+        if !unfold(raw_value).contains(&candidate) {
             return None;
         }
         return normalize_address(&candidate);
@@ -410,7 +423,12 @@ fn normalize_address(address: &str) -> Option<String> {
         (address.get(..close + 2)?, domain)
     } else {
         let (local, domain) = address.split_once('@')?;
-        if !valid_dot_atom(local, |c| !"()<>[]:;@\\,\"".contains(c)) {
+        if !valid_dot_atom(local, |c| {
+            !matches!(
+                c,
+                '(' | ')' | '<' | '>' | '[' | ']' | ':' | ';' | '@' | '\\' | ',' | '"'
+            )
+        }) {
             return None;
         }
         (local, domain)

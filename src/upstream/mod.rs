@@ -197,6 +197,7 @@ impl Connector {
             user: cred.upstream_user().map(str::to_string),
             token_epoch: None,
             reply_timeout: p.reply_timeout,
+            timer: None,
             tls: false,
             clean: true,
             reused: false,
@@ -257,6 +258,10 @@ pub struct Connection {
     /// authenticated; after a gap without a token it is not reused.
     token_epoch: Option<(std::sync::Arc<crate::identity::TokenSource>, u64)>,
     reply_timeout: Duration,
+    /// The reply deadline's timer, armed at the first reply and moved only
+    /// when it fires early or must fire earlier: not one timer registered
+    /// and cancelled per read.
+    timer: Option<StdPin<Box<tokio::time::Sleep>>>,
     tls: bool,
     /// No transaction open: safe to hand to another session.
     clean: bool,
@@ -419,9 +424,18 @@ impl Connection {
         self.read_reply().await
     }
 
-    /// Reads the next reply, bounded by size and the reply timeout.
+    /// Reads the next reply, bounded by size and the reply timeout (one
+    /// deadline for the whole reply).
     pub async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
         let mut parser = ReplyParser::new();
+        let until = tokio::time::Instant::now() + self.reply_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        // Armed earlier than `until` is fine (moved when it fires), later is not.
+        if timer.deadline() > until {
+            timer.as_mut().reset(until);
+        }
         loop {
             if let Some((reply, used)) = parser.parse(&self.buf)? {
                 self.buf.drain(..used);
@@ -429,10 +443,18 @@ impl Connection {
             }
             // Read straight into the buffer's spare room (no zeroed chunk).
             self.buf.reserve(4096);
-            let n = tokio::time::timeout(self.reply_timeout, self.stream.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| UpstreamError::Timeout("reply"))?
-                .map_err(|e| UpstreamError::Io(e.kind()))?;
+            let read = tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut self.buf) => read,
+                () = timer.as_mut() => {
+                    if tokio::time::Instant::now() < until {
+                        timer.as_mut().reset(until);
+                        continue;
+                    }
+                    return Err(UpstreamError::Timeout("reply"));
+                }
+            };
+            let n = read.map_err(|e| UpstreamError::Io(e.kind()))?;
             if n == 0 {
                 return Err(UpstreamError::Closed);
             }
