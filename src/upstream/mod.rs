@@ -470,12 +470,12 @@ impl Connection {
                 return Ok(Some(reply));
             }
             self.buf.reserve(4096);
-            // A zero timeout polls the read once: ready bytes or nothing.
-            match tokio::time::timeout(Duration::ZERO, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => return Err(UpstreamError::Closed),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(UpstreamError::Io(e.kind())),
+            // One poll of the read: ready bytes or nothing.
+            match poll_once(self.stream.read_buf(&mut self.buf)).await {
+                None => return Ok(None),
+                Some(Ok(0)) => return Err(UpstreamError::Closed),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(UpstreamError::Io(e.kind())),
             }
         }
     }
@@ -488,11 +488,9 @@ impl Connection {
             return true;
         }
         let mut chunk = [0u8; 512];
-        // Elapsed (nothing to read) means alive; EOF, an error or unsolicited
-        // bytes all mean the connection must not be reused.
-        tokio::time::timeout(Duration::ZERO, self.stream.read(&mut chunk))
-            .await
-            .is_ok()
+        // Nothing to read means alive; EOF, an error or unsolicited bytes
+        // all mean the connection must not be reused.
+        poll_once(self.stream.read(&mut chunk)).await.is_some()
     }
 
     /// Best-effort QUIT and close.
@@ -505,5 +503,36 @@ impl Connection {
             let _ = self.stream.shutdown().await;
         })
         .await;
+    }
+}
+
+/// Polls `fut` once and returns its output if it is ready now, without
+/// waiting. Not `tokio::time::timeout(Duration::ZERO, ..)`: the timer driver
+/// rounds a deadline up to its next millisecond tick, so that "zero" wait
+/// cost up to a millisecond each time — on every checkout from the pool,
+/// i.e. every message of a reused session (bench/README.md).
+async fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_once;
+
+    #[tokio::test]
+    async fn poll_once_gives_a_ready_output_and_never_waits() {
+        assert_eq!(poll_once(async { 7 }).await, Some(7));
+        // A future that is never ready: one poll, then None (a waiting
+        // implementation would hang here).
+        assert_eq!(poll_once(std::future::pending::<u8>()).await, None);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
+        assert_eq!(poll_once(rx.recv()).await, None);
+        tx.send(3).await.unwrap();
+        assert_eq!(poll_once(rx.recv()).await, Some(Some(3)));
     }
 }
