@@ -48,9 +48,7 @@ impl Session {
         };
         msg.wire.clear();
         if let Err(e) = sent {
-            self.log_upstream_error(&e);
-            self.upstream = None;
-            msg.refusal = Some(Refusal::UpstreamLost);
+            self.lose_upstream_mid_message(msg, &e);
             return;
         }
         msg.owed += 1;
@@ -78,9 +76,7 @@ impl Session {
                     }
                 }
                 Err(e) => {
-                    self.log_upstream_error(&e);
-                    self.upstream = None;
-                    msg.refusal = Some(Refusal::UpstreamLost);
+                    self.lose_upstream_mid_message(msg, &e);
                     return;
                 }
             }

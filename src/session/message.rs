@@ -260,9 +260,7 @@ impl Session {
                     return;
                 }
                 Err(e) => {
-                    self.log_upstream_error(&e);
-                    self.upstream = None;
-                    msg.refusal = Some(Refusal::UpstreamLost);
+                    self.lose_upstream_mid_message(msg, &e);
                     return;
                 }
             }
@@ -282,6 +280,14 @@ impl Session {
             *content = bytes;
             content.clear();
         }
+    }
+
+    /// The upstream broke while this message was on its way: drop the
+    /// connection (never reused) and fail the message.
+    pub(super) fn lose_upstream_mid_message(&mut self, msg: &mut Inbound, e: &UpstreamError) {
+        self.log_upstream_error(e);
+        self.upstream = None;
+        msg.refusal = Some(Refusal::UpstreamLost);
     }
 
     /// `header_from: enforce`: every address of From, Sender, Resent-From
@@ -312,9 +318,7 @@ impl Session {
                 msg.data_reply_pending = true;
             }
             Err(e) => {
-                self.log_upstream_error(&e);
-                self.upstream = None;
-                msg.refusal = Some(Refusal::UpstreamLost);
+                self.lose_upstream_mid_message(msg, &e);
             }
         }
     }
