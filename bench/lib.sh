@@ -35,3 +35,24 @@ bench_stop_all() { # every process in PIDS, then the work directory (KEEP=1 keep
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+bench_haproxy() { # LISTEN-PORT BACKEND-PORT [RUNNER...]: haproxy in plain TCP mode (a
+  # proxy that does no work) in the background; sets HAP_PID, adds it to PIDS
+  local listen=$1 backend=$2
+  shift 2
+  cat > "$WORK/haproxy.cfg" <<CONF
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen smtp
+    bind 127.0.0.1:$listen
+    server sink 127.0.0.1:$backend
+CONF
+  "$@" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+  HAP_PID=$!
+  PIDS+=("$HAP_PID")
+}

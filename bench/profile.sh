@@ -98,20 +98,7 @@ write_policy "$WORK/p1" "$SB1_PORT" "$SB1_ADMIN"
 
 "${N[@]}" smtp-sink -u nobody -4 -m 4096 -a "127.0.0.1:$SINK_PORT" 4096 2>"$WORK/sink.err" &
 PIDS+=("$!")
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen smtp
-    bind 127.0.0.1:$HAP_PORT
-    server sink 127.0.0.1:$SINK_PORT
-CONF
-"${N[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
-HAP_PID=$!; PIDS+=("$HAP_PID")
+bench_haproxy "$HAP_PORT" "$SINK_PORT" "${N[@]}"
 "${N[@]}" "$SMTPBIND_BIN" run --policy "$WORK/p/policy.yaml" >"$WORK/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=("$SB_PID")
 SMTPBIND_WORKER_THREADS=1 "${N[@]}" "$SMTPBIND_BIN" run --policy "$WORK/p1/policy.yaml" >"$WORK/sb1.log" 2>&1 &

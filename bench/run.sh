@@ -113,20 +113,7 @@ fi
 # --- servers ------------------------------------------------------------------------
 smtp-sink -u nobody -4 -m 4096 "${SINK_FLAGS[@]}" "127.0.0.1:$SINK_PORT" 4096 2>"$WORK/sink.err" &
 SINK_PID=$!; PIDS+=("$SINK_PID")
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen smtp
-    bind 127.0.0.1:$HAP_PORT
-    server sink 127.0.0.1:$SINK_PORT
-CONF
-haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
-HAP_PID=$!; PIDS+=("$HAP_PID")
+bench_haproxy "$HAP_PORT" "$SINK_PORT"
 start_smtpbind() { # sets SB_PID
   "$SMTPBIND_BIN" run --policy "$POLICY" >>"$WORK/smtpbind.log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID")
