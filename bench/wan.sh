@@ -41,6 +41,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$ROOT/bench/lib.sh"
+# shellcheck source=tests/interop/postfix-master.sh
+. "$ROOT/tests/interop/postfix-master.sh"
 
 DELAY_MS=${DELAY_MS:-20}
 ROUNDS=${ROUNDS:-5}
@@ -235,29 +237,9 @@ smtp_sasl_password_maps = static:$USER_NAME:$PASSWORD
 smtp_sasl_security_options = noanonymous
 smtp_sasl_tls_security_options = noanonymous
 CONF
-  cat > "$PF_CONF/master.cf" <<CONF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n -  0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n -  - trivial-rewrite
-bounce    unix  - - n -  0 bounce
-defer     unix  - - n -  0 bounce
-trace     unix  - - n -  0 bounce
-verify    unix  - - n -  1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -  - proxymap
-smtp      unix  - - n -  - smtp
-relay     unix  - - n -  - smtp
-showq     unix  n - n -  - showq
-error     unix  - - n -  - error
-retry     unix  - - n -  - error
-discard   unix  - - n -  - discard
-anvil     unix  - - n -  1 anvil
-scache    unix  - - n -  1 scache
-postlog   unix-dgram n - n - 1 postlogd
-CONF
+  postfix_master_cf "$PF_PORT" \
+    "smtp      unix  - - n -  - smtp" \
+    "relay     unix  - - n -  - smtp" > "$PF_CONF/master.cf"
   postfix -c "$PF_CONF" check >"$WORK/pf.check" 2>&1 || { cat "$WORK/pf.check" >&2; exit 2; }
   "${N[@]}" postfix -c "$PF_CONF" start >"$WORK/pf.start" 2>&1 || { cat "$WORK/pf.start" >&2; exit 2; }
   wait_220 "$PF_PORT"

@@ -23,6 +23,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
+# shellcheck source=SCRIPTDIR/postfix-master.sh
+. ./postfix-master.sh
 
 PORT=${POSTFIX_PORT:-10587}
 REALM=interop.test
@@ -145,27 +147,7 @@ smtpd_relay_restrictions = permit_sasl_authenticated, reject
 # exactly what arrived
 smtpd_recipient_restrictions = check_recipient_access inline:{ hold@example.net=HOLD }, permit_sasl_authenticated, reject
 CONF
-cat > "$CONF/master.cf" <<CONF
-127.0.0.1:$PORT inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n -  0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n -  - trivial-rewrite
-bounce    unix  - - n -  0 bounce
-defer     unix  - - n -  0 bounce
-trace     unix  - - n -  0 bounce
-verify    unix  - - n -  1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -  - proxymap
-showq     unix  n - n -  - showq
-error     unix  - - n -  - error
-retry     unix  - - n -  - error
-discard   unix  - - n -  - discard
-anvil     unix  - - n -  1 anvil
-scache    unix  - - n -  1 scache
-postlog   unix-dgram n - n - 1 postlogd
-CONF
+postfix_master_cf "$PORT" > "$CONF/master.cf"
 
 if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; then
   setup_fail "127.0.0.1:$PORT is already in use (set POSTFIX_PORT)"
