@@ -135,6 +135,10 @@ impl Pool {
     /// their way, a session waits for one of them (they started earlier)
     /// rather than opening its own — until `wait` has passed.
     pub async fn acquire(&self, pin: Pin, wait: Duration) -> Acquired {
+        // The common case, a warm pool: no waiter registered, no deadline.
+        if let Some(conn) = self.checkout(pin).await {
+            return Acquired::Pooled(conn);
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut waited = false;
         loop {
