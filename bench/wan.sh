@@ -41,7 +41,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$ROOT/bench/lib.sh"
-# shellcheck source=tests/interop/postfix-master.sh
+# shellcheck source=SCRIPTDIR/../tests/interop/postfix-master.sh
 . "$ROOT/tests/interop/postfix-master.sh"
 
 DELAY_MS=${DELAY_MS:-20}
