@@ -84,7 +84,22 @@ fn reject_mode_refuses_every_variant_and_the_upstream_gets_nothing() {
 
 #[test]
 fn normalize_mode_delivers_exactly_one_message_per_data() {
-    let up = Upstream::start(|c| c.lenient_eod = true);
+    normalize_delivers_one_message(false);
+}
+
+/// The same through BDAT upstream (a provider offering CHUNKING): the
+/// smuggled text reaches it as content of the one approved message, with
+/// CRLF line endings only, in raw chunks no end-of-data parser reads.
+#[test]
+fn normalize_mode_delivers_exactly_one_message_per_data_over_bdat_upstream() {
+    normalize_delivers_one_message(true);
+}
+
+fn normalize_delivers_one_message(chunking: bool) {
+    let up = Upstream::start(|c| {
+        c.lenient_eod = true;
+        c.chunking = chunking;
+    });
     let sidecar = Sidecar::start(&up, |p| {
         p.set("data.bare_lf", "normalize");
     });
@@ -97,6 +112,7 @@ fn normalize_mode_delivers_exactly_one_message_per_data() {
         assert_eq!(msgs.len(), i + 1, "{name}: exactly one message per DATA");
         let last = &msgs[i];
         assert_eq!(last.rcpt_to, vec!["a@example.net"], "{name}");
+        assert_eq!(last.verb, if chunking { "BDAT" } else { "DATA" }, "{name}");
         let data = String::from_utf8_lossy(&last.data);
         assert!(
             data.contains("SMUGGLED"),
