@@ -5,8 +5,12 @@
 # tls: none + insecure: true, mechanism: none, client.auth: none, header_from:
 # enforce; haproxy mode tcp). For each proxy (haproxy, smtpbind with its default
 # workers, smtpbind with SMTPBIND_WORKER_THREADS=1):
-#   1. ROUNDS interleaved timed runs: msg/s, proxy CPU (utime+stime) per message,
-#      context switches (voluntary + involuntary, all threads) per message;
+#   1. ROUNDS interleaved timed runs (direct, smtp-source -> smtp-sink, as the
+#      floor): msg/s, proxy CPU (utime+stime) per message and its kernel part,
+#      context switches (voluntary + involuntary, all threads) per message, and
+#      the CPU per message of the three processes together (load + sink +
+#      proxy, user+sys; not the whole machine, so a build running alongside
+#      does not count), from which the bound below is computed;
 #   2. one run under `strace -c -f`: syscalls per message, by name;
 #   3. one run under `perf record -e cpu-clock` (software clock: this VM has no
 #      hardware counters): the hottest symbols by self time.
@@ -97,7 +101,7 @@ write_policy "$WORK/p1" "$SB1_PORT" "$SB1_ADMIN"
 "$SMTPBIND_BIN" check "$WORK/p/policy.yaml" >/dev/null
 
 "${N[@]}" smtp-sink -u nobody -4 -m 4096 -a "127.0.0.1:$SINK_PORT" 4096 2>"$WORK/sink.err" &
-PIDS+=("$!")
+SINK_PID=$!; PIDS+=("$SINK_PID")
 bench_haproxy "$HAP_PORT" "$SINK_PORT" "${N[@]}"
 "${N[@]}" "$SMTPBIND_BIN" run --policy "$WORK/p/policy.yaml" >"$WORK/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=("$SB_PID")
@@ -109,9 +113,11 @@ source_run() { # PORT COUNT
   "${N[@]}" smtp-source -4 -d -s "$SESSIONS" -m "$2" -l "$SIZE" -f bench@bench.example -t sink@bench.example \
     -M bench.example "127.0.0.1:$1" >/dev/null
 }
-names=(haproxy smtpbind smtpbind-1w)
-ports=("$HAP_PORT" "$SB_PORT" "$SB1_PORT")
-pids=("$HAP_PID" "$SB_PID" "$SB1_PID")
+# Index 3, direct (no proxy), is only in the timed runs: the machine's CPU
+# per message without a proxy.
+names=(haproxy smtpbind smtpbind-1w direct)
+ports=("$HAP_PORT" "$SB_PORT" "$SB1_PORT" "$SINK_PORT")
+pids=("$HAP_PID" "$SB_PID" "$SB1_PID" "")
 
 echo "== machine"
 echo "cpus: $(nproc) x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
@@ -124,36 +130,66 @@ for i in 0 1 2; do source_run "${ports[$i]}" 200; done   # warm up (pools, cache
 TSV=$WORK/timed.tsv
 : > "$TSV"
 for round in $(seq 1 "$ROUNDS"); do
-  for k in 0 1 2; do
-    i=$(((k + round) % 3))
+  for k in 0 1 2 3; do
+    i=$(((k + round) % 4))
     pid=${pids[$i]}
-    c0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid"); x0=$(ctx_switches "$pid"); t0=$(date +%s%N)
-    source_run "${ports[$i]}" "$MSGS"
-    t1=$(date +%s%N); c1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid"); x1=$(ctx_switches "$pid")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "${names[$i]}" \
+    c0=0; u0=0; x0=0; c1=0; u1=0; x1=0
+    [ -z "$pid" ] || { c0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid"); x0=$(ctx_switches "$pid"); }
+    s0=$(cpu_ticks "$SINK_PID")
+    t0=$(date +%s%N)
+    # bash's `time`: the load's own user+sys seconds
+    { TIMEFORMAT='%3U %3S'; time source_run "${ports[$i]}" "$MSGS"; } 2>"$WORK/load.time"
+    load_s=$(tail -1 "$WORK/load.time" | awk '{print $1 + $2}')
+    t1=$(date +%s%N)
+    s1=$(cpu_ticks "$SINK_PID")
+    [ -z "$pid" ] || { c1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid"); x1=$(ctx_switches "$pid"); }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "${names[$i]}" \
       "$(awk -v n="$MSGS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / ((b - a) / 1e9)}')" \
       "$(( (c1 - c0) * TICK_US / MSGS ))" \
       "$(awk -v n="$MSGS" -v a="$x0" -v b="$x1" 'BEGIN {printf "%.2f", (b - a) / n}')" \
-      "$(( (u1 - u0) * TICK_US / MSGS ))" >> "$TSV"
+      "$(( (u1 - u0) * TICK_US / MSGS ))" \
+      "$(awk -v l="$load_s" -v t="$(( (s1 - s0 + c1 - c0) * TICK_US ))" -v n="$MSGS" 'BEGIN {printf "%.0f", (l * 1e6 + t) / n}')" \
+      "$(awk -v l="$load_s" -v t="$(( (s1 - s0 + c1 - c0) * TICK_US ))" -v a="$t0" -v b="$t1" -v c="$(nproc)" \
+          'BEGIN {printf "%.2f", (l * 1e6 + t) / ((b - a) / 1e3) / c}')" >> "$TSV"
   done
 done
 echo
 echo "== timed runs (medians over $ROUNDS interleaved rounds; ratio = median of per-round ratios to haproxy)"
-python3 - "$TSV" <<'PY'
+python3 - "$TSV" "$(nproc)" <<'PY'
 import sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+ncpu = int(sys.argv[2])
 by = {}
-for r, name, rate, cpu, ctx, user in rows:
-    by.setdefault(name, {})[int(r)] = (float(rate), float(cpu), float(ctx), float(user))
+for r, name, rate, cpu, ctx, user, machine, busy in rows:
+    by.setdefault(name, {})[int(r)] = (float(rate), float(cpu), float(ctx), float(user), float(machine), float(busy))
 base = by["haproxy"]
-print(f"{'proxy':<13} {'msg/s':>7} {'x hap':>6} {'(min-max)':>11} {'CPU us/msg':>11} {'x hap':>6} {'user us/msg':>12} {'ctxsw/msg':>10}")
-for name, d in by.items():
+med = lambda d, i: st.median(v[i] for v in d.values())
+print(f"{'path':<13} {'msg/s':>7} {'x hap':>6} {'(min-max)':>11} {'CPU us/msg':>11} {'x hap':>6} {'user us/msg':>12} "
+      f"{'kernel':>7} {'ctxsw/msg':>10} {'all 3 us/msg':>13} {'of CPUs':>8}")
+for name in ["direct", "haproxy", "smtpbind", "smtpbind-1w"]:
+    d = by[name]
     rounds = sorted(d)
     rr = [d[k][0] / base[k][0] for k in rounds]
+    proxy = name != "direct"
     cr = [d[k][1] / base[k][1] for k in rounds if base[k][1]]
-    print(f"{name:<13} {st.median(v[0] for v in d.values()):7.0f} {st.median(rr):5.2f}x {min(rr):5.2f}-{max(rr):4.2f} "
-          f"{st.median(v[1] for v in d.values()):11.1f} {st.median(cr) if cr else float('nan'):5.2f}x "
-          f"{st.median(v[3] for v in d.values()):12.1f} {st.median(v[2] for v in d.values()):10.2f}")
+    cpu = f"{med(d, 1):11.1f} {st.median(cr):5.2f}x {med(d, 3):12.1f} {med(d, 1) - med(d, 3):7.1f} {med(d, 2):10.2f}" if proxy \
+        else f"{'-':>11} {'-':>6} {'-':>12} {'-':>7} {'-':>10}"
+    print(f"{name:<13} {med(d, 0):7.0f} {st.median(rr):5.2f}x {min(rr):5.2f}-{max(rr):4.2f} {cpu} "
+          f"{med(d, 4):13.0f} {100 * med(d, 5):7.0f}%")
+# The bound: the load, the sink and the proxy share the machine's CPUs, so
+# msg/s <= CPUs / (their CPU per message). A proxy with smtpbind's kernel time
+# per message and no user-space work at all would make that sum smtpbind's
+# minus smtpbind's user time; even with every CPU busy with these three
+# processes all the time it could not exceed CPUs / that.
+print()
+print("bound: a proxy with smtpbind's own kernel time per message (its socket calls) and *no* user-space")
+print("work at all, every CPU busy with load + sink + proxy (per round, median (min-max)):")
+for name in ["smtpbind", "smtpbind-1w"]:
+    d = by[name]
+    b = [ncpu * 1e6 / (d[k][4] - d[k][3]) / base[k][0] for k in sorted(d) if d[k][4] > d[k][3]]
+    same = [d[k][0] / base[k][0] * d[k][4] / (d[k][4] - d[k][3]) for k in sorted(d) if d[k][4] > d[k][3]]
+    print(f"  {name:<12} at most {st.median(b):.2f}x haproxy's msg/s ({min(b):.2f}-{max(b):.2f}); "
+          f"{st.median(same):.2f}x at the share of the CPUs it measured")
 PY
 
 echo
