@@ -470,6 +470,7 @@ impl Session {
                 reason,
             },
         );
+        self.spare_domain = tx.sender_domain;
         self.reply(reply);
         Flow::Continue
     }

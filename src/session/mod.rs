@@ -84,6 +84,18 @@ impl Outcome {
     }
 }
 
+/// An AUTH command line may carry an initial response (a secret): it is
+/// wiped from the reused line buffer once handled, not left there until the
+/// next command overwrites it.
+fn forget_secret(line: &mut Vec<u8>) {
+    if line
+        .get(..4)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH"))
+    {
+        zeroize::Zeroize::zeroize(line);
+    }
+}
+
 /// What a handler tells the ingest loop.
 enum Flow {
     Continue,
@@ -127,6 +139,13 @@ pub struct Session {
     cred: Option<Arc<Credential>>,
     info: SessionInfo,
     inbuf: LineBuffer,
+    /// The command line being handled: one buffer for the session, at most
+    /// [`MAX_COMMAND_LINE`] bytes, reused by every command.
+    line: Vec<u8>,
+    /// The MAIL or RCPT command written upstream (one buffer, reused).
+    upline: String,
+    /// The ended transaction's `sender_domain`, kept for the next MAIL.
+    spare_domain: String,
     out: Vec<u8>,
     greeted: bool,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
@@ -175,6 +194,9 @@ impl Session {
             cred: None,
             info,
             inbuf: LineBuffer::new(),
+            line: Vec::new(),
+            upline: String::new(),
+            spare_domain: String::new(),
             out: Vec::with_capacity(1024),
             greeted: false,
             smtputf8_offered: false,
@@ -240,21 +262,32 @@ impl Session {
         loop {
             // Answer every complete command already buffered, in order.
             loop {
-                let line = self.inbuf.next_line(MAX_COMMAND_LINE);
-                if !matches!(line, Line::NeedMore) {
+                // The session's line buffer, lent to the handler (it may
+                // read more input itself) and given back after it.
+                let mut line = std::mem::take(&mut self.line);
+                let next = self.inbuf.next_line(MAX_COMMAND_LINE, &mut line);
+                if !matches!(next, Line::NeedMore) {
                     deadline = None;
                 }
-                let flow = match line {
-                    Line::Ok(line) => self.handle(&line).await,
+                let flow = match next {
+                    Line::Ok => {
+                        let flow = self.handle(&line).await;
+                        forget_secret(&mut line);
+                        flow
+                    }
                     Line::TooLong => self.bad_command(local::line_too_long()),
                     Line::Flood => {
                         self.reply(local::line_too_long());
                         Flow::End(Outcome::Rejected)
                     }
-                    Line::NeedMore => break,
+                    Line::NeedMore => Flow::Continue,
                 };
+                self.line = line;
                 if let Flow::End(outcome) = flow {
                     return outcome;
+                }
+                if matches!(next, Line::NeedMore) {
+                    break;
                 }
             }
             if self.flush().await.is_err() {
