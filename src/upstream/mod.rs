@@ -10,19 +10,19 @@
 pub mod caps;
 pub mod limit;
 pub mod pool;
+mod stream;
 pub mod tls;
 pub mod warm;
 mod xoauth2;
 
 use std::io;
 use std::pin::Pin as StdPin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::credential::Credential;
@@ -31,6 +31,7 @@ use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
 use crate::smtp::reply::{Reply, ReplyError, ReplyParser};
 use crate::smtp::sasl;
 pub use caps::Capabilities;
+use stream::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -87,60 +88,6 @@ impl UpstreamError {
                 | UpstreamError::AuthRejected(_)
                 | UpstreamError::Token(_)
         )
-    }
-}
-
-/// A plain or TLS stream to the upstream.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// While a TLS handshake owns the socket, or after it failed.
-    Gone,
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "upstream stream closed")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_flush(cx),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_shutdown(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
     }
 }
 
