@@ -1,7 +1,7 @@
 //! The DATA and BDAT verbs: framing of the client's message (end marker or
 //! chunk sizes); the content goes through the message pipeline.
 
-use super::{Flow, Outcome, Session, READ_CHUNK};
+use super::{spare, Flow, Outcome, Session};
 use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
 use crate::smtp::reply::{local, Reply};
 
@@ -20,7 +20,7 @@ impl Session {
             return Flow::End(Outcome::Error);
         }
         let mut decoder = DataDecoder::new(msg.mode);
-        let mut content = Vec::with_capacity(READ_CHUNK);
+        let mut content = std::mem::take(&mut self.spare.content);
         let data_timeout = self.rt.policy.limits.data_timeout;
         loop {
             if !self.inbuf.has_pending() {
@@ -53,6 +53,7 @@ impl Session {
                 return flow;
             }
         }
+        spare::keep(&mut self.spare.content, content);
         self.finish_message(msg).await
     }
 
@@ -79,7 +80,7 @@ impl Session {
         };
         let data_timeout = self.rt.policy.limits.data_timeout;
         let mut remaining = size;
-        let mut content = Vec::with_capacity(READ_CHUNK);
+        let mut content = std::mem::take(&mut self.spare.content);
         while remaining > 0 {
             if !self.inbuf.has_pending() {
                 if let Err(outcome) = self.read_data(data_timeout).await {
@@ -105,6 +106,7 @@ impl Session {
             self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), true)
                 .await;
         }
+        spare::keep(&mut self.spare.content, content);
         if last {
             return self.finish_message(msg).await;
         }

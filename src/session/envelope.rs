@@ -32,7 +32,7 @@ impl Session {
             return Flow::Continue;
         }
         // The last transaction's string, reused (see `finish_message`).
-        let mut sender_domain = std::mem::take(&mut self.spare_domain);
+        let mut sender_domain = std::mem::take(&mut self.spare.sender_domain);
         let allowed = match &mail.path {
             ReversePath::Null => {
                 sender_domain.clear();
@@ -111,9 +111,11 @@ impl Session {
                 });
                 return Flow::Continue;
             }
-            match conn.command(line.as_bytes()).await {
+            match conn.command_ref(line.as_bytes()).await {
                 Ok(reply) => {
-                    if reply.is_positive() {
+                    let positive = reply.is_positive();
+                    Self::queue_reply(&mut self.slots, &mut self.out, reply);
+                    if positive {
                         self.tx = Some(Transaction {
                             sender_domain,
                             recipients: 0,
@@ -123,7 +125,6 @@ impl Session {
                     } else {
                         conn.set_clean(true);
                     }
-                    self.reply(reply);
                     self.release_upstream();
                     return Flow::Continue;
                 }

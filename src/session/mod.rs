@@ -18,11 +18,14 @@ mod auth;
 pub mod binding;
 mod chunks;
 mod data;
+mod ehlo;
 mod envelope;
 mod message;
 mod read;
+mod spare;
 mod starttls;
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -144,8 +147,8 @@ pub struct Session {
     line: Vec<u8>,
     /// The MAIL or RCPT command written upstream (one buffer, reused).
     upline: String,
-    /// The ended transaction's `sender_domain`, kept for the next MAIL.
-    spare_domain: String,
+    /// Buffers kept from one message to the next (bounded).
+    spare: spare::Spare,
     out: Vec<u8>,
     greeted: bool,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
@@ -156,7 +159,7 @@ pub struct Session {
     upstream: Option<Connection>,
     tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
-    slots: std::collections::VecDeque<Slot>,
+    slots: VecDeque<Slot>,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
     /// The read deadline's timer, armed once per session and moved only
@@ -196,7 +199,7 @@ impl Session {
             inbuf: LineBuffer::new(),
             line: Vec::new(),
             upline: String::new(),
-            spare_domain: String::new(),
+            spare: spare::Spare::default(),
             out: Vec::with_capacity(1024),
             greeted: false,
             smtputf8_offered: false,
@@ -205,7 +208,7 @@ impl Session {
             errors: 0,
             upstream: None,
             tx: None,
-            slots: std::collections::VecDeque::new(),
+            slots: VecDeque::new(),
             bdat: None,
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
             phase_change: read::next_phase_change(&mut phase),
@@ -314,6 +317,16 @@ impl Session {
         }
     }
 
+    /// [`Session::reply`] for a reply lent by the upstream connection:
+    /// written out, or copied only when it must wait behind replies owed.
+    fn queue_reply(slots: &mut VecDeque<Slot>, out: &mut Vec<u8>, reply: &Reply) {
+        if slots.is_empty() {
+            reply.write_to(out);
+        } else {
+            slots.push_back(Slot::Ready(reply.clone()));
+        }
+    }
+
     /// Reads the upstream's replies to every pipelined command, in order,
     /// applies them to the transaction and queues them for the client.
     async fn settle(&mut self) {
@@ -334,28 +347,30 @@ impl Session {
                 }
                 kind => kind,
             };
+            let out = &mut self.out;
             let result = match (failed.is_some(), self.upstream.as_mut()) {
-                (false, Some(conn)) => conn.read_reply().await,
+                // Lent by the connection: written out, never copied.
+                (false, Some(conn)) => conn.reply().await.map(|reply| {
+                    reply.write_to(out);
+                    reply.is_positive()
+                }),
                 _ => Err(UpstreamError::Closed),
             };
             match result {
-                Ok(reply) => {
-                    match kind {
-                        Slot::Mail if !reply.is_positive() => {
-                            self.tx = None;
-                            if let Some(conn) = self.upstream.as_mut() {
-                                conn.set_clean(true);
-                            }
+                Ok(positive) => match kind {
+                    Slot::Mail if !positive => {
+                        self.tx = None;
+                        if let Some(conn) = self.upstream.as_mut() {
+                            conn.set_clean(true);
                         }
-                        Slot::Rcpt if reply.is_positive() => {
-                            if let Some(tx) = self.tx.as_mut() {
-                                tx.accepted += 1;
-                            }
-                        }
-                        _ => {}
                     }
-                    reply.write_to(&mut self.out);
-                }
+                    Slot::Rcpt if positive => {
+                        if let Some(tx) = self.tx.as_mut() {
+                            tx.accepted += 1;
+                        }
+                    }
+                    _ => {}
+                },
                 Err(e) => {
                     if failed.is_none() {
                         self.log_upstream_error(&e);
@@ -462,41 +477,6 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::NotImplemented => self.bad_command(local::not_implemented()),
         }
-    }
-
-    async fn ehlo(&mut self, extended: bool) -> Flow {
-        self.reset_transaction().await;
-        self.greeted = true;
-        self.smtputf8_offered = false;
-        let name = self.rt.policy.upstream.ehlo_name.clone();
-        if !extended {
-            self.reply(Reply::new(250, name));
-            return Flow::Continue;
-        }
-        let mut lines = vec![
-            name,
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.rt.policy.limits.max_message_bytes),
-            "8BITMIME".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "CHUNKING".to_string(),
-        ];
-        // Offered only once an upstream connection showed it is offered
-        // there too: SMTPUTF8 must hold end to end (RFC 6531 §3.4).
-        self.smtputf8_offered = self.rt.upstream_offers_smtputf8();
-        if self.smtputf8_offered {
-            lines.push("SMTPUTF8".to_string());
-        }
-        if self.offers_starttls() {
-            lines.push("STARTTLS".to_string());
-        }
-        // Under `starttls: require` AUTH is not offered before TLS.
-        if self.rt.policy.client.auth == ClientAuth::Required && !self.tls_first() {
-            lines.push("AUTH PLAIN LOGIN".to_string());
-        }
-        lines.push("HELP".to_string());
-        self.reply(Reply { code: 250, lines });
-        Flow::Continue
     }
 
     fn log_upstream_error(&self, e: &UpstreamError) {

@@ -105,6 +105,16 @@ impl HeaderGate {
         self.state
     }
 
+    /// [`HeaderGate::new`] buffering into `buf` (cleared): a buffer kept
+    /// from an earlier message, its room reused.
+    pub fn with_buffer(limit: usize, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self {
+            buf,
+            ..Self::new(limit)
+        }
+    }
+
     /// Everything buffered so far (headers and possibly the start of the body).
     pub fn buffered(&self) -> &[u8] {
         &self.buf

@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 use crate::credential::Credential;
 use crate::identity::UpstreamAuth;
 use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
-use crate::smtp::reply::{Reply, ReplyError, ReplyParser};
+use crate::smtp::reply::{self, Reply, ReplyError, ReplyParser};
 use crate::smtp::sasl;
 pub use caps::Capabilities;
 use stream::Stream;
@@ -139,6 +139,7 @@ impl Connector {
         let mut conn = Connection {
             stream: Stream::Plain(tcp),
             buf: Vec::with_capacity(4096),
+            reply: Box::default(),
             caps: Capabilities::default(),
             pin: cred.pin(),
             user: cred.upstream_user().map(str::to_string),
@@ -197,6 +198,8 @@ impl Connector {
 pub struct Connection {
     stream: Stream,
     buf: Vec<u8>,
+    /// The last reply read, its strings reused by the next.
+    reply: Box<Reply>,
     caps: Capabilities,
     pin: Pin,
     /// XOAUTH2's `user=`: with the pin, the key this connection is pooled under.
@@ -371,10 +374,26 @@ impl Connection {
         self.read_reply().await
     }
 
+    /// [`Connection::command`], the reply lent (see [`Connection::reply`]).
+    pub async fn command_ref(&mut self, line: &[u8]) -> Result<&Reply, UpstreamError> {
+        self.send(line).await?;
+        self.reply().await
+    }
+
     /// Reads the next reply, bounded by size and the reply timeout (one
     /// deadline for the whole reply).
     pub async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
-        let mut parser = ReplyParser::new();
+        self.reply().await.cloned()
+    }
+
+    /// [`Connection::read_reply`], the reply lent: it is parsed into the
+    /// connection's own [`Reply`], whose strings every reply reuses (no
+    /// allocation per reply on the message path).
+    pub async fn reply(&mut self) -> Result<&Reply, UpstreamError> {
+        if !self.reply.is_small() {
+            // The last one was long (an EHLO reply): not kept.
+            *self.reply = Reply::default();
+        }
         let until = tokio::time::Instant::now() + self.reply_timeout;
         let timer = self
             .timer
@@ -384,9 +403,9 @@ impl Connection {
             timer.as_mut().reset(until);
         }
         loop {
-            if let Some((reply, used)) = parser.parse(&self.buf)? {
+            if let Some(used) = reply::parse_into(&self.buf, &mut self.reply)? {
                 self.buf.drain(..used);
-                return Ok(reply);
+                return Ok(&self.reply);
             }
             // Read straight into the buffer's spare room (no zeroed chunk).
             self.buf.reserve(4096);
