@@ -15,7 +15,7 @@ impl Session {
         }
         let mut msg = self.new_inbound();
         self.early_data(&mut msg).await;
-        self.reply(local::start_data());
+        self.reply_static(local::START_DATA);
         if self.flush().await.is_err() {
             return Flow::End(Outcome::Error);
         }

@@ -317,6 +317,16 @@ impl Session {
         }
     }
 
+    /// [`Session::reply`] for a one-line reply of static text (built only
+    /// if it must wait behind replies owed).
+    fn reply_static(&mut self, (code, text): (u16, &'static str)) {
+        if self.slots.is_empty() {
+            Reply::write_one(&mut self.out, code, text);
+        } else {
+            self.slots.push_back(Slot::Ready(Reply::new(code, text)));
+        }
+    }
+
     /// [`Session::reply`] for a reply lent by the upstream connection:
     /// written out, or copied only when it must wait behind replies owed.
     fn queue_reply(slots: &mut VecDeque<Slot>, out: &mut Vec<u8>, reply: &Reply) {

@@ -66,21 +66,17 @@ impl Reply {
 
     /// Appends the wire form (`250-a\r\n250 b\r\n`).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        // The code is 200..=599 (three digits) for every reply built here or parsed.
-        let code = self.code.min(999);
-        let digits = [
-            b'0' + (code / 100) as u8,
-            b'0' + (code / 10 % 10) as u8,
-            b'0' + (code % 10) as u8,
-        ];
         let n = self.lines.len().max(1);
         for i in 0..n {
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            out.extend_from_slice(&digits);
-            out.push(if i + 1 == n { b' ' } else { b'-' });
-            out.extend_from_slice(text.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_line(out, self.code, i + 1 == n, text);
         }
+    }
+
+    /// Appends the wire form of a one-line reply `code text` without
+    /// building a [`Reply`] (the same bytes as `Reply::new(code, text)`).
+    pub fn write_one(out: &mut Vec<u8>, code: u16, text: &str) {
+        write_line(out, code, true, text);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -88,6 +84,20 @@ impl Reply {
         self.write_to(&mut v);
         v
     }
+}
+
+/// One line of a reply on the wire: `250-text` or, the last, `250 text`.
+fn write_line(out: &mut Vec<u8>, code: u16, last: bool, text: &str) {
+    // The code is 200..=599 (three digits) for every reply built here or parsed.
+    let code = code.min(999);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        if last { b' ' } else { b'-' },
+    ]);
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Every reply smtpbind writes on its own, in one place so the README's
@@ -199,8 +209,11 @@ pub mod local {
         )
     }
     pub fn start_data() -> Reply {
-        Reply::new(354, "end data with <CR><LF>.<CR><LF>")
+        Reply::new(START_DATA.0, START_DATA.1)
     }
+    /// [`start_data`] as code and text: it is sent for every message, and
+    /// written without building a [`Reply`] (`Session::reply_static`).
+    pub const START_DATA: (u16, &str) = (354, "end data with <CR><LF>.<CR><LF>");
     pub fn line_too_long() -> Reply {
         Reply::new(500, "5.5.2 line too long")
     }
@@ -412,6 +425,11 @@ mod tests {
         };
         assert_eq!(r.to_bytes(), b"250-a\r\n250 b\r\n");
         assert_eq!(local::ok().to_bytes(), b"250 2.0.0 ok\r\n");
+        let mut one = Vec::new();
+        let (code, text) = local::START_DATA;
+        Reply::write_one(&mut one, code, text);
+        assert_eq!(one, local::start_data().to_bytes());
+        assert_eq!(one, b"354 end data with <CR><LF>.<CR><LF>\r\n");
     }
 
     #[test]
