@@ -2,18 +2,14 @@
 //! (line endings, size, header From) and streamed to the upstream; a refused
 //! message is aborted by dropping the upstream connection, never ended.
 
-use std::time::Duration;
-
 use serde_json::json;
-use tokio::time::Instant;
 
 use super::spare;
-use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, READ_CHUNK, WIRE_BATCH};
+use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, WIRE_BATCH};
 use crate::audit::{self, MessageEvent, MessageResult, Reason};
 use crate::policy::{BareLf, HeaderFrom};
-use crate::runtime::Phase;
 use crate::smtp::data::{BareLineEndings, DotStuffer};
-use crate::smtp::header::{header_section_wellformed, header_sender_addresses, Gate, HeaderGate};
+use crate::smtp::header::{for_each_sender_address, header_section_wellformed, Gate, HeaderGate};
 use crate::smtp::reply::{local, Reply};
 use crate::upstream::UpstreamError;
 
@@ -306,80 +302,17 @@ impl Session {
 
     /// `header_from: enforce`: every address of From, Sender, Resent-From
     /// and Resent-Sender is an allowed sender.
-    pub(super) fn header_from_allowed(&self, headers: &[u8]) -> bool {
-        match header_sender_addresses(headers) {
-            Ok(addresses) => {
-                !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
-            }
+    pub(super) fn header_from_allowed(&mut self, headers: &[u8]) -> bool {
+        let senders = &self.rt.policy.senders;
+        let mut all = true;
+        let mut scratch = std::mem::take(&mut self.spare.address);
+        let read = for_each_sender_address(headers, &mut scratch, |a| {
+            all = all && senders.allows(a);
+        });
+        spare::keep_string(&mut self.spare.address, scratch);
+        match read {
+            Ok(n) => n > 0 && all,
             Err(_) => false,
-        }
-    }
-
-    /// Sends DATA upstream without waiting for its 354, which is read when
-    /// the first message bytes are forwarded: the upstream's round trip
-    /// overlaps the client sending its message.
-    pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
-        if msg.chunked {
-            // BDAT upstream: no DATA, no 354 to wait for.
-            return;
-        }
-        let Some(conn) = self.upstream.as_mut() else {
-            return;
-        };
-        match conn.send(b"DATA\r\n").await {
-            Ok(()) => {
-                msg.upstream_open = true;
-                msg.data_reply_pending = true;
-            }
-            Err(e) => {
-                self.lose_upstream_mid_message(msg, &e);
-            }
-        }
-    }
-
-    /// Sends DATA upstream and expects 354.
-    pub(super) async fn upstream_data(&mut self) -> Result<(), Refusal> {
-        let Some(conn) = self.upstream.as_mut() else {
-            return Err(Refusal::UpstreamLost);
-        };
-        match conn.command(b"DATA\r\n").await {
-            Ok(r) if r.code == 354 => Ok(()),
-            Ok(r) => Err(Refusal::Upstream(r)),
-            Err(e) => {
-                self.log_upstream_error(&e);
-                self.upstream = None;
-                Err(Refusal::UpstreamLost)
-            }
-        }
-    }
-
-    pub(super) async fn upstream_write(&mut self, wire: &[u8]) -> Result<(), Refusal> {
-        let Some(conn) = self.upstream.as_mut() else {
-            return Err(Refusal::UpstreamLost);
-        };
-        if let Err(e) = conn.write(wire).await {
-            self.log_upstream_error(&e);
-            self.upstream = None;
-            return Err(Refusal::UpstreamLost);
-        }
-        Ok(())
-    }
-
-    pub(super) async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
-        // During DATA, shutdown only interrupts once the drain deadline passed.
-        let mut phase = self.phase.clone();
-        // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
-        let read = self.read_more(Instant::now() + timeout, false, READ_CHUNK);
-        tokio::pin!(read);
-        loop {
-            tokio::select! {
-                r = &mut read => return r,
-                changed = phase.changed() => {
-                    if changed.is_err() || *phase.borrow() == Phase::Closing {
-                        return Err(Outcome::Shutdown);
-                    }
-                }
-            }
         }
     }
 

@@ -25,6 +25,8 @@ pub(super) struct Spare {
     pub(super) audit_reply: String,
     /// The last transaction's sender domain.
     pub(super) sender_domain: String,
+    /// A header sender address being checked.
+    pub(super) address: String,
 }
 
 /// Gives `buf` back to `slot`, cleared, unless it grew past [`KEEP`] (then
