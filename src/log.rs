@@ -140,7 +140,13 @@ pub fn push_field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T
 pub fn push_str_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     push_key(out, key);
     match value {
-        Some(v) if !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+        // Checked without stopping early (the loop vectorizes).
+        Some(v)
+            if !v.bytes().fold(false, |esc, b| {
+                esc | (b == b'"') | (b == b'\\') | (b < 0x20)
+            }) =>
+        {
+            out.reserve(v.len() + 2);
             out.push(b'"');
             out.extend_from_slice(v.as_bytes());
             out.push(b'"');
@@ -151,9 +157,12 @@ pub fn push_str_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
 }
 
 fn push_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
+    out.reserve(key.len() + 4);
+    out.push(b',');
+    out.push(b'"');
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+    out.push(b'"');
+    out.push(b':');
 }
 
 #[cfg(test)]

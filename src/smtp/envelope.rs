@@ -211,16 +211,41 @@ impl RcptTo<'_> {
     }
 }
 
-/// atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII (RFC 6531).
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+/// atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII (RFC 6531), by byte: a
+/// non-ASCII character is all bytes >= 0x80, so "every byte is atext" is
+/// "every character is".
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
+        || !b.is_ascii()
 }
 
 /// Dot-string: atoms of atext joined by single dots.
 pub fn is_dot_string(s: &str) -> bool {
     !s.is_empty()
-        && s.split('.')
-            .all(|a| !a.is_empty() && a.chars().all(is_atext))
+        && s.as_bytes()
+            .split(|&b| b == b'.')
+            .all(|a| !a.is_empty() && a.iter().all(|&b| is_atext(b)))
 }
 
 /// Parses the argument of `MAIL FROM:` (everything after the colon).
@@ -433,15 +458,17 @@ fn unquote(s: &str) -> Result<(String, &str), EnvelopeError> {
 /// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str]
 /// (U-labels allowed: non-ASCII counts as a letter).
 fn is_domain(d: &str) -> bool {
-    let label_ok = |l: &str| {
-        let alnum = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
+    // By byte: a non-ASCII character is all bytes >= 0x80 (its first and
+    // last byte included), so each test reads the same as by character.
+    let label_ok = |l: &[u8]| {
+        let alnum = |b: &u8| b.is_ascii_alphanumeric() || !b.is_ascii();
         !l.is_empty()
             && l.len() <= 63
-            && l.chars().all(|c| alnum(c) || c == '-')
-            && l.chars().next().is_some_and(alnum)
-            && l.chars().last().is_some_and(alnum)
+            && l.iter().all(|b| alnum(b) || *b == b'-')
+            && l.first().is_some_and(alnum)
+            && l.last().is_some_and(alnum)
     };
-    !d.is_empty() && d.split('.').all(label_ok)
+    !d.is_empty() && d.as_bytes().split(|&b| b == b'.').all(label_ok)
 }
 
 /// `SP keyword[=value]` pairs (RFC 5321 §4.1.2 Mail-parameters).

@@ -342,7 +342,7 @@ pub fn parse_into(buf: &[u8], reply: &mut Reply) -> Result<Option<usize>, ReplyE
     let mut first: Option<u16> = None;
     loop {
         let rest = &buf[pos..];
-        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(lf) = memchr::memchr(b'\n', rest) else {
             if rest.len() > MAX_REPLY_LINE {
                 return Err(ReplyError::LineTooLong);
             }
@@ -381,9 +381,13 @@ pub fn parse_into(buf: &[u8], reply: &mut Reply) -> Result<Option<usize>, ReplyE
 /// Appends a reply line's text, kept printable (it is passed back to the
 /// client): a control character becomes `?`, invalid UTF-8 U+FFFD.
 fn push_text(out: &mut String, text: &[u8]) {
+    // Checked without stopping early (the loop vectorizes).
+    let printable = text
+        .iter()
+        .fold(true, |ok, b| ok & (0x20..0x7f).contains(b));
     match std::str::from_utf8(text) {
         // printable ASCII, the usual case: nothing to replace
-        Ok(t) if text.iter().all(|b| (0x20..0x7f).contains(b)) => out.push_str(t),
+        Ok(t) if printable => out.push_str(t),
         _ => out.extend(String::from_utf8_lossy(text).chars().map(|c| {
             if c.is_control() {
                 '?'
