@@ -4,12 +4,16 @@
 //! text, the sender domain. Each is given back cleared, capacity kept —
 //! but only up to [`KEEP`]: a buffer one large message grew is freed, so a
 //! session waiting between messages holds no more than a few small
-//! messages' worth (an idle session's memory is per session).
+//! messages' worth (an idle session's memory is per session: ~10 KiB,
+//! README).
 
 use crate::smtp::reply::Reply;
 
-/// Largest buffer kept for the next message (capacity, bytes).
-pub(super) const KEEP: usize = 16 * 1024;
+/// Largest buffer kept for the next message (capacity, bytes): the same
+/// bound as the command read buffer's (`line::KEEP_CAPACITY`). Messages of
+/// a few KiB reuse every buffer; a larger one allocates as it always did,
+/// and between messages a session keeps at most 3 × 4 KiB of them.
+pub(super) const KEEP: usize = 4 * 1024;
 
 #[derive(Default)]
 pub(super) struct Spare {
