@@ -215,30 +215,20 @@ impl RcptTo<'_> {
 /// non-ASCII character is all bytes >= 0x80, so "every byte is atext" is
 /// "every character is".
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'/'
-                | b'='
-                | b'?'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'{'
-                | b'|'
-                | b'}'
-                | b'~'
-        )
-        || !b.is_ascii()
+    b.is_ascii_alphanumeric() || !b.is_ascii() || ATEXT_SPECIALS[usize::from(b)]
 }
+
+/// The ASCII atext that is not a letter or digit, as a table.
+const ATEXT_SPECIALS: [bool; 128] = {
+    let mut table = [false; 128];
+    let specials = b"!#$%&'*+-/=?^_`{|}~";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Dot-string: atoms of atext joined by single dots.
 pub fn is_dot_string(s: &str) -> bool {
