@@ -99,18 +99,23 @@ fn line_bytes<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> V
 fn head(level: Level, event: &str) -> Vec<u8> {
     // A message event is ~350-450 bytes: room for it without a regrowth.
     let mut out = Vec::with_capacity(640);
+    head_into(&mut out, level, event);
+    out
+}
+
+/// [`head`], appended to `out`.
+fn head_into(out: &mut Vec<u8>, level: Level, event: &str) {
     let _ = write!(
         out,
         "{{\"ts\":\"{}\",\"level\":\"{}\",\"event\":",
         humantime::format_rfc3339_millis(SystemTime::now()),
         level.as_str()
     );
-    push_json(&mut out, event);
+    push_json(out, event);
     if let Some(t) = TENANT.get() {
         out.extend_from_slice(b",\"tenant\":");
-        push_json(&mut out, t);
+        push_json(out, t);
     }
-    out
 }
 
 /// Fields that write themselves as JSON entries, for the events written
@@ -135,7 +140,13 @@ pub fn push_field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T
 pub fn push_str_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     push_key(out, key);
     match value {
-        Some(v) if !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+        // Checked without stopping early (the loop vectorizes).
+        Some(v)
+            if !v.bytes().fold(false, |esc, b| {
+                esc | (b == b'"') | (b == b'\\') | (b < 0x20)
+            }) =>
+        {
+            out.reserve(v.len() + 2);
             out.push(b'"');
             out.extend_from_slice(v.as_bytes());
             out.push(b'"');
@@ -146,16 +157,36 @@ pub fn push_str_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
 }
 
 fn push_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
+    out.reserve(key.len() + 4);
+    out.push(b',');
+    out.push(b'"');
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+    out.push(b'"');
+    out.push(b':');
 }
 
+#[cfg(test)]
 fn line_fields<T: Fields + ?Sized>(level: Level, event: &str, fields: &T) -> Vec<u8> {
-    let mut out = head(level, event);
-    fields.write_fields(&mut out);
-    out.push(b'}');
+    let mut out = Vec::new();
+    line_fields_into(&mut out, level, event, fields);
     out
+}
+
+/// [`line_fields`], into `out` (cleared first).
+fn line_fields_into<T: Fields + ?Sized>(out: &mut Vec<u8>, level: Level, event: &str, fields: &T) {
+    out.clear();
+    head_into(out, level, event);
+    fields.write_fields(out);
+    out.push(b'}');
+}
+
+/// Largest line buffer a thread keeps for the next line (bytes).
+const KEEP_LINE: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer the per-message events are written into, one per thread
+    /// (not per session) and reused: no allocation per line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`line_fields`] as text (tests compare it with [`line_with`]).
@@ -245,32 +276,40 @@ fn writer_thread() -> Option<&'static std::thread::Thread> {
 /// so an async worker does not block on a slow stdout pipe (unless 4 MiB
 /// are already waiting); a closed stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
-    queue(line_bytes(level, event, &fields_of(&fields)));
+    queue(&mut line_bytes(level, event, &fields_of(&fields)));
 }
 
 /// [`emit`] for fields that write themselves (see [`Fields`]).
 pub fn emit_fields<T: Fields + ?Sized>(level: Level, event: &str, fields: &T) {
-    queue(line_fields(level, event, fields));
+    LINE.with(|cell| {
+        // Taken, not borrowed: nothing can observe it half-written.
+        let mut line = cell.take();
+        line_fields_into(&mut line, level, event, fields);
+        queue(&mut line);
+        if line.capacity() <= KEEP_LINE {
+            cell.replace(line);
+        }
+    });
 }
 
 /// [`emit`] for typed fields (see [`line_with`]).
 pub fn emit_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) {
-    queue(line_bytes(level, event, fields));
+    queue(&mut line_bytes(level, event, fields));
 }
 
-fn queue(mut text: Vec<u8>) {
+fn queue(text: &mut Vec<u8>) {
     use std::sync::atomic::Ordering;
     text.push(b'\n');
     let Some(thread) = writer_thread().filter(|_| !QUEUE.stop.load(Ordering::SeqCst)) else {
         let mut lock = std::io::stdout().lock();
-        let _ = lock.write_all(&text);
+        let _ = lock.write_all(text);
         let _ = lock.flush();
         return;
     };
     loop {
         let mut queue = pending();
         if queue.len() < MAX_PENDING {
-            queue.extend_from_slice(&text);
+            queue.extend_from_slice(text);
             break;
         }
         drop(queue);
@@ -324,5 +363,29 @@ mod tests {
         assert_eq!(v["reason"], "bare_lf");
         assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert!(!l.contains('\n'));
+    }
+
+    struct Two(&'static str, u64);
+
+    impl Fields for Two {
+        fn write_fields(&self, out: &mut Vec<u8>) {
+            push_str_field(out, "name", Some(self.0));
+            push_field(out, "n", &self.1);
+        }
+    }
+
+    #[test]
+    fn a_reused_line_buffer_holds_exactly_the_new_line() {
+        let mut buf = b"{\"left over\":\"from a longer, earlier line\"}".repeat(4);
+        line_fields_into(&mut buf, Level::Info, "message", &Two("a\"b", 7));
+        let fresh = line_fields(Level::Info, "message", &Two("a\"b", 7));
+        let after_ts = |l: &[u8]| {
+            let l = std::str::from_utf8(l).expect("utf-8").to_string();
+            l[l.find("\"level\"").expect("level")..].to_string()
+        };
+        assert_eq!(after_ts(&buf), after_ts(&fresh));
+        let v: Value = serde_json::from_slice(&buf).expect("one JSON object");
+        assert_eq!(v["name"], "a\"b");
+        assert_eq!(v["n"], 7);
     }
 }

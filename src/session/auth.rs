@@ -141,9 +141,10 @@ impl Session {
         }
         let until = Instant::now() + self.rt.policy.limits.command_timeout;
         loop {
-            match self.inbuf.next_line(MAX_AUTH_LINE) {
-                Line::Ok(line) => {
-                    let line = zeroize::Zeroizing::new(line);
+            // Its own buffer, wiped on drop: an AUTH response is a secret.
+            let mut line = zeroize::Zeroizing::new(Vec::new());
+            match self.inbuf.next_line(MAX_AUTH_LINE, &mut line) {
+                Line::Ok => {
                     return match std::str::from_utf8(&line) {
                         Ok(s) => Ok(zeroize::Zeroizing::new(s.to_string())),
                         Err(_) => Err(self.bad_command(local::auth_malformed())),

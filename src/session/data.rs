@@ -1,7 +1,13 @@
 //! The DATA and BDAT verbs: framing of the client's message (end marker or
 //! chunk sizes); the content goes through the message pipeline.
 
-use super::{Flow, Outcome, Session, READ_CHUNK};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::message::{Inbound, Refusal};
+use super::{spare, Flow, Outcome, Session, READ_CHUNK};
+use crate::runtime::Phase;
 use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
 use crate::smtp::reply::{local, Reply};
 
@@ -15,12 +21,12 @@ impl Session {
         }
         let mut msg = self.new_inbound();
         self.early_data(&mut msg).await;
-        self.reply(local::start_data());
+        self.reply_static(local::START_DATA);
         if self.flush().await.is_err() {
             return Flow::End(Outcome::Error);
         }
         let mut decoder = DataDecoder::new(msg.mode);
-        let mut content = Vec::with_capacity(READ_CHUNK);
+        let mut content = std::mem::take(&mut self.spare.content);
         let data_timeout = self.rt.policy.limits.data_timeout;
         loop {
             if !self.inbuf.has_pending() {
@@ -53,6 +59,7 @@ impl Session {
                 return flow;
             }
         }
+        spare::keep(&mut self.spare.content, content);
         self.finish_message(msg).await
     }
 
@@ -79,7 +86,7 @@ impl Session {
         };
         let data_timeout = self.rt.policy.limits.data_timeout;
         let mut remaining = size;
-        let mut content = Vec::with_capacity(READ_CHUNK);
+        let mut content = std::mem::take(&mut self.spare.content);
         while remaining > 0 {
             if !self.inbuf.has_pending() {
                 if let Err(outcome) = self.read_data(data_timeout).await {
@@ -105,6 +112,7 @@ impl Session {
             self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), true)
                 .await;
         }
+        spare::keep(&mut self.spare.content, content);
         if last {
             return self.finish_message(msg).await;
         }
@@ -129,5 +137,73 @@ impl Session {
             n -= take;
         }
         Ok(())
+    }
+
+    /// Sends DATA upstream without waiting for its 354, which is read when
+    /// the first message bytes are forwarded: the upstream's round trip
+    /// overlaps the client sending its message.
+    pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
+        if msg.chunked {
+            // BDAT upstream: no DATA, no 354 to wait for.
+            return;
+        }
+        let Some(conn) = self.upstream.as_mut() else {
+            return;
+        };
+        match conn.send(b"DATA\r\n").await {
+            Ok(()) => {
+                msg.upstream_open = true;
+                msg.data_reply_pending = true;
+            }
+            Err(e) => {
+                self.lose_upstream_mid_message(msg, &e);
+            }
+        }
+    }
+
+    /// Sends DATA upstream and expects 354.
+    pub(super) async fn upstream_data(&mut self) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        match conn.command(b"DATA\r\n").await {
+            Ok(r) if r.code == 354 => Ok(()),
+            Ok(r) => Err(Refusal::Upstream(r)),
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+                Err(Refusal::UpstreamLost)
+            }
+        }
+    }
+
+    pub(super) async fn upstream_write(&mut self, wire: &[u8]) -> Result<(), Refusal> {
+        let Some(conn) = self.upstream.as_mut() else {
+            return Err(Refusal::UpstreamLost);
+        };
+        if let Err(e) = conn.write(wire).await {
+            self.log_upstream_error(&e);
+            self.upstream = None;
+            return Err(Refusal::UpstreamLost);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
+        // During DATA, shutdown only interrupts once the drain deadline passed.
+        let mut phase = self.phase.clone();
+        // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
+        let read = self.read_more(Instant::now() + timeout, false, READ_CHUNK);
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => return r,
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Closing {
+                        return Err(Outcome::Shutdown);
+                    }
+                }
+            }
+        }
     }
 }

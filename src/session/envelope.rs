@@ -14,7 +14,7 @@ use crate::upstream::{Connection, UpstreamError};
 impl Session {
     /// MAIL FROM: the typed path is checked against `senders` and the
     /// upstream command is written from it (never from the client's bytes).
-    pub(super) async fn mail(&mut self, mail: MailFrom) -> Flow {
+    pub(super) async fn mail(&mut self, mail: MailFrom<'_>) -> Flow {
         if !self.greeted {
             return self.bad_command(local::need_ehlo());
         }
@@ -31,12 +31,17 @@ impl Session {
             self.reply(local::non_ascii_address());
             return Flow::Continue;
         }
-        let (sender_domain, allowed) = match &mail.path {
-            ReversePath::Null => (String::new(), self.rt.policy.senders.allows_null()),
-            ReversePath::Mailbox(m) => (
-                m.domain_lower(),
-                self.rt.policy.senders.allows_mailbox(&m.local, &m.domain),
-            ),
+        // The last transaction's string, reused (see `finish_message`).
+        let mut sender_domain = std::mem::take(&mut self.spare.sender_domain);
+        let allowed = match &mail.path {
+            ReversePath::Null => {
+                sender_domain.clear();
+                self.rt.policy.senders.allows_null()
+            }
+            ReversePath::Mailbox(m) => {
+                m.write_domain_lower(&mut sender_domain);
+                self.rt.policy.senders.allows_mailbox(&m.local, &m.domain)
+            }
         };
         if !allowed {
             return self.refuse(
@@ -66,12 +71,14 @@ impl Session {
         // A pooled connection the server closed while idle is only found out
         // when the first command fails: then retry once on a new connection.
         for attempt in 0..2 {
-            let conn = match self.upstream_connection().await {
-                Ok(conn) => conn,
-                Err(reply) => {
-                    self.reply(reply);
-                    return Flow::Continue;
-                }
+            if let Err(reply) = self.upstream_connection().await {
+                self.reply(reply);
+                return Flow::Continue;
+            }
+            // The connection is borrowed apart from `upline` (written below).
+            let Some(conn) = self.upstream.as_mut() else {
+                self.reply(local::upstream_unavailable());
+                return Flow::Continue;
             };
             if mail.body == Some(Body::EightBitMime) && !conn.capabilities().eight_bit_mime {
                 self.reply(local::eight_bit_unsupported());
@@ -84,7 +91,8 @@ impl Session {
                 self.release_upstream();
                 return Flow::Continue;
             }
-            let line = mail.to_command(conn.capabilities().size.is_some());
+            let line = &mut self.upline;
+            mail.write_command(conn.capabilities().size.is_some(), line);
             let reused = conn.take_reused();
             conn.set_clean(false);
             if conn.capabilities().pipelining && !reused {
@@ -103,9 +111,11 @@ impl Session {
                 });
                 return Flow::Continue;
             }
-            match conn.command(line.as_bytes()).await {
+            match conn.command_ref(line.as_bytes()).await {
                 Ok(reply) => {
-                    if reply.is_positive() {
+                    let positive = reply.is_positive();
+                    Self::queue_reply(&mut self.slots, &mut self.out, reply);
+                    if positive {
                         self.tx = Some(Transaction {
                             sender_domain,
                             recipients: 0,
@@ -115,7 +125,6 @@ impl Session {
                     } else {
                         conn.set_clean(true);
                     }
-                    self.reply(reply);
                     self.release_upstream();
                     return Flow::Continue;
                 }
@@ -227,7 +236,7 @@ impl Session {
 
     /// RCPT TO: the typed mailbox is checked against `recipients` and the
     /// upstream command is written from it.
-    pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Flow {
+    pub(super) async fn rcpt(&mut self, rcpt: RcptTo<'_>) -> Flow {
         let max = self.rt.policy.recipients.max_per_message;
         let Some(tx) = self.tx.as_mut() else {
             return self.bad_command(local::need_mail());
@@ -262,7 +271,8 @@ impl Session {
             self.reply(local::upstream_failed());
             return Flow::Continue;
         };
-        let line = rcpt.to_command();
+        let line = &mut self.upline;
+        rcpt.write_command(line);
         if conn.capabilities().pipelining {
             if let Err(e) = conn.write(line.as_bytes()).await {
                 self.upstream_lost(&e);

@@ -2,17 +2,14 @@
 //! (line endings, size, header From) and streamed to the upstream; a refused
 //! message is aborted by dropping the upstream connection, never ended.
 
-use std::time::Duration;
-
 use serde_json::json;
-use tokio::time::Instant;
 
-use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, READ_CHUNK, WIRE_BATCH};
+use super::spare;
+use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, WIRE_BATCH};
 use crate::audit::{self, MessageEvent, MessageResult, Reason};
 use crate::policy::{BareLf, HeaderFrom};
-use crate::runtime::Phase;
 use crate::smtp::data::{BareLineEndings, DotStuffer};
-use crate::smtp::header::{header_section_wellformed, header_sender_addresses, Gate, HeaderGate};
+use crate::smtp::header::{for_each_sender_address, header_section_wellformed, Gate, HeaderGate};
 use crate::smtp::reply::{local, Reply};
 use crate::upstream::UpstreamError;
 
@@ -65,8 +62,12 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn new_inbound(&self) -> Inbound {
+    /// A message's state; its buffers are the session's, kept from the
+    /// last message (see `spare`).
+    pub(super) fn new_inbound(&mut self) -> Inbound {
+        let chunked = self.upstream_chunking();
         let policy = &self.rt.policy;
+        let gate_buf = std::mem::take(&mut self.spare.gate);
         Inbound {
             mode: match policy.data.bare_lf {
                 BareLf::Reject => BareLineEndings::Reject,
@@ -74,14 +75,14 @@ impl Session {
             },
             max: policy.limits.max_message_bytes,
             gate: (policy.header_from == HeaderFrom::Enforce)
-                .then(|| HeaderGate::new(MAX_HEADER_BYTES)),
+                .then(|| HeaderGate::with_buffer(MAX_HEADER_BYTES, gate_buf)),
             stuffer: DotStuffer::new(),
-            wire: Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8),
+            wire: std::mem::take(&mut self.spare.wire),
             size: 0,
             refusal: None,
             upstream_open: false,
             data_reply_pending: false,
-            chunked: self.upstream_chunking(),
+            chunked,
             owed: 0,
         }
     }
@@ -230,10 +231,7 @@ impl Session {
             if msg.wire.len() >= WIRE_BATCH {
                 self.send_chunk(msg).await;
             }
-            if content.capacity() == 0 {
-                *content = bytes;
-                content.clear();
-            }
+            self.give_back(content, bytes);
             return;
         }
         if !msg.upstream_open {
@@ -248,12 +246,16 @@ impl Session {
         if msg.data_reply_pending {
             msg.data_reply_pending = false;
             let reply = match self.upstream.as_mut() {
-                Some(conn) => conn.read_reply().await,
+                // Copied only when it is not the expected 354.
+                Some(conn) => conn
+                    .reply()
+                    .await
+                    .map(|r| (r.code != 354).then(|| r.clone())),
                 None => Err(UpstreamError::Closed),
             };
             match reply {
-                Ok(r) if r.code == 354 => {}
-                Ok(r) => {
+                Ok(None) => {}
+                Ok(Some(r)) => {
                     // Refused DATA: the upstream is not receiving a message.
                     msg.upstream_open = false;
                     msg.refusal = Some(Refusal::Upstream(r));
@@ -276,9 +278,17 @@ impl Session {
             wire.clear();
             msg.wire = wire;
         }
+        self.give_back(content, bytes);
+    }
+
+    /// Forwarded bytes were `content`'s own buffer (taken) or the header
+    /// gate's: either way the buffer is kept for reuse.
+    fn give_back(&mut self, content: &mut Vec<u8>, mut bytes: Vec<u8>) {
         if content.capacity() == 0 {
+            bytes.clear();
             *content = bytes;
-            content.clear();
+        } else {
+            spare::keep(&mut self.spare.gate, bytes);
         }
     }
 
@@ -292,80 +302,17 @@ impl Session {
 
     /// `header_from: enforce`: every address of From, Sender, Resent-From
     /// and Resent-Sender is an allowed sender.
-    pub(super) fn header_from_allowed(&self, headers: &[u8]) -> bool {
-        match header_sender_addresses(headers) {
-            Ok(addresses) => {
-                !addresses.is_empty() && addresses.iter().all(|a| self.rt.policy.senders.allows(a))
-            }
+    pub(super) fn header_from_allowed(&mut self, headers: &[u8]) -> bool {
+        let senders = &self.rt.policy.senders;
+        let mut all = true;
+        let mut scratch = std::mem::take(&mut self.spare.address);
+        let read = for_each_sender_address(headers, &mut scratch, |a| {
+            all = all && senders.allows(a);
+        });
+        spare::keep_string(&mut self.spare.address, scratch);
+        match read {
+            Ok(n) => n > 0 && all,
             Err(_) => false,
-        }
-    }
-
-    /// Sends DATA upstream without waiting for its 354, which is read when
-    /// the first message bytes are forwarded: the upstream's round trip
-    /// overlaps the client sending its message.
-    pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
-        if msg.chunked {
-            // BDAT upstream: no DATA, no 354 to wait for.
-            return;
-        }
-        let Some(conn) = self.upstream.as_mut() else {
-            return;
-        };
-        match conn.send(b"DATA\r\n").await {
-            Ok(()) => {
-                msg.upstream_open = true;
-                msg.data_reply_pending = true;
-            }
-            Err(e) => {
-                self.lose_upstream_mid_message(msg, &e);
-            }
-        }
-    }
-
-    /// Sends DATA upstream and expects 354.
-    pub(super) async fn upstream_data(&mut self) -> Result<(), Refusal> {
-        let Some(conn) = self.upstream.as_mut() else {
-            return Err(Refusal::UpstreamLost);
-        };
-        match conn.command(b"DATA\r\n").await {
-            Ok(r) if r.code == 354 => Ok(()),
-            Ok(r) => Err(Refusal::Upstream(r)),
-            Err(e) => {
-                self.log_upstream_error(&e);
-                self.upstream = None;
-                Err(Refusal::UpstreamLost)
-            }
-        }
-    }
-
-    pub(super) async fn upstream_write(&mut self, wire: &[u8]) -> Result<(), Refusal> {
-        let Some(conn) = self.upstream.as_mut() else {
-            return Err(Refusal::UpstreamLost);
-        };
-        if let Err(e) = conn.write(wire).await {
-            self.log_upstream_error(&e);
-            self.upstream = None;
-            return Err(Refusal::UpstreamLost);
-        }
-        Ok(())
-    }
-
-    pub(super) async fn read_data(&mut self, timeout: Duration) -> Result<(), Outcome> {
-        // During DATA, shutdown only interrupts once the drain deadline passed.
-        let mut phase = self.phase.clone();
-        // DATA: `data_timeout` of inactivity per read (RFC 5321 §4.5.3.2.5).
-        let read = self.read_more(Instant::now() + timeout, false, READ_CHUNK);
-        tokio::pin!(read);
-        loop {
-            tokio::select! {
-                r = &mut read => return r,
-                changed = phase.changed() => {
-                    if changed.is_err() || *phase.borrow() == Phase::Closing {
-                        return Err(Outcome::Shutdown);
-                    }
-                }
-            }
         }
     }
 
@@ -389,7 +336,7 @@ impl Session {
             upstream_open,
             mut stuffer,
             size,
-            wire: pending,
+            mut wire,
             chunked,
             owed,
             ..
@@ -417,11 +364,10 @@ impl Session {
                 (MessageResult::Failed, local::upstream_failed(), None)
             }
             None if chunked => {
-                let (result, reply) = self.finish_chunks(owed, &pending).await;
+                let (result, reply) = self.finish_chunks(owed, &wire).await;
                 (result, reply, None)
             }
             None => {
-                let mut wire = pending;
                 stuffer.finish(&mut wire);
                 match self.upstream.as_mut() {
                     Some(conn) => {
@@ -430,8 +376,11 @@ impl Session {
                             Err(e) => Err(e),
                         };
                         match sent {
-                            Ok(()) => match conn.read_reply().await {
-                                Ok(reply) => {
+                            Ok(()) => match conn.reply().await {
+                                Ok(r) => {
+                                    // Copied into the session's kept reply.
+                                    let mut reply = std::mem::take(&mut self.spare.reply);
+                                    reply.copy_from(r);
                                     conn.set_clean(true);
                                     let result = if reply.code == 250 {
                                         MessageResult::Relayed
@@ -457,8 +406,11 @@ impl Session {
                 }
             }
         };
+        spare::keep(&mut self.spare.wire, wire);
         // Whatever happened, the upstream transaction is over or gone.
         self.reset_transaction().await;
+        let mut line = std::mem::take(&mut self.spare.audit_reply);
+        reply.write_last_line(&mut line);
         audit::message(
             &self.info,
             &MessageEvent {
@@ -466,11 +418,14 @@ impl Session {
                 sender_domain: &tx.sender_domain,
                 recipients: tx.accepted,
                 bytes: size,
-                reply: &reply.last_line(),
+                reply: &line,
                 reason,
             },
         );
-        self.reply(reply);
+        spare::keep_string(&mut self.spare.audit_reply, line);
+        spare::keep_string(&mut self.spare.sender_domain, tx.sender_domain);
+        Self::queue_reply(&mut self.slots, &mut self.out, &reply);
+        spare::keep_reply(&mut self.spare.reply, reply);
         Flow::Continue
     }
 }

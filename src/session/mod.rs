@@ -18,11 +18,14 @@ mod auth;
 pub mod binding;
 mod chunks;
 mod data;
+mod ehlo;
 mod envelope;
 mod message;
 mod read;
+mod spare;
 mod starttls;
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -84,6 +87,18 @@ impl Outcome {
     }
 }
 
+/// An AUTH command line may carry an initial response (a secret): it is
+/// wiped from the reused line buffer once handled, not left there until the
+/// next command overwrites it.
+fn forget_secret(line: &mut Vec<u8>) {
+    if line
+        .get(..4)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH"))
+    {
+        zeroize::Zeroize::zeroize(line);
+    }
+}
+
 /// What a handler tells the ingest loop.
 enum Flow {
     Continue,
@@ -127,6 +142,13 @@ pub struct Session {
     cred: Option<Arc<Credential>>,
     info: SessionInfo,
     inbuf: LineBuffer,
+    /// The command line being handled: one buffer for the session, at most
+    /// [`MAX_COMMAND_LINE`] bytes, reused by every command.
+    line: Vec<u8>,
+    /// The MAIL or RCPT command written upstream (one buffer, reused).
+    upline: String,
+    /// Buffers kept from one message to the next (bounded).
+    spare: spare::Spare,
     out: Vec<u8>,
     greeted: bool,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
@@ -137,7 +159,7 @@ pub struct Session {
     upstream: Option<Connection>,
     tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
-    slots: std::collections::VecDeque<Slot>,
+    slots: VecDeque<Slot>,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
     /// The read deadline's timer, armed once per session and moved only
@@ -175,6 +197,9 @@ impl Session {
             cred: None,
             info,
             inbuf: LineBuffer::new(),
+            line: Vec::new(),
+            upline: String::new(),
+            spare: spare::Spare::default(),
             out: Vec::with_capacity(1024),
             greeted: false,
             smtputf8_offered: false,
@@ -183,7 +208,7 @@ impl Session {
             errors: 0,
             upstream: None,
             tx: None,
-            slots: std::collections::VecDeque::new(),
+            slots: VecDeque::new(),
             bdat: None,
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
             phase_change: read::next_phase_change(&mut phase),
@@ -240,21 +265,32 @@ impl Session {
         loop {
             // Answer every complete command already buffered, in order.
             loop {
-                let line = self.inbuf.next_line(MAX_COMMAND_LINE);
-                if !matches!(line, Line::NeedMore) {
+                // The session's line buffer, lent to the handler (it may
+                // read more input itself) and given back after it.
+                let mut line = std::mem::take(&mut self.line);
+                let next = self.inbuf.next_line(MAX_COMMAND_LINE, &mut line);
+                if !matches!(next, Line::NeedMore) {
                     deadline = None;
                 }
-                let flow = match line {
-                    Line::Ok(line) => self.handle(&line).await,
+                let flow = match next {
+                    Line::Ok => {
+                        let flow = self.handle(&line).await;
+                        forget_secret(&mut line);
+                        flow
+                    }
                     Line::TooLong => self.bad_command(local::line_too_long()),
                     Line::Flood => {
                         self.reply(local::line_too_long());
                         Flow::End(Outcome::Rejected)
                     }
-                    Line::NeedMore => break,
+                    Line::NeedMore => Flow::Continue,
                 };
+                self.line = line;
                 if let Flow::End(outcome) = flow {
                     return outcome;
+                }
+                if matches!(next, Line::NeedMore) {
+                    break;
                 }
             }
             if self.flush().await.is_err() {
@@ -281,6 +317,26 @@ impl Session {
         }
     }
 
+    /// [`Session::reply`] for a one-line reply of static text (built only
+    /// if it must wait behind replies owed).
+    fn reply_static(&mut self, (code, text): (u16, &'static str)) {
+        if self.slots.is_empty() {
+            Reply::write_one(&mut self.out, code, text);
+        } else {
+            self.slots.push_back(Slot::Ready(Reply::new(code, text)));
+        }
+    }
+
+    /// [`Session::reply`] for a reply lent by the upstream connection:
+    /// written out, or copied only when it must wait behind replies owed.
+    fn queue_reply(slots: &mut VecDeque<Slot>, out: &mut Vec<u8>, reply: &Reply) {
+        if slots.is_empty() {
+            reply.write_to(out);
+        } else {
+            slots.push_back(Slot::Ready(reply.clone()));
+        }
+    }
+
     /// Reads the upstream's replies to every pipelined command, in order,
     /// applies them to the transaction and queues them for the client.
     async fn settle(&mut self) {
@@ -301,28 +357,30 @@ impl Session {
                 }
                 kind => kind,
             };
+            let out = &mut self.out;
             let result = match (failed.is_some(), self.upstream.as_mut()) {
-                (false, Some(conn)) => conn.read_reply().await,
+                // Lent by the connection: written out, never copied.
+                (false, Some(conn)) => conn.reply().await.map(|reply| {
+                    reply.write_to(out);
+                    reply.is_positive()
+                }),
                 _ => Err(UpstreamError::Closed),
             };
             match result {
-                Ok(reply) => {
-                    match kind {
-                        Slot::Mail if !reply.is_positive() => {
-                            self.tx = None;
-                            if let Some(conn) = self.upstream.as_mut() {
-                                conn.set_clean(true);
-                            }
+                Ok(positive) => match kind {
+                    Slot::Mail if !positive => {
+                        self.tx = None;
+                        if let Some(conn) = self.upstream.as_mut() {
+                            conn.set_clean(true);
                         }
-                        Slot::Rcpt if reply.is_positive() => {
-                            if let Some(tx) = self.tx.as_mut() {
-                                tx.accepted += 1;
-                            }
-                        }
-                        _ => {}
                     }
-                    reply.write_to(&mut self.out);
-                }
+                    Slot::Rcpt if positive => {
+                        if let Some(tx) = self.tx.as_mut() {
+                            tx.accepted += 1;
+                        }
+                    }
+                    _ => {}
+                },
                 Err(e) => {
                     if failed.is_none() {
                         self.log_upstream_error(&e);
@@ -429,41 +487,6 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::NotImplemented => self.bad_command(local::not_implemented()),
         }
-    }
-
-    async fn ehlo(&mut self, extended: bool) -> Flow {
-        self.reset_transaction().await;
-        self.greeted = true;
-        self.smtputf8_offered = false;
-        let name = self.rt.policy.upstream.ehlo_name.clone();
-        if !extended {
-            self.reply(Reply::new(250, name));
-            return Flow::Continue;
-        }
-        let mut lines = vec![
-            name,
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.rt.policy.limits.max_message_bytes),
-            "8BITMIME".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "CHUNKING".to_string(),
-        ];
-        // Offered only once an upstream connection showed it is offered
-        // there too: SMTPUTF8 must hold end to end (RFC 6531 §3.4).
-        self.smtputf8_offered = self.rt.upstream_offers_smtputf8();
-        if self.smtputf8_offered {
-            lines.push("SMTPUTF8".to_string());
-        }
-        if self.offers_starttls() {
-            lines.push("STARTTLS".to_string());
-        }
-        // Under `starttls: require` AUTH is not offered before TLS.
-        if self.rt.policy.client.auth == ClientAuth::Required && !self.tls_first() {
-            lines.push("AUTH PLAIN LOGIN".to_string());
-        }
-        lines.push("HELP".to_string());
-        self.reply(Reply { code: 250, lines });
-        Flow::Continue
     }
 
     fn log_upstream_error(&self, e: &UpstreamError) {

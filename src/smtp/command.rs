@@ -7,6 +7,7 @@
 use smtp_proto::{Error as ProtoError, Request};
 
 use super::envelope::{self, EnvelopeError, MailFrom, RcptTo};
+use super::MAX_COMMAND_LINE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
@@ -16,7 +17,7 @@ pub enum Mechanism {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<'a> {
     Ehlo(String),
     Helo(String),
     Auth {
@@ -24,8 +25,8 @@ pub enum Command {
         /// The initial response, if one was given (`=` means empty).
         initial: Option<String>,
     },
-    Mail(MailFrom),
-    Rcpt(RcptTo),
+    Mail(MailFrom<'a>),
+    Rcpt(RcptTo<'a>),
     Data,
     /// BDAT with its chunk size and whether it is the LAST chunk.
     Bdat {
@@ -53,7 +54,7 @@ pub enum CommandError {
 }
 
 /// Parses one command line (without its CRLF).
-pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
     if let Some(arg) = strip_verb(line, b"MAIL FROM:", b"MAIL") {
         return match arg {
             Some(arg) => envelope::parse_mail(arg)
@@ -70,10 +71,24 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             None => Err(CommandError::Syntax("expected RCPT TO:<address>")),
         };
     }
-    let mut owned = Vec::with_capacity(line.len() + 2);
-    owned.extend_from_slice(line);
-    owned.extend_from_slice(b"\r\n");
-    let request = Request::parse(&mut owned.iter()).map_err(|e| match e {
+    // smtp-proto reads up to the line end: the line and CRLF, on the stack
+    // for a command line (no allocation per command), else on the heap.
+    let mut stack = [0u8; MAX_COMMAND_LINE + 2];
+    let mut heap = Vec::new();
+    let framed: &[u8] = match stack.get_mut(..line.len() + 2) {
+        Some(buf) => {
+            buf[..line.len()].copy_from_slice(line);
+            buf[line.len()..].copy_from_slice(b"\r\n");
+            buf
+        }
+        None => {
+            heap.reserve_exact(line.len() + 2);
+            heap.extend_from_slice(line);
+            heap.extend_from_slice(b"\r\n");
+            &heap
+        }
+    };
+    let request = Request::parse(&mut framed.iter()).map_err(|e| match e {
         ProtoError::UnknownCommand => CommandError::Unknown,
         ProtoError::SyntaxError { syntax } => CommandError::Syntax(syntax),
         _ => CommandError::Syntax("malformed command"),

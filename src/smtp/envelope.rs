@@ -24,6 +24,7 @@
 //! one, else as a Quoted-string with `"` and `\` escaped, so what the policy
 //! approved is exactly what an RFC 5321 parser on the other side reads.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Longest local part (RFC 5321 §4.5.3.1.1).
@@ -34,18 +35,19 @@ pub const MAX_DOMAIN: usize = 255;
 pub const MAX_PATH: usize = 256;
 
 /// A mailbox: the local part unquoted (as its meaning, not its spelling) and
-/// the domain (a host name; U-labels allowed).
+/// the domain (a host name; U-labels allowed). Both borrow the command line
+/// where they can (a quoted local part is unquoted into its own string).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    pub local: String,
-    pub domain: String,
+pub struct Mailbox<'a> {
+    pub local: Cow<'a, str>,
+    pub domain: Cow<'a, str>,
 }
 
 /// MAIL FROM's path: the null sender `<>` or a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReversePath {
+pub enum ReversePath<'a> {
     Null,
-    Mailbox(Mailbox),
+    Mailbox(Mailbox<'a>),
 }
 
 /// `BODY=` (RFC 6152). BINARYMIME is not offered.
@@ -57,8 +59,8 @@ pub enum Body {
 
 /// MAIL FROM, parsed. `AUTH=` was parsed and dropped: it has no field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailFrom {
-    pub path: ReversePath,
+pub struct MailFrom<'a> {
+    pub path: ReversePath<'a>,
     pub size: Option<u64>,
     pub body: Option<Body>,
     pub smtputf8: bool,
@@ -66,8 +68,8 @@ pub struct MailFrom {
 
 /// RCPT TO, parsed. No RCPT parameter is offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RcptTo {
-    pub mailbox: Mailbox,
+pub struct RcptTo<'a> {
+    pub mailbox: Mailbox<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +91,7 @@ pub enum EnvelopeError {
     BadParameter(&'static str),
 }
 
-impl Mailbox {
+impl Mailbox<'_> {
     /// Whether local part and domain are ASCII (else SMTPUTF8 is needed).
     pub fn is_ascii(&self) -> bool {
         self.local.is_ascii() && self.domain.is_ascii()
@@ -97,7 +99,22 @@ impl Mailbox {
 
     /// The domain lowercased, for logs and matching.
     pub fn domain_lower(&self) -> String {
-        self.domain.to_lowercase()
+        let mut out = String::new();
+        self.write_domain_lower(&mut out);
+        out
+    }
+
+    /// Replaces `out`'s contents with [`Mailbox::domain_lower`] (the same
+    /// text; an ASCII domain, the usual case, without allocating when `out`
+    /// has room).
+    pub fn write_domain_lower(&self, out: &mut String) {
+        out.clear();
+        if self.domain.is_ascii() {
+            out.push_str(&self.domain);
+            out.make_ascii_lowercase();
+        } else {
+            out.push_str(&self.domain.to_lowercase());
+        }
     }
 
     /// The length of [`Mailbox::write_path`]'s output, without writing it.
@@ -137,7 +154,7 @@ impl Mailbox {
     }
 }
 
-impl ReversePath {
+impl ReversePath<'_> {
     pub fn is_ascii(&self) -> bool {
         match self {
             ReversePath::Null => true,
@@ -146,15 +163,22 @@ impl ReversePath {
     }
 }
 
-impl MailFrom {
+impl MailFrom<'_> {
     /// The upstream command. `size` is written when the upstream offers
     /// SIZE, `smtputf8` only when it was negotiated (the caller checks).
     pub fn to_command(&self, upstream_size: bool) -> String {
         let mut line = String::with_capacity(64);
+        self.write_command(upstream_size, &mut line);
+        line
+    }
+
+    /// [`MailFrom::to_command`] into `line` (replacing its contents).
+    pub fn write_command(&self, upstream_size: bool, line: &mut String) {
+        line.clear();
         line.push_str("MAIL FROM:");
         match &self.path {
             ReversePath::Null => line.push_str("<>"),
-            ReversePath::Mailbox(m) => m.write_path(&mut line),
+            ReversePath::Mailbox(m) => m.write_path(line),
         }
         if let (Some(s), true) = (self.size, upstream_size) {
             let _ = write!(line, " SIZE={s}");
@@ -168,34 +192,54 @@ impl MailFrom {
             line.push_str(" SMTPUTF8");
         }
         line.push_str("\r\n");
-        line
     }
 }
 
-impl RcptTo {
+impl RcptTo<'_> {
     pub fn to_command(&self) -> String {
         let mut line = String::with_capacity(64);
-        line.push_str("RCPT TO:");
-        self.mailbox.write_path(&mut line);
-        line.push_str("\r\n");
+        self.write_command(&mut line);
         line
+    }
+
+    /// [`RcptTo::to_command`] into `line` (replacing its contents).
+    pub fn write_command(&self, line: &mut String) {
+        line.clear();
+        line.push_str("RCPT TO:");
+        self.mailbox.write_path(line);
+        line.push_str("\r\n");
     }
 }
 
-/// atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII (RFC 6531).
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+/// atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII (RFC 6531), by byte: a
+/// non-ASCII character is all bytes >= 0x80, so "every byte is atext" is
+/// "every character is".
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || !b.is_ascii() || ATEXT_SPECIALS[usize::from(b)]
 }
+
+/// The ASCII atext that is not a letter or digit, as a table.
+const ATEXT_SPECIALS: [bool; 128] = {
+    let mut table = [false; 128];
+    let specials = b"!#$%&'*+-/=?^_`{|}~";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Dot-string: atoms of atext joined by single dots.
 pub fn is_dot_string(s: &str) -> bool {
     !s.is_empty()
-        && s.split('.')
-            .all(|a| !a.is_empty() && a.chars().all(is_atext))
+        && s.as_bytes()
+            .split(|&b| b == b'.')
+            .all(|a| !a.is_empty() && a.iter().all(|&b| is_atext(b)))
 }
 
 /// Parses the argument of `MAIL FROM:` (everything after the colon).
-pub fn parse_mail(arg: &[u8]) -> Result<MailFrom, EnvelopeError> {
+pub fn parse_mail(arg: &[u8]) -> Result<MailFrom<'_>, EnvelopeError> {
     let arg = text(arg)?;
     let (path, rest) = split_path(arg)?;
     let path = if path.is_empty() {
@@ -211,8 +255,8 @@ pub fn parse_mail(arg: &[u8]) -> Result<MailFrom, EnvelopeError> {
     };
     let mut seen_auth = false;
     for (key, value) in params(rest)? {
-        match (key.to_ascii_uppercase().as_str(), value) {
-            ("SIZE", Some(v)) if mail.size.is_none() => {
+        match (Keyword::of(key), value) {
+            (Keyword::Size, Some(v)) if mail.size.is_none() => {
                 if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(EnvelopeError::BadParameter("SIZE takes a number"));
                 }
@@ -221,7 +265,7 @@ pub fn parse_mail(arg: &[u8]) -> Result<MailFrom, EnvelopeError> {
                         .map_err(|_| EnvelopeError::BadParameter("SIZE out of range"))?,
                 );
             }
-            ("BODY", Some(v)) if mail.body.is_none() => {
+            (Keyword::Body, Some(v)) if mail.body.is_none() => {
                 mail.body = Some(if v.eq_ignore_ascii_case("7BIT") {
                     Body::SevenBit
                 } else if v.eq_ignore_ascii_case("8BITMIME") {
@@ -230,22 +274,47 @@ pub fn parse_mail(arg: &[u8]) -> Result<MailFrom, EnvelopeError> {
                     return Err(EnvelopeError::Parameter(format!("BODY={}", printable(v))));
                 });
             }
-            ("SMTPUTF8", None) if !mail.smtputf8 => mail.smtputf8 = true,
+            (Keyword::SmtpUtf8, None) if !mail.smtputf8 => mail.smtputf8 = true,
             // RFC 4954 §5: the client's AUTH= ends here, like its AUTH.
-            ("AUTH", Some(_)) if !seen_auth => seen_auth = true,
-            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH", _) => {
+            (Keyword::Auth, Some(_)) if !seen_auth => seen_auth = true,
+            (Keyword::Size | Keyword::Body | Keyword::SmtpUtf8 | Keyword::Auth, _) => {
                 return Err(EnvelopeError::BadParameter(
                     "parameter repeated or malformed",
                 ))
             }
-            (k, _) => return Err(EnvelopeError::Parameter(printable(k))),
+            (Keyword::Other, _) => return Err(EnvelopeError::Parameter(printable(key))),
         }
     }
     Ok(mail)
 }
 
+/// The MAIL parameters smtpbind knows, matched ASCII case-insensitively
+/// (without uppercasing a copy of the keyword).
+#[derive(Clone, Copy)]
+enum Keyword {
+    Size,
+    Body,
+    SmtpUtf8,
+    Auth,
+    Other,
+}
+
+impl Keyword {
+    fn of(key: &str) -> Keyword {
+        [
+            ("SIZE", Keyword::Size),
+            ("BODY", Keyword::Body),
+            ("SMTPUTF8", Keyword::SmtpUtf8),
+            ("AUTH", Keyword::Auth),
+        ]
+        .into_iter()
+        .find(|(name, _)| key.eq_ignore_ascii_case(name))
+        .map_or(Keyword::Other, |(_, k)| k)
+    }
+}
+
 /// Parses the argument of `RCPT TO:`.
-pub fn parse_rcpt(arg: &[u8]) -> Result<RcptTo, EnvelopeError> {
+pub fn parse_rcpt(arg: &[u8]) -> Result<RcptTo<'_>, EnvelopeError> {
     let arg = text(arg)?;
     let (path, rest) = split_path(arg)?;
     if path.is_empty() {
@@ -304,7 +373,7 @@ fn split_path(arg: &str) -> Result<(&str, &str), EnvelopeError> {
 }
 
 /// `[A-d-l ":"] Mailbox` between the brackets.
-fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
+fn parse_path(path: &str) -> Result<Mailbox<'_>, EnvelopeError> {
     let mailbox = match path.strip_prefix('@') {
         Some(_) => {
             // Source route (RFC 5321 §4.1.2, obsolete): "@d1,@d2:" — dropped.
@@ -328,7 +397,7 @@ fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
         let domain = after
             .strip_prefix('@')
             .ok_or(EnvelopeError::Syntax("expected '@' after the local part"))?;
-        (local, domain)
+        (Cow::Owned(local), domain)
     } else {
         let (local, domain) = mailbox
             .split_once('@')
@@ -336,7 +405,7 @@ fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
         if !is_dot_string(local) {
             return Err(EnvelopeError::Syntax("local part is not a dot-string"));
         }
-        (local.to_string(), domain)
+        (Cow::Borrowed(local), domain)
     };
     if local.is_empty() || local.len() > MAX_LOCAL {
         return Err(EnvelopeError::Syntax("local part empty or longer than 64"));
@@ -346,7 +415,7 @@ fn parse_path(path: &str) -> Result<Mailbox, EnvelopeError> {
     }
     let mailbox = Mailbox {
         local,
-        domain: domain.to_string(),
+        domain: Cow::Borrowed(domain),
     };
     // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
     // (measured as it is written upstream).
@@ -379,15 +448,17 @@ fn unquote(s: &str) -> Result<(String, &str), EnvelopeError> {
 /// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str]
 /// (U-labels allowed: non-ASCII counts as a letter).
 fn is_domain(d: &str) -> bool {
-    let label_ok = |l: &str| {
-        let alnum = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
+    // By byte: a non-ASCII character is all bytes >= 0x80 (its first and
+    // last byte included), so each test reads the same as by character.
+    let label_ok = |l: &[u8]| {
+        let alnum = |b: &u8| b.is_ascii_alphanumeric() || !b.is_ascii();
         !l.is_empty()
             && l.len() <= 63
-            && l.chars().all(|c| alnum(c) || c == '-')
-            && l.chars().next().is_some_and(alnum)
-            && l.chars().last().is_some_and(alnum)
+            && l.iter().all(|b| alnum(b) || *b == b'-')
+            && l.first().is_some_and(alnum)
+            && l.last().is_some_and(alnum)
     };
-    !d.is_empty() && d.split('.').all(label_ok)
+    !d.is_empty() && d.as_bytes().split(|&b| b == b'.').all(label_ok)
 }
 
 /// `SP keyword[=value]` pairs (RFC 5321 §4.1.2 Mail-parameters).
@@ -430,7 +501,7 @@ fn printable(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn mbox(path: &str) -> Mailbox {
+    fn mbox(path: &str) -> Mailbox<'_> {
         match parse_mail(path.as_bytes()).expect("parses").path {
             ReversePath::Mailbox(m) => m,
             ReversePath::Null => panic!("null"),
@@ -479,10 +550,7 @@ mod tests {
         m.write_path(&mut s);
         assert_eq!(s, r#"<"a\"b\\c d"@acme.example>"#);
         let m = mbox("<@relay.example,@r2.example:user@acme.example>");
-        assert_eq!(
-            (m.local.as_str(), m.domain.as_str()),
-            ("user", "acme.example")
-        );
+        assert_eq!((&*m.local, &*m.domain), ("user", "acme.example"));
     }
 
     #[test]

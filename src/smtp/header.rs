@@ -27,107 +27,10 @@
 //! Domains are returned lowercased; local parts are kept as written.
 
 use mail_parser::{Addr, Address, HeaderName, MessageParser};
-use memchr::memmem;
 use std::borrow::Cow;
 
-/// Result of feeding the gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    /// The header block is not complete yet.
-    NeedMore,
-    /// Header block complete: [`HeaderGate::headers`] holds the headers (incl.
-    /// the blank line, or all of the content if the message ended first);
-    /// [`HeaderGate::buffered`] may hold some body bytes after them.
-    Complete,
-    /// The header block exceeds the limit.
-    TooLarge,
-}
-
-/// Buffers decoded content until the end of the header block.
-#[derive(Debug, Clone)]
-pub struct HeaderGate {
-    limit: usize,
-    buf: Vec<u8>,
-    state: Gate,
-    header_len: usize,
-}
-
-impl HeaderGate {
-    /// A gate that accepts a header block of at most `limit` bytes (the blank
-    /// line included).
-    pub fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            buf: Vec::new(),
-            state: Gate::NeedMore,
-            header_len: 0,
-        }
-    }
-
-    /// Append decoded content. Once the gate has answered `Complete` or
-    /// `TooLarge` it buffers nothing more and keeps giving that answer: the
-    /// caller forwards later content directly. The buffer never grows past
-    /// `limit` + the size of one pushed chunk.
-    pub fn push(&mut self, content: &[u8]) -> Gate {
-        if self.state != Gate::NeedMore {
-            return self.state;
-        }
-        // A "\r\n\r\n" may straddle the previous chunk and this one.
-        let scan_from = self.buf.len().saturating_sub(3);
-        self.buf.extend_from_slice(content);
-        let end = if self.buf.starts_with(b"\r\n") {
-            Some(2)
-        } else {
-            memmem::find(&self.buf[scan_from..], b"\r\n\r\n").map(|p| scan_from + p + 4)
-        };
-        match end {
-            Some(len) if len <= self.limit => {
-                self.header_len = len;
-                self.state = Gate::Complete;
-            }
-            Some(_) => self.state = Gate::TooLarge,
-            None if self.buf.len() > self.limit => self.state = Gate::TooLarge,
-            None => {}
-        }
-        self.state
-    }
-
-    /// The message ended: whatever was buffered is the header block.
-    pub fn finish(&mut self) -> Gate {
-        if self.state == Gate::NeedMore {
-            if self.buf.len() > self.limit {
-                self.state = Gate::TooLarge;
-            } else {
-                self.header_len = self.buf.len();
-                self.state = Gate::Complete;
-            }
-        }
-        self.state
-    }
-
-    /// Everything buffered so far (headers and possibly the start of the body).
-    pub fn buffered(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// Take the buffer (headers and possibly the start of the body).
-    pub fn into_buffer(self) -> Vec<u8> {
-        self.buf
-    }
-
-    /// The header block once `Complete`; empty before that or when `TooLarge`.
-    pub fn headers(&self) -> &[u8] {
-        match self.state {
-            Gate::Complete => self.buf.get(..self.header_len).unwrap_or(&[]),
-            Gate::NeedMore | Gate::TooLarge => &[],
-        }
-    }
-
-    /// The current state.
-    pub fn state(&self) -> Gate {
-        self.state
-    }
-}
+mod gate;
+pub use gate::{Gate, HeaderGate};
 
 /// Why the header From could not be turned into addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,12 +120,28 @@ const SENDER_FIELDS: [&[u8]; 4] = [b"from", b"sender", b"resent-from", b"resent-
 /// `Resent-Sender` (one per resent block). `header_from: enforce` checks
 /// each against `senders`. The header section is parsed once.
 pub fn header_sender_addresses(headers: &[u8]) -> Result<Vec<String>, FromError> {
-    let parsed = Parsed::new(headers);
-    let mut out = parsed.from()?;
-    out.extend(parsed.addresses(1, HeaderName::Sender, true)?);
-    out.extend(parsed.addresses(2, HeaderName::ResentFrom, false)?);
-    out.extend(parsed.addresses(3, HeaderName::ResentSender, false)?);
+    let mut out = Vec::new();
+    for_each_sender_address(headers, &mut String::new(), |a| out.push(a.to_string()))?;
     Ok(out)
+}
+
+/// [`header_sender_addresses`] without collecting them: each address, in
+/// the same order, is written into `scratch` (reused: no allocation per
+/// address) and passed to `each`. `Ok(n)`: the section read, `n` addresses
+/// (never 0); on an error `each` may already have seen some addresses, and
+/// none of them counts.
+pub fn for_each_sender_address(
+    headers: &[u8],
+    scratch: &mut String,
+    mut each: impl FnMut(&str),
+) -> Result<usize, FromError> {
+    let parsed = Parsed::new(headers);
+    let each: &mut dyn FnMut(&str) = &mut each;
+    let mut n = parsed.visit_from(scratch, each)?;
+    n += parsed.visit(1, HeaderName::Sender, true, scratch, each)?;
+    n += parsed.visit(2, HeaderName::ResentFrom, false, scratch, each)?;
+    n += parsed.visit(3, HeaderName::ResentSender, false, scratch, each)?;
+    Ok(n)
 }
 
 /// mail-parser configured for what the check reads: the four sender
@@ -310,39 +229,55 @@ impl<'a> Parsed<'a> {
 
     /// The addresses of the one From field (required).
     fn from(&self) -> Result<Vec<String>, FromError> {
-        let out = self.addresses(0, HeaderName::From, true)?;
-        if out.is_empty() {
-            return Err(FromError::Missing);
-        }
+        let mut out = Vec::new();
+        self.visit_from(&mut String::new(), &mut |a| out.push(a.to_string()))?;
         Ok(out)
+    }
+
+    /// [`Parsed::from`], each address passed to `each` (see [`Parsed::visit`]).
+    fn visit_from(
+        &self,
+        scratch: &mut String,
+        each: &mut dyn FnMut(&str),
+    ) -> Result<usize, FromError> {
+        match self.visit(0, HeaderName::From, true, scratch, each)? {
+            0 => Err(FromError::Missing),
+            n => Ok(n),
+        }
     }
 
     /// The addresses of every field named `SENDER_FIELDS[name]`
     /// (mail-parser's `hname`), cross-checked with our own scan; `single`:
-    /// more than one such field is [`FromError::Multiple`]. No field: an
-    /// empty list.
-    fn addresses(
+    /// more than one such field is [`FromError::Multiple`]. No field: no
+    /// address. Each address is written into `scratch` and passed to
+    /// `each`; returns how many.
+    fn visit(
         &self,
         name: usize,
         hname: HeaderName<'static>,
         single: bool,
-    ) -> Result<Vec<String>, FromError> {
+        scratch: &mut String,
+        each: &mut dyn FnMut(&str),
+    ) -> Result<usize, FromError> {
         let headers: &[u8] = &self.headers;
         let ours = self.scans.get(name).map_or(&[][..], Vec::as_slice);
-        let theirs: Vec<&mail_parser::Header<'_>> = self
-            .message
-            .as_ref()
-            .map(|m| m.headers().iter().filter(|h| h.name == hname).collect())
-            .unwrap_or_default();
+        // mail-parser's fields of that name, in order (walked twice, not collected).
+        let theirs = || {
+            self.message
+                .iter()
+                .flat_map(|m| m.headers().iter())
+                .filter(|h| h.name == hname)
+        };
+        let theirs_len = theirs().count();
 
-        if single && (ours.len() > 1 || theirs.len() > 1) {
+        if single && (ours.len() > 1 || theirs_len > 1) {
             return Err(FromError::Multiple);
         }
-        if ours.len() != theirs.len() {
+        if ours.len() != theirs_len {
             return Err(FromError::Unparseable);
         }
-        let mut out = Vec::new();
-        for (field, header) in ours.iter().zip(theirs) {
+        let mut n = 0;
+        for (field, header) in ours.iter().zip(theirs()) {
             // Same field, and mail-parser's reading did not run past its end.
             let same_start = usize::try_from(header.offset_field).ok() == Some(field.start);
             let within = usize::try_from(header.offset_end).is_ok_and(|end| end <= field.value.end);
@@ -351,9 +286,13 @@ impl<'a> Parsed<'a> {
             }
             let address = header.value.as_address().ok_or(FromError::Unparseable)?;
             let raw_value = headers.get(field.value.clone()).unwrap_or(&[]);
-            let before = out.len();
+            let before = n;
             let mut push = |addr: &Addr<'_>| -> Result<(), FromError> {
-                out.push(mailbox(addr, raw_value).ok_or(FromError::Unparseable)?);
+                if !mailbox(addr, raw_value, scratch) {
+                    return Err(FromError::Unparseable);
+                }
+                each(scratch);
+                n += 1;
                 Ok(())
             };
             match address {
@@ -363,11 +302,11 @@ impl<'a> Parsed<'a> {
                     .flat_map(|g| g.addresses.iter())
                     .try_for_each(&mut push)?,
             }
-            if out.len() == before {
+            if n == before {
                 return Err(FromError::Unparseable);
             }
         }
-        Ok(out)
+        Ok(n)
     }
 }
 
@@ -381,22 +320,27 @@ fn unfold(value: &[u8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Validate one parsed mailbox and normalise its domain. `raw_value`: the
+/// Validate one parsed mailbox and normalise its domain into `out`
+/// (replacing its contents); false: not a usable mailbox. `raw_value`: the
 /// field's value as it is in the header section (folded).
-fn mailbox(addr: &Addr<'_>, raw_value: &[u8]) -> Option<String> {
-    let address = addr.address.as_deref()?.trim();
+fn mailbox(addr: &Addr<'_>, raw_value: &[u8], out: &mut String) -> bool {
+    let Some(address) = addr.address.as_deref().map(str::trim) else {
+        return false;
+    };
     if address.starts_with('@') {
         // mail-parser reads a bare quoted local part (`"john doe"@x.example`)
         // as display name + "@domain". Accept it only if exactly that text is
         // in the field; otherwise (e.g. an obsolete source route) fail closed.
-        let name = addr.name.as_deref()?;
+        let Some(name) = addr.name.as_deref() else {
+            return false;
+        };
         let candidate = format!("\"{}\"{}", quote_escape(name), address);
         if !unfold(raw_value).contains(&candidate) {
-            return None;
+            return false;
         }
-        return normalize_address(&candidate);
+        return normalize_address(&candidate, out).is_some();
     }
-    normalize_address(address)
+    normalize_address(address, out).is_some()
 }
 
 fn quote_escape(s: &str) -> String {
@@ -411,8 +355,9 @@ fn quote_escape(s: &str) -> String {
 }
 
 /// `local@domain` with a dot-atom or quoted-string local part and a host name
-/// or address-literal domain; returns it with the domain lowercased.
-fn normalize_address(address: &str) -> Option<String> {
+/// or address-literal domain; written into `out` (replacing its contents)
+/// with the domain lowercased (`None`: not such an address).
+fn normalize_address(address: &str, out: &mut String) -> Option<()> {
     let (local, domain) = if let Some(rest) = address.strip_prefix('"') {
         let close = closing_quote(rest)?;
         let quoted = rest.get(..close)?;
@@ -436,7 +381,17 @@ fn normalize_address(address: &str) -> Option<String> {
     if !valid_domain(domain) {
         return None;
     }
-    Some(format!("{local}@{}", domain.to_lowercase()))
+    out.clear();
+    out.push_str(local);
+    out.push('@');
+    if domain.is_ascii() {
+        let start = out.len();
+        out.push_str(domain);
+        out[start..].make_ascii_lowercase();
+    } else {
+        out.push_str(&domain.to_lowercase());
+    }
+    Some(())
 }
 
 /// Index in `s` (the text after an opening quote) of the closing quote.
@@ -709,5 +664,41 @@ mod tests {
         let mut g = HeaderGate::new(4);
         assert_eq!(g.push(b"abcd"), Gate::NeedMore);
         assert_eq!(g.finish(), Gate::Complete);
+    }
+
+    #[test]
+    fn visiting_the_sender_addresses_gives_the_collected_list() {
+        let sections = [
+            "From: A <a@Acme.Example>, b@x.example\r\nSender: s@ACME.example\r\n\r\n",
+            "From: j@B\u{dc}CHER.example\r\nResent-From: r@r.example\r\nResent-Sender: q@q.example\r\n\r\n",
+            "From: \"john doe\"@x.example\r\n\r\n",
+            "From: a@x.example\r\nFrom: b@x.example\r\n\r\n",
+            "From: <>\r\n\r\n",
+            "Subject: none\r\n\r\n",
+            "From: a@x.example\r\nSender: bad@@x\r\n\r\n",
+        ];
+        let mut scratch = String::from("left over");
+        for h in sections {
+            let mut seen = Vec::new();
+            let visited = for_each_sender_address(h.as_bytes(), &mut scratch, |a| {
+                seen.push(a.to_string());
+            });
+            match header_sender_addresses(h.as_bytes()) {
+                Ok(list) => {
+                    assert_eq!(visited, Ok(list.len()), "{h}");
+                    assert_eq!(seen, list, "{h}");
+                }
+                Err(e) => assert_eq!(visited, Err(e), "{h}"),
+            }
+        }
+        assert_eq!(
+            header_sender_addresses(sections[1].as_bytes()).expect("reads"),
+            ["j@b\u{fc}cher.example", "r@r.example", "q@q.example"],
+            "a non-ASCII domain lowercased as before (str::to_lowercase)"
+        );
+        assert_eq!(
+            header_sender_addresses(sections[0].as_bytes()).expect("reads"),
+            ["a@acme.example", "b@x.example", "s@acme.example"]
+        );
     }
 }

@@ -22,8 +22,8 @@ pub const COMMAND_READ: usize = 2048;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
-    /// A complete line, without its CRLF / LF.
-    Ok(Vec<u8>),
+    /// A complete line, without its CRLF / LF: written to the caller's buffer.
+    Ok,
     /// A line longer than the limit ended; its bytes were discarded.
     TooLong,
     /// More than [`MAX_DISCARD`] bytes without a line end.
@@ -101,8 +101,11 @@ impl LineBuffer {
         }
     }
 
-    /// Next complete line no longer than `limit` bytes including its line end.
-    pub fn next_line(&mut self, limit: usize) -> Line {
+    /// Next complete line no longer than `limit` bytes including its line
+    /// end. On [`Line::Ok`] the line replaces `out`'s contents (a buffer the
+    /// caller reuses from line to line: no allocation per command); `out`
+    /// is left alone otherwise.
+    pub fn next_line(&mut self, limit: usize, out: &mut Vec<u8>) -> Line {
         let pending = &self.buf[self.start..];
         match pending.iter().position(|&b| b == b'\n') {
             Some(lf) => {
@@ -112,7 +115,9 @@ impl LineBuffer {
                 let result = if was_discarding || len > limit {
                     Line::TooLong
                 } else {
-                    Line::Ok(line.to_vec())
+                    out.clear();
+                    out.extend_from_slice(line);
+                    Line::Ok
                 };
                 self.discarding = 0;
                 self.start += len;
@@ -138,15 +143,24 @@ impl LineBuffer {
 mod tests {
     use super::*;
 
+    /// The next line as a value (or the outcome without one).
+    fn next(b: &mut LineBuffer, limit: usize) -> Result<Vec<u8>, Line> {
+        let mut out = Vec::new();
+        match b.next_line(limit, &mut out) {
+            Line::Ok => Ok(out),
+            other => Err(other),
+        }
+    }
+
     #[test]
     fn splits_pipelined_lines_and_strips_crlf() {
         let mut b = LineBuffer::new();
         b.extend(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\nDA");
-        assert_eq!(b.next_line(512), Line::Ok(b"MAIL FROM:<a@b>".to_vec()));
-        assert_eq!(b.next_line(512), Line::Ok(b"RCPT TO:<c@d>".to_vec()));
-        assert_eq!(b.next_line(512), Line::NeedMore);
+        assert_eq!(next(&mut b, 512), Ok(b"MAIL FROM:<a@b>".to_vec()));
+        assert_eq!(next(&mut b, 512), Ok(b"RCPT TO:<c@d>".to_vec()));
+        assert_eq!(next(&mut b, 512), Err(Line::NeedMore));
         b.extend(b"TA\r\n");
-        assert_eq!(b.next_line(512), Line::Ok(b"DATA".to_vec()));
+        assert_eq!(next(&mut b, 512), Ok(b"DATA".to_vec()));
         assert!(!b.has_pending());
     }
 
@@ -156,12 +170,12 @@ mod tests {
         let mut line = vec![b'a'; 510];
         line.extend_from_slice(b"\r\n");
         b.extend(&line);
-        assert!(matches!(b.next_line(512), Line::Ok(_)));
+        assert!(next(&mut b, 512).is_ok());
         let mut line = vec![b'a'; 511];
         line.extend_from_slice(b"\r\nNOOP\r\n");
         b.extend(&line);
-        assert_eq!(b.next_line(512), Line::TooLong);
-        assert_eq!(b.next_line(512), Line::Ok(b"NOOP".to_vec()));
+        assert_eq!(next(&mut b, 512), Err(Line::TooLong));
+        assert_eq!(next(&mut b, 512), Ok(b"NOOP".to_vec()));
     }
 
     #[test]
@@ -169,12 +183,12 @@ mod tests {
         let mut b = LineBuffer::new();
         for _ in 0..10 {
             b.extend(&[b'x'; 1000]);
-            assert_eq!(b.next_line(512), Line::NeedMore);
+            assert_eq!(next(&mut b, 512), Err(Line::NeedMore));
             assert!(b.pending().len() <= 1000, "buffer must not grow");
         }
         b.extend(b"yyy\r\nQUIT\r\n");
-        assert_eq!(b.next_line(512), Line::TooLong);
-        assert_eq!(b.next_line(512), Line::Ok(b"QUIT".to_vec()));
+        assert_eq!(next(&mut b, 512), Err(Line::TooLong));
+        assert_eq!(next(&mut b, 512), Ok(b"QUIT".to_vec()));
     }
 
     #[test]
@@ -183,7 +197,7 @@ mod tests {
         let mut last = Line::NeedMore;
         for _ in 0..100 {
             b.extend(&[b'x'; 1024]);
-            last = b.next_line(512);
+            last = b.next_line(512, &mut Vec::new());
             if last != Line::NeedMore {
                 break;
             }
@@ -197,7 +211,7 @@ mod tests {
         let target = b.read_target(16 * 1024);
         target.extend_from_slice(b"NOOP\r\n");
         assert!(b.capacity() >= 16 * 1024);
-        assert_eq!(b.next_line(512), Line::Ok(b"NOOP".to_vec()));
+        assert_eq!(next(&mut b, 512), Ok(b"NOOP".to_vec()));
         assert_eq!(
             b.capacity(),
             0,
@@ -211,7 +225,24 @@ mod tests {
         b.read_target(COMMAND_READ).extend_from_slice(b"QUIT\r\n");
         let small = b.capacity();
         assert!((COMMAND_READ..=KEEP_CAPACITY).contains(&small));
-        assert_eq!(b.next_line(512), Line::Ok(b"QUIT".to_vec()));
+        assert_eq!(next(&mut b, 512), Ok(b"QUIT".to_vec()));
         assert_eq!(b.capacity(), small);
+    }
+
+    #[test]
+    fn the_callers_line_buffer_is_reused() {
+        let mut b = LineBuffer::new();
+        let mut out = Vec::with_capacity(64);
+        let ptr = out.as_ptr();
+        b.extend(b"MAIL FROM:<a@b>\r\nDATA\r\n");
+        assert_eq!(b.next_line(512, &mut out), Line::Ok);
+        assert_eq!(out, b"MAIL FROM:<a@b>");
+        assert_eq!(b.next_line(512, &mut out), Line::Ok);
+        assert_eq!(out, b"DATA", "replaced, not appended");
+        assert_eq!(out.as_ptr(), ptr, "no new allocation");
+        b.extend(&[b'x'; 600]);
+        b.extend(b"\r\n");
+        assert_eq!(b.next_line(512, &mut out), Line::TooLong);
+        assert_eq!(out, b"DATA", "left alone unless a line is returned");
     }
 }

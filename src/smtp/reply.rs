@@ -2,7 +2,7 @@
 //! the upstream's (possibly multi-line) replies.
 
 /// A reply as sent on the wire: a code and one or more text lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<String>,
@@ -16,6 +16,20 @@ impl Reply {
         }
     }
 
+    /// Room for a few short lines only: what is worth keeping for reuse
+    /// (a reply kept by a connection or a session that grew past this is
+    /// freed, so one long reply does not pin its memory).
+    pub fn is_small(&self) -> bool {
+        self.lines.capacity() <= 4 && self.lines.iter().map(String::capacity).sum::<usize>() <= 1024
+    }
+
+    /// Becomes a copy of `other`, reusing this reply's strings (the
+    /// derived `clone_from` would allocate anew).
+    pub fn copy_from(&mut self, other: &Reply) {
+        self.code = other.code;
+        self.lines.clone_from(&other.lines);
+    }
+
     pub fn is_positive(&self) -> bool {
         (200..400).contains(&self.code)
     }
@@ -27,30 +41,42 @@ impl Reply {
     /// The last line, as `code text` (what audit events record: it carries
     /// the queue id in the upstream's final reply to DATA).
     pub fn last_line(&self) -> String {
-        format!(
-            "{} {}",
-            self.code,
-            self.lines.last().map(String::as_str).unwrap_or("")
-        )
+        let mut out = String::new();
+        self.write_last_line(&mut out);
+        out
+    }
+
+    /// [`Reply::last_line`] into `out` (replacing its contents).
+    pub fn write_last_line(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
+        match self.code {
+            c @ 100..=999 => {
+                out.push(char::from(b'0' + (c / 100) as u8));
+                out.push(char::from(b'0' + (c / 10 % 10) as u8));
+                out.push(char::from(b'0' + (c % 10) as u8));
+            }
+            c => {
+                let _ = write!(out, "{c}");
+            }
+        }
+        out.push(' ');
+        out.push_str(self.lines.last().map(String::as_str).unwrap_or(""));
     }
 
     /// Appends the wire form (`250-a\r\n250 b\r\n`).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        // The code is 200..=599 (three digits) for every reply built here or parsed.
-        let code = self.code.min(999);
-        let digits = [
-            b'0' + (code / 100) as u8,
-            b'0' + (code / 10 % 10) as u8,
-            b'0' + (code % 10) as u8,
-        ];
         let n = self.lines.len().max(1);
         for i in 0..n {
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            out.extend_from_slice(&digits);
-            out.push(if i + 1 == n { b' ' } else { b'-' });
-            out.extend_from_slice(text.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_line(out, self.code, i + 1 == n, text);
         }
+    }
+
+    /// Appends the wire form of a one-line reply `code text` without
+    /// building a [`Reply`] (the same bytes as `Reply::new(code, text)`).
+    pub fn write_one(out: &mut Vec<u8>, code: u16, text: &str) {
+        write_line(out, code, true, text);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -58,6 +84,20 @@ impl Reply {
         self.write_to(&mut v);
         v
     }
+}
+
+/// One line of a reply on the wire: `250-text` or, the last, `250 text`.
+fn write_line(out: &mut Vec<u8>, code: u16, last: bool, text: &str) {
+    // The code is 200..=599 (three digits) for every reply built here or parsed.
+    let code = code.min(999);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        if last { b' ' } else { b'-' },
+    ]);
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Every reply smtpbind writes on its own, in one place so the README's
@@ -169,8 +209,11 @@ pub mod local {
         )
     }
     pub fn start_data() -> Reply {
-        Reply::new(354, "end data with <CR><LF>.<CR><LF>")
+        Reply::new(START_DATA.0, START_DATA.1)
     }
+    /// [`start_data`] as code and text: it is sent for every message, and
+    /// written without building a [`Reply`] (`Session::reply_static`).
+    pub const START_DATA: (u16, &str) = (354, "end data with <CR><LF>.<CR><LF>");
     pub fn line_too_long() -> Reply {
         Reply::new(500, "5.5.2 line too long")
     }
@@ -271,58 +314,91 @@ pub const MAX_REPLY_LINES: usize = 64;
 /// consumes exactly the bytes of one reply and leaves the rest (which the
 /// caller keeps, or discards at a TLS boundary).
 #[derive(Debug, Default)]
-pub struct ReplyParser {
-    code: Option<u16>,
-    lines: Vec<String>,
-}
+pub struct ReplyParser;
 
 impl ReplyParser {
     pub fn new() -> Self {
-        Self::default()
+        Self
     }
 
     /// Parses from `buf`; returns the reply and how many bytes it used, or
     /// `Ok(None)` when more bytes are needed (nothing consumed).
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
-        let mut pos = 0;
-        loop {
-            let rest = &buf[pos..];
-            let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-                if rest.len() > MAX_REPLY_LINE {
-                    return Err(ReplyError::LineTooLong);
-                }
-                // Nothing consumed: the caller retries with more bytes.
-                self.code = None;
-                self.lines.clear();
-                return Ok(None);
-            };
-            if lf + 1 > MAX_REPLY_LINE {
+        let mut reply = Reply::default();
+        Ok(parse_into(buf, &mut reply)?.map(|used| (reply, used)))
+    }
+}
+
+/// Parses one reply from `buf` into `reply`, reusing its strings (a
+/// connection keeps one [`Reply`] for every reply it reads: no allocation
+/// per reply once its lines have room). Returns how many bytes the reply
+/// used, or `Ok(None)` when more bytes are needed (nothing consumed; `reply`
+/// is then unspecified, as after an error). Its lines are bounded by
+/// [`MAX_REPLY_LINES`] of [`MAX_REPLY_LINE`] bytes, and lines past the ones
+/// of the reply parsed are dropped, so what a connection keeps is bounded.
+pub fn parse_into(buf: &[u8], reply: &mut Reply) -> Result<Option<usize>, ReplyError> {
+    let mut pos = 0;
+    let mut n = 0;
+    let mut first: Option<u16> = None;
+    loop {
+        let rest = &buf[pos..];
+        let Some(lf) = memchr::memchr(b'\n', rest) else {
+            if rest.len() > MAX_REPLY_LINE {
                 return Err(ReplyError::LineTooLong);
             }
-            let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
-            pos += lf + 1;
-            let (code, last, text) = parse_line(line)?;
-            match self.code {
-                Some(c) if c != code => return Err(ReplyError::CodeMismatch),
-                _ => self.code = Some(code),
-            }
-            self.lines.push(text);
-            if self.lines.len() > MAX_REPLY_LINES {
-                return Err(ReplyError::TooManyLines);
-            }
-            if last {
-                let reply = Reply {
-                    code,
-                    lines: std::mem::take(&mut self.lines),
-                };
-                self.code = None;
-                return Ok(Some((reply, pos)));
-            }
+            // Nothing consumed: the caller retries with more bytes.
+            return Ok(None);
+        };
+        if lf + 1 > MAX_REPLY_LINE {
+            return Err(ReplyError::LineTooLong);
+        }
+        let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+        pos += lf + 1;
+        let (code, last, text) = parse_line(line)?;
+        match first {
+            Some(c) if c != code => return Err(ReplyError::CodeMismatch),
+            _ => first = Some(code),
+        }
+        if n == reply.lines.len() {
+            reply.lines.push(String::new());
+        }
+        if let Some(slot) = reply.lines.get_mut(n) {
+            slot.clear();
+            push_text(slot, text);
+        }
+        n += 1;
+        if n > MAX_REPLY_LINES {
+            return Err(ReplyError::TooManyLines);
+        }
+        if last {
+            reply.code = code;
+            reply.lines.truncate(n);
+            return Ok(Some(pos));
         }
     }
 }
 
-fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
+/// Appends a reply line's text, kept printable (it is passed back to the
+/// client): a control character becomes `?`, invalid UTF-8 U+FFFD.
+fn push_text(out: &mut String, text: &[u8]) {
+    // Checked without stopping early (the loop vectorizes).
+    let printable = text
+        .iter()
+        .fold(true, |ok, b| ok & (0x20..0x7f).contains(b));
+    match std::str::from_utf8(text) {
+        // printable ASCII, the usual case: nothing to replace
+        Ok(t) if printable => out.push_str(t),
+        _ => out.extend(String::from_utf8_lossy(text).chars().map(|c| {
+            if c.is_control() {
+                '?'
+            } else {
+                c
+            }
+        })),
+    }
+}
+
+fn parse_line(line: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
     if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
         return Err(ReplyError::Malformed);
     }
@@ -337,16 +413,6 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
         Some(b' ') => (true, &line[4..]),
         Some(b'-') => (false, &line[4..]),
         Some(_) => return Err(ReplyError::Malformed),
-    };
-    // Replies are passed back to the client: keep them printable.
-    let text: String = if text.iter().all(|b| (0x20..0x7f).contains(b)) {
-        // printable ASCII, the usual case: nothing to replace
-        String::from_utf8_lossy(text).into_owned()
-    } else {
-        String::from_utf8_lossy(text)
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
     };
     Ok((code, last, text))
 }
@@ -363,6 +429,11 @@ mod tests {
         };
         assert_eq!(r.to_bytes(), b"250-a\r\n250 b\r\n");
         assert_eq!(local::ok().to_bytes(), b"250 2.0.0 ok\r\n");
+        let mut one = Vec::new();
+        let (code, text) = local::START_DATA;
+        Reply::write_one(&mut one, code, text);
+        assert_eq!(one, local::start_data().to_bytes());
+        assert_eq!(one, b"354 end data with <CR><LF>.<CR><LF>\r\n");
     }
 
     #[test]
@@ -419,5 +490,60 @@ mod tests {
             .expect("ok")
             .expect("complete");
         assert_eq!(r.lines[0], "ok?[31m");
+    }
+
+    #[test]
+    fn parse_into_reuses_the_strings_and_drops_extra_lines() {
+        let mut r = Reply::default();
+        let used = parse_into(b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE\r\n", &mut r)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(used, 42);
+        assert_eq!(r.lines, ["mx.example", "PIPELINING", "SIZE"]);
+        let first = r.lines[0].as_ptr();
+        parse_into(b"354 go ahead\r\n", &mut r)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(r, Reply::new(354, "go ahead"));
+        assert_eq!(r.lines[0].as_ptr(), first, "the first line's string reused");
+        // Incomplete or bad: nothing consumed, and the same answers as the
+        // owned parser.
+        assert_eq!(parse_into(b"250-a\r\n250 b", &mut r), Ok(None));
+        assert_eq!(
+            parse_into(b"250-a\r\n251 b\r\n", &mut r),
+            Err(ReplyError::CodeMismatch)
+        );
+        parse_into(b"250 ok\x1b[31m\xff\r\n", &mut r)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(r.lines, ["ok?[31m\u{fffd}"]);
+    }
+
+    #[test]
+    fn last_line_and_small_replies() {
+        let mut line = String::from("old");
+        for r in [
+            Reply::new(250, "2.0.0 Ok: queued as 4Xy"),
+            Reply::default(),
+            Reply::new(42, "odd"),
+            Reply::new(1000, "big"),
+        ] {
+            r.write_last_line(&mut line);
+            let text = r.lines.last().map(String::as_str).unwrap_or("");
+            assert_eq!(line, format!("{} {}", r.code, text));
+            assert_eq!(r.last_line(), line);
+        }
+        assert!(Reply::new(250, "ok").is_small());
+        assert!(!Reply::new(250, "x".repeat(2000)).is_small());
+        let ehlo = Reply {
+            code: 250,
+            lines: vec!["x".into(); 10],
+        };
+        assert!(!ehlo.is_small());
+        let mut kept = Reply::new(250, "2.0.0 Ok: queued as 1".to_string());
+        let ptr = kept.lines[0].as_ptr();
+        kept.copy_from(&Reply::new(451, "4.4.2 lost"));
+        assert_eq!(kept, Reply::new(451, "4.4.2 lost"));
+        assert_eq!(kept.lines[0].as_ptr(), ptr, "copied into the same string");
     }
 }

@@ -10,27 +10,28 @@
 pub mod caps;
 pub mod limit;
 pub mod pool;
+mod stream;
 pub mod tls;
 pub mod warm;
 mod xoauth2;
 
 use std::io;
 use std::pin::Pin as StdPin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::credential::Credential;
 use crate::identity::UpstreamAuth;
 use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
-use crate::smtp::reply::{Reply, ReplyError, ReplyParser};
+use crate::smtp::reply::{self, Reply, ReplyError, ReplyParser};
 use crate::smtp::sasl;
 pub use caps::Capabilities;
+use stream::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -90,60 +91,6 @@ impl UpstreamError {
     }
 }
 
-/// A plain or TLS stream to the upstream.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// While a TLS handshake owns the socket, or after it failed.
-    Gone,
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "upstream stream closed")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_flush(cx),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_shutdown(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => StdPin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => StdPin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
 /// Everything needed to open upstream connections for one policy.
 pub struct Connector {
     policy: UpstreamPolicy,
@@ -192,6 +139,7 @@ impl Connector {
         let mut conn = Connection {
             stream: Stream::Plain(tcp),
             buf: Vec::with_capacity(4096),
+            reply: Box::default(),
             caps: Capabilities::default(),
             pin: cred.pin(),
             user: cred.upstream_user().map(str::to_string),
@@ -250,6 +198,8 @@ impl Connector {
 pub struct Connection {
     stream: Stream,
     buf: Vec<u8>,
+    /// The last reply read, its strings reused by the next.
+    reply: Box<Reply>,
     caps: Capabilities,
     pin: Pin,
     /// XOAUTH2's `user=`: with the pin, the key this connection is pooled under.
@@ -424,10 +374,26 @@ impl Connection {
         self.read_reply().await
     }
 
+    /// [`Connection::command`], the reply lent (see [`Connection::reply`]).
+    pub async fn command_ref(&mut self, line: &[u8]) -> Result<&Reply, UpstreamError> {
+        self.send(line).await?;
+        self.reply().await
+    }
+
     /// Reads the next reply, bounded by size and the reply timeout (one
     /// deadline for the whole reply).
     pub async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
-        let mut parser = ReplyParser::new();
+        self.reply().await.cloned()
+    }
+
+    /// [`Connection::read_reply`], the reply lent: it is parsed into the
+    /// connection's own [`Reply`], whose strings every reply reuses (no
+    /// allocation per reply on the message path).
+    pub async fn reply(&mut self) -> Result<&Reply, UpstreamError> {
+        if !self.reply.is_small() {
+            // The last one was long (an EHLO reply): not kept.
+            *self.reply = Reply::default();
+        }
         let until = tokio::time::Instant::now() + self.reply_timeout;
         let timer = self
             .timer
@@ -437,9 +403,9 @@ impl Connection {
             timer.as_mut().reset(until);
         }
         loop {
-            if let Some((reply, used)) = parser.parse(&self.buf)? {
+            if let Some(used) = reply::parse_into(&self.buf, &mut self.reply)? {
                 self.buf.drain(..used);
-                return Ok(reply);
+                return Ok(&self.reply);
             }
             // Read straight into the buffer's spare room (no zeroed chunk).
             self.buf.reserve(4096);

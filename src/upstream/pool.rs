@@ -121,7 +121,7 @@ impl Pool {
             if self.same_key(&conn, pin) && conn.is_clean() && !conn.is_stale().await {
                 conn.mark_reused();
                 conn.set_in_use(true);
-                metrics::counter!("smtpbind_upstream_reuse_total", "result" => "hit").increment(1);
+                reuse_hits().increment(1);
                 return Some(conn);
             }
             // Stale: drop it and look for another.
@@ -253,6 +253,15 @@ impl Pool {
         self.limiter.wake();
         dropped
     }
+}
+
+/// `smtpbind_upstream_reuse_total{result="hit"}`, looked up in the
+/// recorder once: a hit is every message of a reused session, and a lookup
+/// by name and labels registered (allocated) a handle each time. The
+/// recorder is installed before any session.
+fn reuse_hits() -> &'static metrics::Counter {
+    static HITS: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    HITS.get_or_init(|| metrics::counter!("smtpbind_upstream_reuse_total", "result" => "hit"))
 }
 
 fn count_wait(result: &'static str) {
