@@ -88,7 +88,10 @@ pub async fn acquire(
             if warm > 0 {
                 metrics::counter!("smtpbind_upstream_burst_warmups_total").increment(1);
             }
-            let conn = rt.connector.connect(cred, slot).await?;
+            // Boxed: the handshake's state (TCP, TLS, EHLO, AUTH) is
+            // kilobytes, and inline it would be part of every session's
+            // future (this is awaited from MAIL), idle sessions included.
+            let conn = Box::pin(rt.connector.connect(cred, slot)).await?;
             rt.learn_upstream(conn.capabilities());
             Ok(conn)
         }
