@@ -56,3 +56,36 @@ CONF
   HAP_PID=$!
   PIDS+=("$HAP_PID")
 }
+
+bench_wait_220() { # PORT: until something answers 220 on 127.0.0.1:PORT (10 s at most)
+  for _ in $(seq 1 100); do
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: nothing answers 220 on 127.0.0.1:$1" >&2
+  return 1
+}
+
+bench_sink_policy() { # DIR PORT ADMIN SINK-PORT PIN: DIR/policy.yaml, smtpbind in front of
+  # smtp-sink -a as profile.sh and per-core.sh run it (tls: none + insecure,
+  # no upstream AUTH, no client AUTH, header_from enforced); the secret is $WORK/secret
+  mkdir -p "$1"
+  cat > "$1/policy.yaml" <<CONF
+version: 1
+tenant: bench
+listen: 127.0.0.1:$2
+admin: 127.0.0.1:$3
+upstream:
+  address: 127.0.0.1:$4
+  tls: none
+  insecure: true
+credential:
+  secret_dir: $WORK/secret
+  mechanism: none
+  pins: [ "$5" ]
+client:
+  auth: none
+senders: [ "*@bench.example" ]
+header_from: enforce
+CONF
+}

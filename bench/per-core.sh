@@ -35,13 +35,6 @@ bench_workdir per-core
 trap bench_stop_all EXIT
 trap 'exit 130' INT TERM
 
-wait_220() {
-  for _ in $(seq 1 100); do
-    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi
-    sleep 0.1
-  done
-  echo "per-core: nothing answers 220 on 127.0.0.1:$1" >&2; return 1
-}
 cpu_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$s"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
@@ -57,25 +50,7 @@ start_smtpbind() { # WORKERS ("" = default): sets SB_PORT, SB_PID
   SB_PORT=$(free_port)
   local admin dir
   admin=$(free_port); dir="$WORK/p$SB_PORT"
-  mkdir -p "$dir"
-  cat > "$dir/policy.yaml" <<CONF
-version: 1
-tenant: bench
-listen: 127.0.0.1:$SB_PORT
-admin: 127.0.0.1:$admin
-upstream:
-  address: 127.0.0.1:$SINK_PORT
-  tls: none
-  insecure: true
-credential:
-  secret_dir: $WORK/secret
-  mechanism: none
-  pins: [ "$PIN" ]
-client:
-  auth: none
-senders: [ "*@bench.example" ]
-header_from: enforce
-CONF
+  bench_sink_policy "$dir" "$SB_PORT" "$admin" "$SINK_PORT" "$PIN"
   env ${1:+SMTPBIND_WORKER_THREADS=$1} "${N[@]}" "$SMTPBIND_BIN" run --policy "$dir/policy.yaml" >"$dir/log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID")
 }
@@ -88,7 +63,7 @@ names=(haproxy smtpbind smtpbind-1w 2x-smtpbind-1w)
 ports_a=("$HAP_PORT" "$DEF_PORT" "$ONE_PORT" "$A_PORT")
 ports_b=("$HAP_PORT" "$DEF_PORT" "$ONE_PORT" "$B_PORT")
 procs=("$HAP_PID" "$DEF_PID" "$ONE_PID" "$A_PID $B_PID")
-for p in "$SINK_PORT" "$HAP_PORT" "$DEF_PORT" "$ONE_PORT" "$A_PORT" "$B_PORT"; do wait_220 "$p"; done
+for p in "$SINK_PORT" "$HAP_PORT" "$DEF_PORT" "$ONE_PORT" "$A_PORT" "$B_PORT"; do bench_wait_220 "$p"; done
 
 half() { # PORT COUNT
   "${N[@]}" smtp-source -4 -d -s "$((SESSIONS / 2))" -m "$2" -l "$SIZE" -f bench@bench.example \

@@ -52,13 +52,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_220() {
-  for _ in $(seq 1 100); do
-    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi
-    sleep 0.1
-  done
-  echo "profile: nothing answers 220 on 127.0.0.1:$1" >&2; return 1
-}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 ctx_switches() { # all threads of PID: voluntary + involuntary
@@ -75,29 +68,8 @@ ln -s ..2026_01_01_00_00_00.000000001 "$WORK/secret/..data"
 ln -s ..data/username "$WORK/secret/username"
 ln -s ..data/password "$WORK/secret/password"
 PIN=$("$SMTPBIND_BIN" fingerprint "$WORK/secret/password")
-write_policy() { # DIR PORT ADMIN
-  mkdir -p "$1"
-  cat > "$1/policy.yaml" <<CONF
-version: 1
-tenant: bench
-listen: 127.0.0.1:$2
-admin: 127.0.0.1:$3
-upstream:
-  address: 127.0.0.1:$SINK_PORT
-  tls: none
-  insecure: true
-credential:
-  secret_dir: $WORK/secret
-  mechanism: none
-  pins: [ "$PIN" ]
-client:
-  auth: none
-senders: [ "*@bench.example" ]
-header_from: enforce
-CONF
-}
-write_policy "$WORK/p" "$SB_PORT" "$SB_ADMIN"
-write_policy "$WORK/p1" "$SB1_PORT" "$SB1_ADMIN"
+bench_sink_policy "$WORK/p" "$SB_PORT" "$SB_ADMIN" "$SINK_PORT" "$PIN"
+bench_sink_policy "$WORK/p1" "$SB1_PORT" "$SB1_ADMIN" "$SINK_PORT" "$PIN"
 "$SMTPBIND_BIN" check "$WORK/p/policy.yaml" >/dev/null
 
 "${N[@]}" smtp-sink -u nobody -4 -m 4096 -a "127.0.0.1:$SINK_PORT" 4096 2>"$WORK/sink.err" &
@@ -107,7 +79,7 @@ bench_haproxy "$HAP_PORT" "$SINK_PORT" "${N[@]}"
 SB_PID=$!; PIDS+=("$SB_PID")
 SMTPBIND_WORKER_THREADS=1 "${N[@]}" "$SMTPBIND_BIN" run --policy "$WORK/p1/policy.yaml" >"$WORK/sb1.log" 2>&1 &
 SB1_PID=$!; PIDS+=("$SB1_PID")
-for p in "$SINK_PORT" "$HAP_PORT" "$SB_PORT" "$SB1_PORT"; do wait_220 "$p"; done
+for p in "$SINK_PORT" "$HAP_PORT" "$SB_PORT" "$SB1_PORT"; do bench_wait_220 "$p"; done
 
 source_run() { # PORT COUNT
   "${N[@]}" smtp-source -4 -d -s "$SESSIONS" -m "$2" -l "$SIZE" -f bench@bench.example -t sink@bench.example \
