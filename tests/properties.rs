@@ -993,3 +993,52 @@ proptest! {
         );
     }
 }
+
+/// MAIL parameter keywords are matched ASCII case-insensitively and
+/// exactly: an attacker's spellings — mixed case, a keyword with a suffix
+/// or a prefix, a Unicode letter that folds to an ASCII one (`ſ` U+017F,
+/// `İ` U+0130), a keyword split by a space — are either refused or written
+/// upstream as the one parameter approved, which smtp-proto reads back.
+#[test]
+fn mail_parameter_keywords_mixed_case_and_near_misses() {
+    use smtpbind::smtp::command::{self, Command};
+    let accepted = [
+        (
+            "MAIL FROM:<a@acme.example> SiZe=10",
+            "MAIL FROM:<a@acme.example> SIZE=10\r\n",
+        ),
+        (
+            "MAIL FROM:<a@acme.example> bOdY=8bItMiMe",
+            "MAIL FROM:<a@acme.example> BODY=8BITMIME\r\n",
+        ),
+        (
+            "MAIL FROM:<a@acme.example> sMtPuTf8",
+            "MAIL FROM:<a@acme.example> SMTPUTF8\r\n",
+        ),
+    ];
+    for (line, wire) in accepted {
+        let Ok(Command::Mail(m)) = command::parse(line.as_bytes()) else {
+            panic!("{line:?} refused");
+        };
+        assert_eq!(m.to_command(true), wire, "{line:?}");
+        oracles::envelope_agrees(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+    for line in [
+        "MAIL FROM:<a@acme.example> SIZEX=10",
+        "MAIL FROM:<a@acme.example> XSIZE=10",
+        "MAIL FROM:<a@acme.example> SMTPUTF8X",
+        "MAIL FROM:<a@acme.example> SMTPUTF8=YES",
+        "MAIL FROM:<a@acme.example> BODY=8BITMIMEX",
+        "MAIL FROM:<a@acme.example> \u{17f}IZE=10",
+        "MAIL FROM:<a@acme.example> SIZE=10 \u{17f}MTPUTF8",
+        "MAIL FROM:<a@acme.example> BODY=8B\u{130}TMIME",
+        "MAIL FROM:<a@acme.example> SI ZE=10",
+        "MAIL FROM:<a@acme.example> SIZE=10 size=20",
+    ] {
+        assert!(
+            !matches!(command::parse(line.as_bytes()), Ok(Command::Mail(_))),
+            "{line:?} must be refused"
+        );
+        oracles::envelope_agrees(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+}
