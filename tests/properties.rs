@@ -17,7 +17,7 @@ use smtpbind::smtp::command::{self, Command};
 use smtpbind::smtp::data::{BareLineEndings, DataDecoder, Feed};
 use smtpbind::smtp::header::{header_from_addresses, Gate, HeaderGate};
 use smtpbind::smtp::line::{Line, LineBuffer, MAX_DISCARD};
-use smtpbind::smtp::reply::{Reply, ReplyParser, MAX_REPLY_LINE, MAX_REPLY_LINES};
+use smtpbind::smtp::reply::{parse as parse_reply, Reply, MAX_REPLY_LINE, MAX_REPLY_LINES};
 use smtpbind::smtp::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
 use smtpbind::upstream::caps::Capabilities;
 
@@ -457,10 +457,7 @@ fn check_reply(buf: &[u8], reply: &Reply, used: usize) -> Result<(), TestCaseErr
         .split_inclusive(|&b| b == b'\n')
         .all(|l| l.len() <= MAX_REPLY_LINE)
     {
-        prop_assert_eq!(
-            ReplyParser::new().parse(&wire),
-            Ok(Some((reply.clone(), wire.len())))
-        );
+        prop_assert_eq!(parse_reply(&wire), Ok(Some((reply.clone(), wire.len()))));
     }
     let _ = Capabilities::from_ehlo(reply);
     Ok(())
@@ -514,18 +511,17 @@ proptest! {
     /// in turn.
     #[test]
     fn reply_parser_properties(buf in reply_bytes(), read in 1usize..64) {
-        let whole = ReplyParser::new().parse(&buf);
+        let whole = parse_reply(&buf);
         if let Ok(Some((reply, used))) = &whole {
             check_reply(&buf, reply, *used)?;
             for k in [0, used / 2, used - 1] {
-                prop_assert_eq!(ReplyParser::new().parse(&buf[..k]), Ok(None), "prefix {}", k);
+                prop_assert_eq!(parse_reply(&buf[..k]), Ok(None), "prefix {}", k);
             }
         }
-        let mut parser = ReplyParser::new();
         let mut len = 0;
         loop {
             len = (len + read).min(buf.len());
-            match parser.parse(&buf[..len]) {
+            match parse_reply(&buf[..len]) {
                 Ok(None) if len < buf.len() => continue,
                 got => {
                     prop_assert_eq!(got, whole.clone(), "incremental read differs at {}", len);
@@ -534,8 +530,7 @@ proptest! {
             }
         }
         let mut rest = &buf[..];
-        let mut parser = ReplyParser::new();
-        while let Ok(Some((reply, used))) = parser.parse(rest) {
+        while let Ok(Some((reply, used))) = parse_reply(rest) {
             check_reply(rest, &reply, used)?;
             rest = &rest[used..];
         }
@@ -564,7 +559,7 @@ proptest! {
         lines.push(case(&format!("AUTH{sep}{}", mechs.join(" "))));
         lines.push("X-UNKNOWN whatever".into());
         let wire = Reply { code: 250, lines }.to_bytes();
-        let (reply, used) = ReplyParser::new().parse(&wire).unwrap().unwrap();
+        let (reply, used) = parse_reply(&wire).unwrap().unwrap();
         prop_assert_eq!(used, wire.len());
         let caps = Capabilities::from_ehlo(&reply);
         prop_assert_eq!(caps, Capabilities {

@@ -2,7 +2,7 @@
 //!
 //! Input: one byte for the read size, then what an upstream sends.
 //!
-//! * `ReplyParser::parse` never panics; a reply uses `0 < used <= len` bytes
+//! * `reply::parse` never panics; a reply uses `0 < used <= len` bytes
 //!   ending in LF, has 1..=MAX_REPLY_LINES lines, a code in 200..=599 and no
 //!   control characters in its text (it is passed back to the client);
 //! * every shorter prefix of those bytes needs more (`Ok(None)`);
@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtpbind::smtp::reply::{Reply, ReplyParser, MAX_REPLY_LINE, MAX_REPLY_LINES};
+use smtpbind::smtp::reply::{parse as parse_reply, Reply, MAX_REPLY_LINE, MAX_REPLY_LINES};
 use smtpbind::upstream::caps::Capabilities;
 
 fn check_reply(buf: &[u8], reply: &Reply, used: usize) {
@@ -33,7 +33,7 @@ fn check_reply(buf: &[u8], reply: &Reply, used: usize) {
         .split_inclusive(|&b| b == b'\n')
         .all(|l| l.len() <= MAX_REPLY_LINE)
     {
-        let back = ReplyParser::new().parse(&wire);
+        let back = parse_reply(&wire);
         assert_eq!(
             back,
             Ok(Some((reply.clone(), wire.len()))),
@@ -52,21 +52,20 @@ fuzz_target!(|data: &[u8]| {
     // `read_reply` does, and that is quadratic under instrumentation.
     let read = (usize::from(read) + 1).max(buf.len() / 16);
 
-    let whole = ReplyParser::new().parse(buf);
+    let whole = parse_reply(buf);
     if let Ok(Some((reply, used))) = &whole {
         check_reply(buf, reply, *used);
         for k in [0, used / 2, used - 1] {
-            assert_eq!(ReplyParser::new().parse(&buf[..k]), Ok(None), "prefix {k}");
+            assert_eq!(parse_reply(&buf[..k]), Ok(None), "prefix {k}");
         }
-        assert_eq!(ReplyParser::new().parse(&buf[..*used]), whole);
+        assert_eq!(parse_reply(&buf[..*used]), whole);
     }
 
     // As `read_reply` does: one parser, a buffer that grows by reads.
-    let mut parser = ReplyParser::new();
     let mut len = 0;
     loop {
         len = (len + read).min(buf.len());
-        match parser.parse(&buf[..len]) {
+        match parse_reply(&buf[..len]) {
             Ok(None) if len < buf.len() => continue,
             got => {
                 assert_eq!(got, whole, "incremental read differs at {len}");
@@ -77,8 +76,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Pipelined replies, one after the other.
     let mut rest = buf;
-    let mut parser = ReplyParser::new();
-    while let Ok(Some((reply, used))) = parser.parse(rest) {
+    while let Ok(Some((reply, used))) = parse_reply(rest) {
         check_reply(rest, &reply, used);
         rest = &rest[used..];
     }

@@ -51,11 +51,7 @@ impl Reply {
         use std::fmt::Write as _;
         out.clear();
         match self.code {
-            c @ 100..=999 => {
-                out.push(char::from(b'0' + (c / 100) as u8));
-                out.push(char::from(b'0' + (c / 10 % 10) as u8));
-                out.push(char::from(b'0' + (c % 10) as u8));
-            }
+            c @ 100..=999 => out.extend(digits(c).map(char::from)),
             c => {
                 let _ = write!(out, "{c}");
             }
@@ -86,16 +82,20 @@ impl Reply {
     }
 }
 
-/// One line of a reply on the wire: `250-text` or, the last, `250 text`.
-fn write_line(out: &mut Vec<u8>, code: u16, last: bool, text: &str) {
-    // The code is 200..=599 (three digits) for every reply built here or parsed.
-    let code = code.min(999);
-    out.extend_from_slice(&[
+/// A code below 1000 as its three ASCII digits.
+fn digits(code: u16) -> [u8; 3] {
+    [
         b'0' + (code / 100) as u8,
         b'0' + (code / 10 % 10) as u8,
         b'0' + (code % 10) as u8,
-        if last { b' ' } else { b'-' },
-    ]);
+    ]
+}
+
+/// One line of a reply on the wire: `250-text` or, the last, `250 text`.
+fn write_line(out: &mut Vec<u8>, code: u16, last: bool, text: &str) {
+    // The code is 200..=599 (three digits) for every reply built here or parsed.
+    out.extend_from_slice(&digits(code.min(999)));
+    out.push(if last { b' ' } else { b'-' });
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -310,23 +310,13 @@ pub const MAX_REPLY_LINE: usize = 4096;
 /// Most lines in one upstream reply (EHLO replies are the longest).
 pub const MAX_REPLY_LINES: usize = 64;
 
-/// Incremental parser for one upstream reply. Feed it the bytes read; it
-/// consumes exactly the bytes of one reply and leaves the rest (which the
-/// caller keeps, or discards at a TLS boundary).
-#[derive(Debug, Default)]
-pub struct ReplyParser;
-
-impl ReplyParser {
-    pub fn new() -> Self {
-        Self
-    }
-
-    /// Parses from `buf`; returns the reply and how many bytes it used, or
-    /// `Ok(None)` when more bytes are needed (nothing consumed).
-    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
-        let mut reply = Reply::default();
-        Ok(parse_into(buf, &mut reply)?.map(|used| (reply, used)))
-    }
+/// Parses one upstream reply from `buf`: the reply and how many bytes it
+/// used — exactly those of one reply, the rest is the caller's to keep (or
+/// discard at a TLS boundary) — or `Ok(None)` when more bytes are needed
+/// (nothing consumed). Built on [`parse_into`].
+pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut reply = Reply::default();
+    Ok(parse_into(buf, &mut reply)?.map(|used| (reply, used)))
 }
 
 /// Parses one reply from `buf` into `reply`, reusing its strings (a
@@ -419,6 +409,7 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
 
 #[cfg(test)]
 mod tests {
+    use super::parse as parse_reply;
     use super::*;
 
     #[test]
@@ -438,9 +429,8 @@ mod tests {
 
     #[test]
     fn parses_multiline_and_leaves_the_rest() {
-        let mut p = ReplyParser::new();
         let buf = b"250-mx.example\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n220 next";
-        let (r, used) = p.parse(buf).expect("valid").expect("complete");
+        let (r, used) = parse_reply(buf).expect("valid").expect("complete");
         assert_eq!(r.code, 250);
         assert_eq!(r.lines, vec!["mx.example", "PIPELINING", "AUTH PLAIN"]);
         assert_eq!(&buf[used..], b"220 next");
@@ -448,10 +438,8 @@ mod tests {
 
     #[test]
     fn needs_more_without_consuming() {
-        let mut p = ReplyParser::new();
-        assert_eq!(p.parse(b"250-a\r\n250 b"), Ok(None));
-        let (r, used) = p
-            .parse(b"250-a\r\n250 b\r\n")
+        assert_eq!(parse_reply(b"250-a\r\n250 b"), Ok(None));
+        let (r, used) = parse_reply(b"250-a\r\n250 b\r\n")
             .expect("ok")
             .expect("complete");
         assert_eq!(r.lines.len(), 2);
@@ -460,33 +448,20 @@ mod tests {
 
     #[test]
     fn rejects_garbage_mismatch_and_bounds() {
+        assert_eq!(parse_reply(b"hello\r\n"), Err(ReplyError::Malformed));
         assert_eq!(
-            ReplyParser::new().parse(b"hello\r\n"),
-            Err(ReplyError::Malformed)
-        );
-        assert_eq!(
-            ReplyParser::new().parse(b"250-a\r\n251 b\r\n"),
+            parse_reply(b"250-a\r\n251 b\r\n"),
             Err(ReplyError::CodeMismatch)
         );
-        assert_eq!(
-            ReplyParser::new().parse(&[b'2'; 5000]),
-            Err(ReplyError::LineTooLong)
-        );
+        assert_eq!(parse_reply(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
         let many: Vec<u8> = b"250-x\r\n".repeat(100);
-        assert_eq!(
-            ReplyParser::new().parse(&many),
-            Err(ReplyError::TooManyLines)
-        );
-        assert_eq!(
-            ReplyParser::new().parse(b"099 x\r\n"),
-            Err(ReplyError::Malformed)
-        );
+        assert_eq!(parse_reply(&many), Err(ReplyError::TooManyLines));
+        assert_eq!(parse_reply(b"099 x\r\n"), Err(ReplyError::Malformed));
     }
 
     #[test]
     fn control_characters_are_not_passed_through() {
-        let (r, _) = ReplyParser::new()
-            .parse(b"250 ok\x1b[31m\r\n")
+        let (r, _) = parse_reply(b"250 ok\x1b[31m\r\n")
             .expect("ok")
             .expect("complete");
         assert_eq!(r.lines[0], "ok?[31m");

@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 use crate::credential::Credential;
 use crate::identity::UpstreamAuth;
 use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
-use crate::smtp::reply::{self, Reply, ReplyError, ReplyParser};
+use crate::smtp::reply::{self, Reply, ReplyError};
 use crate::smtp::sasl;
 pub use caps::Capabilities;
 use stream::Stream;
@@ -431,7 +431,7 @@ impl Connection {
     /// plus one read only if the socket has bytes ready. `None`: not yet.
     pub async fn try_read_reply(&mut self) -> Result<Option<Reply>, UpstreamError> {
         loop {
-            if let Some((reply, used)) = ReplyParser::new().parse(&self.buf)? {
+            if let Some((reply, used)) = reply::parse(&self.buf)? {
                 self.buf.drain(..used);
                 return Ok(Some(reply));
             }
