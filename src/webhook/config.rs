@@ -14,10 +14,18 @@
 //!     namespaces: [shop-acme]
 //!     credential_secret: acme-smtp
 //!     policy_config_map: acme-smtpbind
+//!     upstream:                    # rule 7: where the key may go
+//!       address: smtp.example.net:587
+//!       server_name: smtp.example.net   # optional
+//!     lockdown_ports: [25, 465, 587, 2525]   # optional, this default
 //! ```
 //!
 //! Extra optional key: `sidecar.image_pull_policy` (`Always`,
 //! `IfNotPresent`, `Never`; default `IfNotPresent`, as the chart).
+//!
+//! Two tenants that share a namespace may not share a `credential_secret`
+//! or a `policy_config_map`: a pod there could not be told apart from the
+//! other tenant's, and /validate's rule 2 could not say whose Secret it is.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -52,6 +60,15 @@ struct RawTenant {
     credential_secret: Option<String>,
     policy_config_map: Option<String>,
     client_tls_secret: Option<String>,
+    upstream: Option<RawUpstream>,
+    lockdown_ports: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: Option<String>,
+    server_name: Option<String>,
 }
 
 /// A validated webhook configuration.
@@ -83,7 +100,33 @@ pub struct Tenant {
     /// Optional kubernetes.io/tls Secret: TLS toward the mailer (§11),
     /// mounted only into the sidecar.
     pub client_tls_secret: Option<String>,
+    /// Rule 7: the only upstream the sidecar may send this tenant's key to.
+    pub upstream: Upstream,
+    /// The ports the lock-down closes to everything but smtpbind.
+    pub lockdown_ports: Vec<u16>,
 }
+
+/// The upstream a tenant's credential is pinned to (contract §8 rule 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `host:port` (`[v6]:port` for an IPv6 literal).
+    pub address: String,
+    pub server_name: Option<String>,
+}
+
+impl Upstream {
+    /// The sidecar's `SMTPBIND_UPSTREAM_PIN`: `host:port[/server_name]`.
+    pub fn pin(&self) -> String {
+        match &self.server_name {
+            Some(name) => format!("{}/{name}", self.address),
+            None => self.address.clone(),
+        }
+    }
+}
+
+/// The lock-down's ports when a tenant names none: SMTP, submission,
+/// submissions and smtpbind's own listener.
+pub const DEFAULT_LOCKDOWN_PORTS: [u16; 4] = [25, 465, 587, 2525];
 
 impl Config {
     /// The tenants whose `namespaces` hold `namespace`.
@@ -130,7 +173,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, PolicyErrors> {
         Some(list) if list.is_empty() => v.err("tenants", "must list at least one tenant"),
         Some(list) => {
             for (i, t) in list.into_iter().enumerate() {
-                let tenant = self::tenant(&mut v, i, t);
+                let tenant = self::tenant(&mut v, i, t, sidecar.lockdown_image.is_some());
                 if !tenant.name.is_empty() && !names.insert(tenant.name.clone()) {
                     v.err(
                         &format!("tenants[{i}].name"),
@@ -141,6 +184,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, PolicyErrors> {
             }
         }
     }
+    shared_references(&mut v, &tenants);
     v.finish(Config { sidecar, tenants })
 }
 
@@ -213,7 +257,7 @@ fn required_image(v: &mut Located<'_>, key: &str, image: Option<String>) -> Stri
     }
 }
 
-fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant) -> Tenant {
+fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant, lockdown: bool) -> Tenant {
     let at = |k: &str| format!("tenants[{i}].{k}");
     let mut name_of = |key: &str, value: Option<String>, max: usize| -> String {
         let value = value.unwrap_or_default();
@@ -273,12 +317,122 @@ fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant) -> Tenant {
             }
         }
     }
+    let upstream = upstream(v, i, raw.upstream);
+    let lockdown_ports = lockdown_ports(v, i, raw.lockdown_ports, lockdown);
     Tenant {
         name,
         namespaces,
         credential_secret,
         policy_config_map,
         client_tls_secret,
+        upstream,
+        lockdown_ports,
+    }
+}
+
+fn upstream(v: &mut Located<'_>, i: usize, raw: Option<RawUpstream>) -> Upstream {
+    let key = format!("tenants[{i}].upstream");
+    let Some(raw) = raw else {
+        v.err(
+            &key,
+            "required: `address` (host:port) and optional `server_name`: the only upstream \
+             this tenant's credential may be sent to (rule 7)",
+        );
+        return Upstream {
+            address: String::new(),
+            server_name: None,
+        };
+    };
+    let address = raw.address.unwrap_or_default();
+    if let Err(why) = check_address(&address) {
+        v.err(&format!("{key}.address"), why);
+    }
+    let server_name = raw.server_name;
+    if let Some(name) = &server_name {
+        if !is_dns_name(&name.to_ascii_lowercase(), 253) {
+            v.err(
+                &format!("{key}.server_name"),
+                "must be a DNS name (the name the upstream's certificate is checked against)",
+            );
+        }
+    }
+    Upstream {
+        address,
+        server_name,
+    }
+}
+
+/// `host:port`: a DNS name, an IPv4 address or a bracketed IPv6 address, and
+/// a port 1-65535; nothing that could smuggle a `/server_name` or spaces.
+fn check_address(address: &str) -> Result<(), &'static str> {
+    const FORMAT: &str = "must be host:port (e.g. `smtp.example.net:587`, `[2001:db8::1]:465`)";
+    let (host, port) = address.rsplit_once(':').ok_or(FORMAT)?;
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            host.parse::<std::net::Ipv4Addr>().is_ok()
+                || is_dns_name(&host.to_ascii_lowercase(), 253)
+        }
+    };
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(FORMAT)
+    }
+}
+
+fn lockdown_ports(v: &mut Located<'_>, i: usize, raw: Option<Vec<i64>>, lockdown: bool) -> Vec<u16> {
+    let key = format!("tenants[{i}].lockdown_ports");
+    let Some(list) = raw else {
+        return DEFAULT_LOCKDOWN_PORTS.to_vec();
+    };
+    if !lockdown {
+        v.err(
+            &key,
+            "set but `sidecar.egress_lockdown` is not true: no lock-down would apply them",
+        );
+    }
+    if list.is_empty() {
+        v.err(&key, "must list at least one port (omit it for 25, 465, 587, 2525)");
+    }
+    let mut ports = Vec::new();
+    for (j, p) in list.into_iter().enumerate() {
+        match u16::try_from(p) {
+            Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
+            Ok(port) if port > 0 => v.err(&format!("{key}[{j}]"), format!("{port} is listed twice")),
+            _ => v.err(&format!("{key}[{j}]"), "must be a port, 1-65535"),
+        }
+    }
+    ports
+}
+
+/// Two tenants sharing a namespace and a Secret or ConfigMap: refused.
+fn shared_references(v: &mut Located<'_>, tenants: &[Tenant]) {
+    for (j, b) in tenants.iter().enumerate() {
+        for a in &tenants[..j] {
+            let Some(ns) = a.namespaces.iter().find(|n| b.namespaces.contains(n)) else {
+                continue;
+            };
+            for (key, x, y, what) in [
+                ("credential_secret", &a.credential_secret, &b.credential_secret, "Secret"),
+                ("policy_config_map", &a.policy_config_map, &b.policy_config_map, "ConfigMap"),
+            ] {
+                if !x.is_empty() && x == y {
+                    v.err(
+                        &format!("tenants[{j}].{key}"),
+                        format!(
+                            "tenants `{}` and `{}` share namespace `{ns}` and the {what} `{x}`: \
+                             each tenant there needs its own",
+                            a.name, b.name
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 

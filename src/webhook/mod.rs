@@ -2,20 +2,27 @@
 //! sidecar is mandatory rather than polite.
 //!
 //! ```text
-//! config    the configuration file (YAML, file:line:col errors)
+//! config    the configuration file (YAML, file:line:col errors): tenants,
+//!           their upstream pin (rule 7) and lock-down ports
 //! spec      what is injected: one source of truth with the Helm chart
-//! pod       container views, sidecar / lock-down recognition, the pod's tenant
-//! mutate    /mutate: the RFC 6902 patch that injects the sidecar
-//! validate  /validate: the three rules
+//! defaults  the API server's container defaults (pure), for rule 3
+//! pod       container views of every kind, the pod's tenant
+//! rules     rules 1-6 of §8, one function per rule (recognition, sidecar,
+//!           secrets, baseline, lockdown, exec)
+//! mutate    /mutate: the RFC 6902 patch that injects the sidecar and
+//!           hardens the rest; checked against /validate before answering
+//! validate  /validate: a pod through the rules; CONNECT exec/attach
 //! review    AdmissionReview in, AdmissionReview out (400 for bad bodies)
 //! tls       the serving certificate, reloaded on the kubelet's swap
 //! server    HTTPS, bounds, probes and metrics
 //! ```
 
 pub mod config;
+pub mod defaults;
 pub mod mutate;
 pub mod pod;
 pub mod review;
+pub mod rules;
 pub mod server;
 pub mod spec;
 pub mod tls;

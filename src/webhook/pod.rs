@@ -1,19 +1,20 @@
 //! What the injector and the validator read of a Pod: its containers of
-//! every kind through one view, the sidecar and lock-down recognition, and
-//! the tenant a pod belongs to.
+//! every kind through one view, and the tenant a pod belongs to (which
+//! containers are injected is rule 3's, [`super::rules::recognition`]).
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, PodSpec, SecurityContext, VolumeMount,
+    Container, ContainerPort, EnvFromSource, EnvVar, PodSpec, SecurityContext, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::config::{Config, Tenant};
-use super::spec::{Spec, LOCKDOWN_NAME};
 
 pub const INJECT_ANNOTATION: &str = "smtpbind.dev/inject";
 pub const STATUS_ANNOTATION: &str = "smtpbind.dev/status";
 pub const TENANT_ANNOTATION: &str = "smtpbind.dev/tenant";
 pub const MAILER_LABEL: &str = "smtpbind.dev/mailer";
+/// The label /mutate sets on an injected pod: its tenant's name.
+pub const TENANT_LABEL: &str = "smtpbind.dev/tenant";
 
 /// Where a container is declared in the pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,27 +38,51 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
     pub kind: Kind,
+    /// Its index in its own list (`initContainers`, `containers`, ...).
+    pub index: usize,
     pub name: &'a str,
     pub image: Option<&'a str>,
-    pub command: Option<&'a Vec<String>>,
-    pub restart_policy: Option<&'a str>,
     pub env: &'a [EnvVar],
     pub env_from: &'a [EnvFromSource],
     pub volume_mounts: &'a [VolumeMount],
+    pub ports: &'a [ContainerPort],
     pub security_context: Option<&'a SecurityContext>,
+    /// An ephemeral container's `targetContainerName`.
+    pub target: Option<&'a str>,
+    /// The whole container (init and app containers; rule 3 compares it).
+    pub container: Option<&'a Container>,
 }
 
-fn view(kind: Kind, c: &Container) -> View<'_> {
+impl View<'_> {
+    /// `init container "x"`, `container "x"`, ... for messages.
+    pub fn who(&self) -> String {
+        format!("{} {:?}", self.kind.as_str(), self.name)
+    }
+
+    /// Its place in the pod spec, for messages: `spec.initContainers[0]`.
+    pub fn path(&self) -> String {
+        let list = match self.kind {
+            Kind::Init => "initContainers",
+            Kind::App => "containers",
+            Kind::Ephemeral => "ephemeralContainers",
+        };
+        format!("spec.{list}[{}]", self.index)
+    }
+}
+
+fn view(kind: Kind, index: usize, c: &Container) -> View<'_> {
     View {
         kind,
+        index,
         name: &c.name,
         image: c.image.as_deref(),
-        command: c.command.as_ref(),
-        restart_policy: c.restart_policy.as_deref(),
         env: c.env.as_deref().unwrap_or_default(),
         env_from: c.env_from.as_deref().unwrap_or_default(),
         volume_mounts: c.volume_mounts.as_deref().unwrap_or_default(),
+        ports: c.ports.as_deref().unwrap_or_default(),
         security_context: c.security_context.as_ref(),
+        target: None,
+        container: Some(c),
     }
 }
 
@@ -68,44 +93,35 @@ pub fn containers(spec: &PodSpec) -> Vec<View<'_>> {
         spec.init_containers
             .iter()
             .flatten()
-            .map(|c| view(Kind::Init, c)),
+            .enumerate()
+            .map(|(i, c)| view(Kind::Init, i, c)),
     );
-    all.extend(spec.containers.iter().map(|c| view(Kind::App, c)));
-    all.extend(spec.ephemeral_containers.iter().flatten().map(|c| View {
-        kind: Kind::Ephemeral,
-        name: &c.name,
-        image: c.image.as_deref(),
-        command: c.command.as_ref(),
-        restart_policy: None,
-        env: c.env.as_deref().unwrap_or_default(),
-        env_from: c.env_from.as_deref().unwrap_or_default(),
-        volume_mounts: c.volume_mounts.as_deref().unwrap_or_default(),
-        security_context: c.security_context.as_ref(),
-    }));
+    all.extend(
+        spec.containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| view(Kind::App, i, c)),
+    );
+    all.extend(
+        spec.ephemeral_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(index, c)| View {
+                kind: Kind::Ephemeral,
+                index,
+                name: &c.name,
+                image: c.image.as_deref(),
+                env: c.env.as_deref().unwrap_or_default(),
+                env_from: c.env_from.as_deref().unwrap_or_default(),
+                volume_mounts: c.volume_mounts.as_deref().unwrap_or_default(),
+                ports: c.ports.as_deref().unwrap_or_default(),
+                security_context: c.security_context.as_ref(),
+                target: c.target_container_name.as_deref(),
+                container: None,
+            }),
+    );
     all
-}
-
-/// The smtpbind sidecar: the configured image run with its own entrypoint
-/// (no `command`), as an init container with `restartPolicy: Always` or an
-/// app container. Never recognised by its name alone.
-pub fn is_sidecar(c: &View<'_>, config: &Config) -> bool {
-    let placed = match c.kind {
-        Kind::Init => c.restart_policy == Some("Always"),
-        Kind::App => true,
-        Kind::Ephemeral => false,
-    };
-    placed && c.image == Some(config.sidecar.image.as_str()) && c.command.is_none()
-}
-
-/// The lock-down init container the injector adds: its name, the configured
-/// lock-down image and the chart's command, run to completion.
-pub fn is_lockdown(c: &View<'_>, config: &Config, spec: &Spec) -> bool {
-    c.kind == Kind::Init
-        && c.restart_policy.is_none()
-        && c.name == LOCKDOWN_NAME
-        && config.sidecar.lockdown_image.is_some()
-        && c.image == config.sidecar.lockdown_image.as_deref()
-        && c.command == spec.lockdown_command()
 }
 
 pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {

@@ -106,11 +106,17 @@ impl Webhook {
         request: &AdmissionRequest<DynamicObject>,
         response: AdmissionResponse,
     ) -> Result<(AdmissionResponse, &'static str), BadRequest> {
+        if endpoint == Endpoint::Validate && request.operation == Operation::Connect {
+            return Ok(self.connect(request, response));
+        }
         let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
         let handled = match endpoint {
             Endpoint::Mutate => request.operation == Operation::Create,
+            // `pods/status` cannot change what the rules read; every other
+            // subresource (`ephemeralcontainers`) is validated as the new pod.
             Endpoint::Validate => {
                 matches!(request.operation, Operation::Create | Operation::Update)
+                    && request.sub_resource.as_deref() != Some("status")
             }
         };
         if !is_pod || !handled {
@@ -161,6 +167,43 @@ impl Webhook {
                     Ok(()) => Ok((response, "allowed")),
                     Err(why) => Ok(refuse(response, why)),
                 }
+            }
+        }
+    }
+}
+
+impl Webhook {
+    /// CONNECT `pods/exec` and `pods/attach` (rule 6); any other CONNECT is
+    /// allowed (the webhook is registered for these two).
+    fn connect(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        response: AdmissionResponse,
+    ) -> (AdmissionResponse, &'static str) {
+        let sub = request.sub_resource.as_deref().unwrap_or_default();
+        if request.resource.resource != "pods" || !matches!(sub, "exec" | "attach") {
+            return (response, "allowed");
+        }
+        let namespace = request.namespace.as_deref().unwrap_or_default();
+        let container = request
+            .object
+            .as_ref()
+            .and_then(|o| o.data.get("container"))
+            .and_then(|c| c.as_str());
+        match validate::validate_connect(&self.config, namespace, sub, &request.name, container) {
+            Ok(()) => (response, "allowed"),
+            Err(why) => {
+                log::info(
+                    "admission",
+                    json!({
+                        "endpoint": "validate", "uid": request.uid, "namespace": namespace,
+                        "pod": request.name, "operation": "Connect", "subresource": sub,
+                        "result": "refused", "reason": why,
+                    }),
+                );
+                let mut response = response.deny(&why);
+                response.result = Status::failure(&why, "Forbidden").with_code(403);
+                (response, "refused")
             }
         }
     }

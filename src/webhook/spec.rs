@@ -9,7 +9,10 @@
 //! file is not what the chart renders today, and compares a pod patched by
 //! the webhook with the pod the chart renders. The webhook only replaces
 //! what its configuration decides: the two images, their pull policy, the
-//! Secret and the ConfigMap.
+//! Secret and the ConfigMap, and per tenant the sidecar's
+//! `SMTPBIND_UPSTREAM_PIN` (rule 7) and the lock-down's
+//! `SMTPBIND_LOCKDOWN_PORTS` (each set, or replaced when the chart's
+//! template already carries the name, as the last entry otherwise).
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
 use serde::Deserialize;
@@ -24,6 +27,10 @@ pub const SIDECAR_NAME: &str = "smtpbind";
 pub const LOCKDOWN_NAME: &str = "smtpbind-egress-lockdown";
 pub const POLICY_VOLUME: &str = "smtpbind-policy";
 pub const CREDENTIAL_VOLUME: &str = "smtpbind-credential";
+/// The sidecar's pin of its tenant's upstream (contract §8 rule 7).
+pub const UPSTREAM_PIN_ENV: &str = "SMTPBIND_UPSTREAM_PIN";
+/// The lock-down's comma-separated ports.
+pub const LOCKDOWN_PORTS_ENV: &str = "SMTPBIND_LOCKDOWN_PORTS";
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -121,6 +128,7 @@ impl Spec {
     /// The sidecar for `tenant`: with its `client_tls_secret`, the serving
     /// pair toward the mailer is mounted where the chart mounts it (the
     /// tenant's policy sets `client.tls.cert_dir` to that directory).
+    /// Its `SMTPBIND_UPSTREAM_PIN` is the tenant's `upstream`.
     pub fn sidecar_for(&self, tenant: &Tenant) -> Container {
         let mut sidecar = self.sidecar.clone();
         if tenant.client_tls_secret.is_some() {
@@ -129,13 +137,32 @@ impl Spec {
                 .get_or_insert_with(Vec::new)
                 .push(self.client_tls_mount.clone());
         }
+        set_env(&mut sidecar, UPSTREAM_PIN_ENV, tenant.upstream.pin());
         sidecar
     }
 
-    /// The lock-down container's command: with its name and image, what the
-    /// validator recognises it by.
-    pub fn lockdown_command(&self) -> Option<&Vec<String>> {
-        self.lockdown.as_ref().and_then(|c| c.command.as_ref())
+    /// The lock-down for `tenant` (when configured): its ports.
+    pub fn lockdown_for(&self, tenant: &Tenant) -> Option<Container> {
+        let mut lockdown = self.lockdown.clone()?;
+        let ports: Vec<String> = tenant.lockdown_ports.iter().map(u16::to_string).collect();
+        set_env(&mut lockdown, LOCKDOWN_PORTS_ENV, ports.join(","));
+        Some(lockdown)
+    }
+}
+
+/// Sets `name` in `c`'s env: replaces the entry of that name, else appends it.
+fn set_env(c: &mut Container, name: &str, value: String) {
+    let env = c.env.get_or_insert_with(Vec::new);
+    match env.iter_mut().find(|e| e.name == name) {
+        Some(e) => {
+            e.value = Some(value);
+            e.value_from = None;
+        }
+        None => env.push(EnvVar {
+            name: name.to_string(),
+            value: Some(value),
+            value_from: None,
+        }),
     }
 }
 
