@@ -231,10 +231,10 @@ with urllib.request.urlopen(req, context=ctx, timeout=20) as r:
             .args(["-c", script])
             .arg(w.ca_file())
             .arg(w.url("/validate"))
-            .arg(golden("validate-rule3-host-network.request.json")),
+            .arg(golden("validate-rule4-host-network.request.json")),
     );
     let got: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(got, golden_review("validate-rule3-host-network"));
+    assert_eq!(got, golden_review("validate-rule4-host-network"));
     assert_eq!(got["response"]["status"]["code"], 403);
     support::assert_no_secrets(&w.output());
 }

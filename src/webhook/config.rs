@@ -469,6 +469,7 @@ tenants:
     namespaces: [shop-acme, shared]
     credential_secret: acme-smtp
     policy_config_map: acme-smtpbind
+    upstream: {address: \"smtp.example.net:587\"}
 ";
 
     fn errors(text: &str) -> Vec<String> {
@@ -480,7 +481,7 @@ tenants:
 
     #[test]
     fn transparent_needs_the_lockdown() {
-        let text = "version: 1\nsidecar:\n  image: reg/smtpbind:1\n  transparent: true\ntenants:\n  - name: acme\n    namespaces: [shop]\n    credential_secret: acme-smtp\n    policy_config_map: acme-policy\n";
+        let text = "version: 1\nsidecar:\n  image: reg/smtpbind:1\n  transparent: true\ntenants:\n  - name: acme\n    namespaces: [shop]\n    credential_secret: acme-smtp\n    policy_config_map: acme-policy\n    upstream: {address: \"smtp.example.net:587\"}\n";
         let e = parse(text, std::path::Path::new("w.yaml")).expect_err("refused");
         let e = e.to_string();
         assert!(
@@ -513,7 +514,7 @@ tenants:
         let text = GOOD.replace("    credential_secret:", "    credentail_secret:");
         assert_eq!(
             errors(&text),
-            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`, `client_tls_secret`"]
+            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`, `client_tls_secret`, `upstream`, `lockdown_ports`"]
         );
     }
 
@@ -527,14 +528,17 @@ tenants:
   - name: Acme
     namespaces: [kube-system, ok, ok]
     credential_secret: acme-smtp
+    upstream: {address: \"smtp.example.net:587\"}
   - name: b
     namespaces: [b]
     credential_secret: s
     policy_config_map: p
+    upstream: {address: \"smtp.example.net:587\"}
   - name: b
     namespaces: [c]
     credential_secret: s
     policy_config_map: p
+    upstream: {address: \"smtp.example.net:587\"}
 ";
         let e = errors(text);
         assert_eq!(e.len(), 8, "{e:#?}");
@@ -548,6 +552,73 @@ tenants:
             "w.yaml:7:18: tenants[0].namespaces[0]: `kube-system` is a system namespace"
         ));
         assert!(e[6].starts_with("w.yaml:7:35: tenants[0].namespaces[2]: `ok` is listed twice"));
-        assert!(e[7].starts_with("w.yaml:13:5: tenants[2].name: tenant `b` is listed twice"));
+        assert!(e[7].starts_with("w.yaml:15:5: tenants[2].name: tenant `b` is listed twice"));
+    }
+
+    #[test]
+    fn upstream_and_lockdown_ports_per_tenant() {
+        let text = GOOD.replace(
+            "    upstream: {address: \"smtp.example.net:587\"}\n",
+            "    upstream:\n      address: \"email-smtp.eu-west-1.amazonaws.com:2587\"\n      server_name: email-smtp.eu-west-1.amazonaws.com\n    lockdown_ports: [25, 465, 587, 2525, 2465, 2587]\n",
+        );
+        let c = parse(&text, Path::new("w.yaml")).expect("valid");
+        let t = &c.tenants[0];
+        assert_eq!(
+            t.upstream.pin(),
+            "email-smtp.eu-west-1.amazonaws.com:2587/email-smtp.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(t.lockdown_ports, [25, 465, 587, 2525, 2465, 2587]);
+        let default = parse(GOOD, Path::new("w.yaml")).expect("valid");
+        assert_eq!(default.tenants[0].lockdown_ports, DEFAULT_LOCKDOWN_PORTS);
+        assert_eq!(default.tenants[0].upstream.pin(), "smtp.example.net:587");
+
+        let missing = GOOD.replace("    upstream: {address: \"smtp.example.net:587\"}\n", "");
+        assert_eq!(
+            errors(&missing),
+            ["w.yaml:7:5: tenants[0].upstream: required: `address` (host:port) and optional `server_name`: the only upstream this tenant's credential may be sent to (rule 7)"]
+        );
+        let bad = GOOD.replace(
+            "    upstream: {address: \"smtp.example.net:587\"}\n",
+            "    upstream: {address: \"smtp.example.net:587/evil\", server_name: \"a b\"}\n    lockdown_ports: [25, 25, 0, 70000]\n",
+        );
+        let e = errors(&bad);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].starts_with("w.yaml:11:16: tenants[0].upstream.address: must be host:port"), "{e:#?}");
+        assert!(e[1].starts_with("w.yaml:11:54: tenants[0].upstream.server_name: must be a DNS name"), "{e:#?}");
+        assert!(e[2].starts_with("w.yaml:12:26: tenants[0].lockdown_ports[1]: 25 is listed twice"), "{e:#?}");
+        assert!(e[3].starts_with("w.yaml:12:30: tenants[0].lockdown_ports[2]: must be a port"), "{e:#?}");
+        assert!(e[4].starts_with("w.yaml:12:33: tenants[0].lockdown_ports[3]: must be a port"), "{e:#?}");
+        for ok in ["[2001:db8::1]:465", "192.0.2.1:25", "SMTP.Example.net:2587"] {
+            assert_eq!(check_address(ok), Ok(()), "{ok}");
+        }
+        for bad in ["smtp.example.net", "smtp.example.net:0", ":25", "a b:25", "[::1:25", "h:25/x"] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+        let no_lockdown = GOOD
+            .replace("  egress_lockdown: true\n", "")
+            .replace("  lockdown_image: registry.example/smtpbind-egress-lockdown:0.1.0\n", "")
+            .replace("    upstream:", "    lockdown_ports: [25]\n    upstream:");
+        assert_eq!(
+            errors(&no_lockdown),
+            ["w.yaml:9:5: tenants[0].lockdown_ports: set but `sidecar.egress_lockdown` is not true: no lock-down would apply them"]
+        );
+    }
+
+    #[test]
+    fn tenants_sharing_a_namespace_may_not_share_a_secret_or_config_map() {
+        let two = |second: &str| {
+            format!(
+                "{GOOD}  - name: beta\n    namespaces: [{second}]\n    credential_secret: acme-smtp\n    policy_config_map: acme-smtpbind\n    upstream: {{address: \"smtp.example.net:587\"}}\n"
+            )
+        };
+        assert_eq!(
+            errors(&two("shared")),
+            [
+                "w.yaml:14:5: tenants[1].credential_secret: tenants `acme` and `beta` share namespace `shared` and the Secret `acme-smtp`: each tenant there needs its own",
+                "w.yaml:15:5: tenants[1].policy_config_map: tenants `acme` and `beta` share namespace `shared` and the ConfigMap `acme-smtpbind`: each tenant there needs its own",
+            ]
+        );
+        // The same names in namespaces of their own are two different objects.
+        assert_eq!(errors(&two("shop-beta")), Vec::<String>::new());
     }
 }

@@ -179,6 +179,59 @@ mod tests {
         }
     }
 
+    fn upstream() -> crate::webhook::config::Upstream {
+        crate::webhook::config::Upstream {
+            address: "smtp.example.net:587".into(),
+            server_name: None,
+        }
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> Vec<&'a str> {
+        c.env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == name)
+            .filter_map(|e| e.value.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn the_pin_and_the_ports_are_set_once_whether_or_not_the_chart_renders_them() {
+        let mut spec = Spec::new(&sidecar(true)).expect("spec");
+        let tenant = Tenant {
+            name: "ses".into(),
+            namespaces: vec!["shop".into()],
+            credential_secret: "ses-smtp".into(),
+            policy_config_map: "ses-policy".into(),
+            client_tls_secret: None,
+            upstream: crate::webhook::config::Upstream {
+                address: "email-smtp.eu-west-1.amazonaws.com:587".into(),
+                server_name: Some("email-smtp.eu-west-1.amazonaws.com".into()),
+            },
+            lockdown_ports: vec![25, 465, 587, 2525, 2465, 2587],
+        };
+        for round in 0..2 {
+            let sidecar = spec.sidecar_for(&tenant);
+            assert_eq!(
+                env(&sidecar, UPSTREAM_PIN_ENV),
+                ["email-smtp.eu-west-1.amazonaws.com:587/email-smtp.eu-west-1.amazonaws.com"],
+                "round {round}"
+            );
+            let lockdown = spec.lockdown_for(&tenant).expect("lockdown");
+            assert_eq!(
+                env(&lockdown, LOCKDOWN_PORTS_ENV),
+                ["25,465,587,2525,2465,2587"],
+                "round {round}"
+            );
+            // The chart may render the pin itself: it is replaced, not doubled.
+            set_env(&mut spec.sidecar, UPSTREAM_PIN_ENV, "chart:25".into());
+        }
+        assert!(Spec::new(&sidecar(false))
+            .expect("spec")
+            .lockdown_for(&tenant)
+            .is_none());
+    }
+
     fn redirect(spec: &Spec) -> Option<String> {
         let lockdown = spec.lockdown.as_ref()?;
         let env = lockdown.env.as_ref()?;
@@ -196,6 +249,8 @@ mod tests {
             credential_secret: "acme-smtp".into(),
             policy_config_map: "acme-policy".into(),
             client_tls_secret: Some("acme-client-tls".into()),
+            upstream: upstream(),
+            lockdown_ports: vec![25, 587],
         };
         let volumes = spec.volumes(&tenant);
         let tls = volumes
@@ -226,7 +281,9 @@ mod tests {
             .volumes(&without)
             .iter()
             .all(|v| v.name != "smtpbind-client-tls"));
-        assert_eq!(spec.sidecar_for(&without), spec.sidecar);
+        let mut want = spec.sidecar.clone();
+        set_env(&mut want, UPSTREAM_PIN_ENV, "smtp.example.net:587".into());
+        assert_eq!(spec.sidecar_for(&without), want);
     }
 
     #[test]
@@ -242,7 +299,10 @@ mod tests {
         let lockdown = transparent.lockdown.as_ref().expect("lockdown");
         assert_eq!(lockdown.name, LOCKDOWN_NAME);
         assert_eq!(lockdown.image.as_deref(), Some("reg/lockdown:1"));
-        assert_eq!(transparent.lockdown_command(), plain.lockdown_command());
+        assert_eq!(
+            transparent.lockdown.as_ref().map(|c| &c.command),
+            plain.lockdown.as_ref().map(|c| &c.command)
+        );
     }
 
     #[test]
@@ -254,7 +314,7 @@ mod tests {
         let lockdown = spec.lockdown.as_ref().expect("lockdown");
         assert_eq!(lockdown.name, LOCKDOWN_NAME);
         assert_eq!(lockdown.image.as_deref(), Some("reg/lockdown:1"));
-        assert!(spec.lockdown_command().is_some());
+        assert!(lockdown.command.is_some());
         let names: Vec<String> = spec.mailer_env.iter().map(|e| e.name.clone()).collect();
         assert_eq!(names, ["SMTP_HOST", "SMTP_PORT"]);
         let tenant = Tenant {
@@ -263,6 +323,8 @@ mod tests {
             credential_secret: "acme-smtp".into(),
             policy_config_map: "acme-policy".into(),
             client_tls_secret: None,
+            upstream: upstream(),
+            lockdown_ports: vec![25, 465, 587, 2525, 2465, 2587],
         };
         let volumes = spec.volumes(&tenant);
         assert_eq!(volumes.len(), 3);

@@ -33,7 +33,10 @@ pub fn no_exec_into_injected(
         Some(c) if c == SIDECAR_NAME || c == LOCKDOWN_NAME => Err(Refusal::new(
             6,
             TITLE,
-            format!("pods/{subresource} into container {c:?} of pod {pod:?}, which holds the tenant's credential"),
+            format!(
+                "pods/{subresource} into container {c:?} of pod {pod:?}: the sidecar and the \
+                 lock-down, which smtpbind injects, cannot be entered (by name: the webhook cannot see the pod)"
+            ),
             "exec into the application's container instead; read the sidecar's state from its /metrics and logs",
         )),
         Some(_) => Ok(()),
