@@ -15,6 +15,11 @@ use base64::Engine;
 use serde_json::{json, Value};
 use smtpbind::webhook::{Endpoint, Webhook};
 
+#[path = "webhook/props.rs"]
+mod props;
+#[path = "webhook/rules.rs"]
+mod rules;
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook")
 }

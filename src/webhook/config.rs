@@ -385,7 +385,12 @@ fn check_address(address: &str) -> Result<(), &'static str> {
     }
 }
 
-fn lockdown_ports(v: &mut Located<'_>, i: usize, raw: Option<Vec<i64>>, lockdown: bool) -> Vec<u16> {
+fn lockdown_ports(
+    v: &mut Located<'_>,
+    i: usize,
+    raw: Option<Vec<i64>>,
+    lockdown: bool,
+) -> Vec<u16> {
     let key = format!("tenants[{i}].lockdown_ports");
     let Some(list) = raw else {
         return DEFAULT_LOCKDOWN_PORTS.to_vec();
@@ -397,13 +402,18 @@ fn lockdown_ports(v: &mut Located<'_>, i: usize, raw: Option<Vec<i64>>, lockdown
         );
     }
     if list.is_empty() {
-        v.err(&key, "must list at least one port (omit it for 25, 465, 587, 2525)");
+        v.err(
+            &key,
+            "must list at least one port (omit it for 25, 465, 587, 2525)",
+        );
     }
     let mut ports = Vec::new();
     for (j, p) in list.into_iter().enumerate() {
         match u16::try_from(p) {
             Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
-            Ok(port) if port > 0 => v.err(&format!("{key}[{j}]"), format!("{port} is listed twice")),
+            Ok(port) if port > 0 => {
+                v.err(&format!("{key}[{j}]"), format!("{port} is listed twice"))
+            }
             _ => v.err(&format!("{key}[{j}]"), "must be a port, 1-65535"),
         }
     }
@@ -418,8 +428,18 @@ fn shared_references(v: &mut Located<'_>, tenants: &[Tenant]) {
                 continue;
             };
             for (key, x, y, what) in [
-                ("credential_secret", &a.credential_secret, &b.credential_secret, "Secret"),
-                ("policy_config_map", &a.policy_config_map, &b.policy_config_map, "ConfigMap"),
+                (
+                    "credential_secret",
+                    &a.credential_secret,
+                    &b.credential_secret,
+                    "Secret",
+                ),
+                (
+                    "policy_config_map",
+                    &a.policy_config_map,
+                    &b.policy_config_map,
+                    "ConfigMap",
+                ),
             ] {
                 if !x.is_empty() && x == y {
                     v.err(
@@ -583,20 +603,45 @@ tenants:
         );
         let e = errors(&bad);
         assert_eq!(e.len(), 5, "{e:#?}");
-        assert!(e[0].starts_with("w.yaml:11:16: tenants[0].upstream.address: must be host:port"), "{e:#?}");
-        assert!(e[1].starts_with("w.yaml:11:54: tenants[0].upstream.server_name: must be a DNS name"), "{e:#?}");
-        assert!(e[2].starts_with("w.yaml:12:26: tenants[0].lockdown_ports[1]: 25 is listed twice"), "{e:#?}");
-        assert!(e[3].starts_with("w.yaml:12:30: tenants[0].lockdown_ports[2]: must be a port"), "{e:#?}");
-        assert!(e[4].starts_with("w.yaml:12:33: tenants[0].lockdown_ports[3]: must be a port"), "{e:#?}");
+        assert!(
+            e[0].starts_with("w.yaml:11:16: tenants[0].upstream.address: must be host:port"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("w.yaml:11:54: tenants[0].upstream.server_name: must be a DNS name"),
+            "{e:#?}"
+        );
+        assert!(
+            e[2].starts_with("w.yaml:12:26: tenants[0].lockdown_ports[1]: 25 is listed twice"),
+            "{e:#?}"
+        );
+        assert!(
+            e[3].starts_with("w.yaml:12:30: tenants[0].lockdown_ports[2]: must be a port"),
+            "{e:#?}"
+        );
+        assert!(
+            e[4].starts_with("w.yaml:12:33: tenants[0].lockdown_ports[3]: must be a port"),
+            "{e:#?}"
+        );
         for ok in ["[2001:db8::1]:465", "192.0.2.1:25", "SMTP.Example.net:2587"] {
             assert_eq!(check_address(ok), Ok(()), "{ok}");
         }
-        for bad in ["smtp.example.net", "smtp.example.net:0", ":25", "a b:25", "[::1:25", "h:25/x"] {
+        for bad in [
+            "smtp.example.net",
+            "smtp.example.net:0",
+            ":25",
+            "a b:25",
+            "[::1:25",
+            "h:25/x",
+        ] {
             assert!(check_address(bad).is_err(), "{bad}");
         }
         let no_lockdown = GOOD
             .replace("  egress_lockdown: true\n", "")
-            .replace("  lockdown_image: registry.example/smtpbind-egress-lockdown:0.1.0\n", "")
+            .replace(
+                "  lockdown_image: registry.example/smtpbind-egress-lockdown:0.1.0\n",
+                "",
+            )
             .replace("    upstream:", "    lockdown_ports: [25]\n    upstream:");
         assert_eq!(
             errors(&no_lockdown),

@@ -22,10 +22,16 @@ pub fn defaults(c: &mut Container) {
     if c.image_pull_policy.as_deref().is_none_or(str::is_empty) {
         c.image_pull_policy = Some(pull_policy(c.image.as_deref().unwrap_or_default()).into());
     }
-    if c.termination_message_path.as_deref().is_none_or(str::is_empty) {
+    if c.termination_message_path
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
         c.termination_message_path = Some(TERMINATION_MESSAGE_PATH.into());
     }
-    if c.termination_message_policy.as_deref().is_none_or(str::is_empty) {
+    if c.termination_message_policy
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
         c.termination_message_policy = Some(TERMINATION_MESSAGE_POLICY.into());
     }
     for probe in [

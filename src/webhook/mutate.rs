@@ -93,13 +93,25 @@ pub fn mutate(config: &Config, spec: &Spec, namespace: &str, pod: &Pod) -> Mutat
         let status = ["metadata", "annotations"];
         match meta.annotations {
             None => add(&mut ops, &status, &json!({ STATUS_ANNOTATION: "injected" })),
-            Some(_) => add(&mut ops, &["metadata", "annotations", STATUS_ANNOTATION], &"injected"),
+            Some(_) => add(
+                &mut ops,
+                &["metadata", "annotations", STATUS_ANNOTATION],
+                &"injected",
+            ),
         }
     }
     if pod::label(meta, TENANT_LABEL) != Some(tenant.name.as_str()) {
         match meta.labels {
-            None => add(&mut ops, &["metadata", "labels"], &json!({ TENANT_LABEL: tenant.name })),
-            Some(_) => add(&mut ops, &["metadata", "labels", TENANT_LABEL], &tenant.name),
+            None => add(
+                &mut ops,
+                &["metadata", "labels"],
+                &json!({ TENANT_LABEL: tenant.name }),
+            ),
+            Some(_) => add(
+                &mut ops,
+                &["metadata", "labels", TENANT_LABEL],
+                &tenant.name,
+            ),
         }
     }
     if ops.is_empty() {
@@ -199,7 +211,13 @@ fn harden_ops(ops: &mut Vec<PatchOperation>, field: &str, i: usize, c: &Containe
     if sc.allow_privilege_escalation.is_none() {
         add(
             ops,
-            &["spec", field, &index, "securityContext", "allowPrivilegeEscalation"],
+            &[
+                "spec",
+                field,
+                &index,
+                "securityContext",
+                "allowPrivilegeEscalation",
+            ],
             &false,
         );
     }
@@ -208,15 +226,33 @@ fn harden_ops(ops: &mut Vec<PatchOperation>, field: &str, i: usize, c: &Containe
         None => add(ops, &caps, &json!({ "drop": REQUIRED_DROPS })),
         Some(None) => add(
             ops,
-            &["spec", field, &index, "securityContext", "capabilities", "drop"],
+            &[
+                "spec",
+                field,
+                &index,
+                "securityContext",
+                "capabilities",
+                "drop",
+            ],
             &REQUIRED_DROPS,
         ),
         Some(Some(drops)) if drops.iter().any(|d| d == "ALL") => {}
         Some(Some(drops)) => {
-            for d in REQUIRED_DROPS.iter().filter(|d| !drops.iter().any(|x| x == *d)) {
+            for d in REQUIRED_DROPS
+                .iter()
+                .filter(|d| !drops.iter().any(|x| x == *d))
+            {
                 add(
                     ops,
-                    &["spec", field, &index, "securityContext", "capabilities", "drop", "-"],
+                    &[
+                        "spec",
+                        field,
+                        &index,
+                        "securityContext",
+                        "capabilities",
+                        "drop",
+                        "-",
+                    ],
                     d,
                 );
             }

@@ -135,7 +135,10 @@ fn pod_level(s: &Subject<'_>) -> Result<(), Refusal> {
         }
     }
     for c in &s.views {
-        if let Some(target) = c.target.filter(|t| *t == SIDECAR_NAME || *t == LOCKDOWN_NAME) {
+        if let Some(target) = c
+            .target
+            .filter(|t| *t == SIDECAR_NAME || *t == LOCKDOWN_NAME)
+        {
             return refuse(
                 "no ephemeral container into the sidecar",
                 format!("{} targets container {target:?} (targetContainerName), joining its process namespace", c.who()),
@@ -159,7 +162,10 @@ fn pod_security_context(sc: &PodSecurityContext) -> Result<(), Refusal> {
         if !ALLOWED_SYSCTLS.contains(&sysctl.name.as_str()) {
             return refuse(
                 "baseline: sysctls",
-                format!("{at} sets sysctl {:?}, not one of the baseline's safe sysctls", sysctl.name),
+                format!(
+                    "{at} sets sysctl {:?}, not one of the baseline's safe sysctls",
+                    sysctl.name
+                ),
                 "remove it from spec.securityContext.sysctls",
             );
         }
@@ -175,7 +181,10 @@ fn container_level(s: &Subject<'_>, c: &View<'_>) -> Result<(), Refusal> {
         if port.host_port.is_some_and(|p| p != 0) {
             return refuse(
                 "baseline: host ports",
-                format!("{who} binds hostPort {:?}", port.host_port.unwrap_or_default()),
+                format!(
+                    "{who} binds hostPort {:?}",
+                    port.host_port.unwrap_or_default()
+                ),
                 format!("remove hostPort from {}.ports", c.path()),
             );
         }
@@ -213,7 +222,10 @@ fn container_security_context(who: &str, path: &str, sc: &SecurityContext) -> Re
     if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
         return refuse(
             "baseline: /proc mount type",
-            format!("{who} sets securityContext.procMount: {:?}", sc.proc_mount.as_deref().unwrap_or_default()),
+            format!(
+                "{who} sets securityContext.procMount: {:?}",
+                sc.proc_mount.as_deref().unwrap_or_default()
+            ),
             format!("remove {path}.securityContext.procMount"),
         );
     }

@@ -109,10 +109,17 @@ fn secret_owner<'a>(s: &Subject<'a>, name: &str) -> Option<&'a Tenant> {
 /// Every Secret a volume reads, with the field that names it.
 pub fn volume_secrets(v: &Volume) -> Vec<(&'static str, &str)> {
     let direct = [
-        ("secret", v.secret.as_ref().and_then(|s| s.secret_name.as_deref())),
+        (
+            "secret",
+            v.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        ),
         (
             "csi nodePublishSecretRef",
-            local(v.csi.as_ref().and_then(|c| c.node_publish_secret_ref.as_ref())),
+            local(
+                v.csi
+                    .as_ref()
+                    .and_then(|c| c.node_publish_secret_ref.as_ref()),
+            ),
         ),
         (
             "flexVolume secretRef",
@@ -122,7 +129,10 @@ pub fn volume_secrets(v: &Volume) -> Vec<(&'static str, &str)> {
             "cephfs secretRef",
             local(v.cephfs.as_ref().and_then(|c| c.secret_ref.as_ref())),
         ),
-        ("rbd secretRef", local(v.rbd.as_ref().and_then(|c| c.secret_ref.as_ref()))),
+        (
+            "rbd secretRef",
+            local(v.rbd.as_ref().and_then(|c| c.secret_ref.as_ref())),
+        ),
         (
             "iscsi secretRef",
             local(v.iscsi.as_ref().and_then(|c| c.secret_ref.as_ref())),
@@ -131,7 +141,10 @@ pub fn volume_secrets(v: &Volume) -> Vec<(&'static str, &str)> {
             "azureFile secretName",
             v.azure_file.as_ref().map(|c| c.secret_name.as_str()),
         ),
-        ("scaleIO secretRef", local(v.scale_io.as_ref().map(|c| &c.secret_ref))),
+        (
+            "scaleIO secretRef",
+            local(v.scale_io.as_ref().map(|c| &c.secret_ref)),
+        ),
         (
             "storageos secretRef",
             local(v.storageos.as_ref().and_then(|c| c.secret_ref.as_ref())),
@@ -141,7 +154,12 @@ pub fn volume_secrets(v: &Volume) -> Vec<(&'static str, &str)> {
         .projected
         .iter()
         .flat_map(|p| p.sources.iter().flatten())
-        .map(|s| ("projected secret", s.secret.as_ref().map(|s| s.name.as_str())));
+        .map(|s| {
+            (
+                "projected secret",
+                s.secret.as_ref().map(|s| s.name.as_str()),
+            )
+        });
     direct
         .into_iter()
         .chain(projected)
