@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The admission webhook's cost: /mutate latency (p50/p99) for a typical pod
-# (tests/webhook/golden/mutate-inject.request.json) over one keep-alive HTTPS
-# connection, and the webhook's RSS. Uses the shipped build
+# (tests/webhook/golden/mutate-inject.request.json) and /validate latency for
+# the injected pod (validate-injected-pod.request.json: every rule runs) over
+# one keep-alive HTTPS connection, and the webhook's RSS. Uses the shipped build
 # (scripts/build-release.sh) unless SMTPBIND_BIN is set; N requests (default 5000).
 #
 #   bash bench/webhook.sh
@@ -37,4 +38,5 @@ done
 [ -n "$port" ] || { cat "$work/log"; exit 1; }
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r)"
 echo "binary: $BIN"
-python3 bench/webhook.py "$work/ca.pem" "$port" "$pid" tests/webhook/golden/mutate-inject.request.json "$N"
+python3 bench/webhook.py "$work/ca.pem" "$port" "$pid" tests/webhook/golden/mutate-inject.request.json "$N" \
+  tests/webhook/golden/validate-injected-pod.request.json

@@ -484,6 +484,49 @@ fn refuses_to_start_without_a_certificate_or_with_a_bad_config() {
             .args(["check"])
             .arg(repo().join("tests/webhook/config.yaml")),
     );
+
+    // Two tenants sharing a namespace and a Secret (or a ConfigMap): refused
+    // by `check` and at start, located at the second tenant's key.
+    let golden = std::fs::read_to_string(repo().join("tests/webhook/config.yaml")).expect("read");
+    let shared = dir.path().join("shared.yaml");
+    std::fs::write(
+        &shared,
+        golden
+            .replace(
+                "credential_secret: beta-smtp",
+                "credential_secret: acme-smtp",
+            )
+            .replace(
+                "policy_config_map: beta-smtpbind",
+                "policy_config_map: acme-smtpbind",
+            ),
+    )
+    .expect("write");
+    let line = |key: &str| {
+        golden
+            .lines()
+            .position(|l| l.contains(key))
+            .map(|i| i + 1)
+            .expect("key")
+    };
+    for args in [vec!["check"], vec!["webhook", "--config"]] {
+        let out = Command::new(support::bin())
+            .args(&args)
+            .arg(&shared)
+            .args(["--tls-dir"].iter().take(args.len() - 1))
+            .args([dir.path()].iter().take(args.len() - 1))
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for (key, what) in [
+            ("credential_secret: beta-smtp", "credential_secret: tenants `acme` and `beta` share namespace `shared` and the Secret `acme-smtp`"),
+            ("policy_config_map: beta-smtpbind", "policy_config_map: tenants `acme` and `beta` share namespace `shared` and the ConfigMap `acme-smtpbind`"),
+        ] {
+            let want = format!("{}:{}:5: tenants[1].{what}", shared.display(), line(key));
+            assert!(err.contains(&want), "{args:?}: want {want}\n{err}");
+        }
+    }
 }
 
 /// Runs `cmd`, which must exit 0 (else the test fails with its stderr).
