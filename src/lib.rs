@@ -30,7 +30,8 @@
 //!            (shared by the webhook and client_tls)
 //! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
 //! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
-//! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
+//! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate):
+//!            the rules of §8 in webhook/rules, one function per rule
 //! ```
 #![forbid(unsafe_code)]
 

@@ -4,6 +4,7 @@
 //! ```text
 //! config    the configuration file (YAML, file:line:col errors): tenants,
 //!           their upstream pin (rule 7) and lock-down ports
+//! tenants   the config's tenants: upstream, lockdown_ports, sharing checks
 //! spec      what is injected: one source of truth with the Helm chart
 //! defaults  the API server's container defaults (pure), for rule 3
 //! pod       container views of every kind, the pod's tenant
@@ -25,6 +26,7 @@ pub mod review;
 pub mod rules;
 pub mod server;
 pub mod spec;
+pub mod tenants;
 pub mod tls;
 pub mod validate;
 
