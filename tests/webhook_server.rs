@@ -185,6 +185,8 @@ fn serves_the_golden_answers_over_tls_to_curl_and_python() {
         "mutate-skip-no-annotation",
         "validate-rule2-envfrom",
         "validate-injected-pod",
+        "validate-rule6-exec-into-the-sidecar",
+        "validate-rule4-ephemeral-container-targets-the-sidecar",
     ] {
         let endpoint = if name.starts_with("mutate") {
             "/mutate"
@@ -207,7 +209,7 @@ fn serves_the_golden_answers_over_tls_to_curl_and_python() {
     );
     assert!(
         metrics
-            .contains(r#"smtpbind_webhook_requests_total{endpoint="validate",result="refused"} 1"#),
+            .contains(r#"smtpbind_webhook_requests_total{endpoint="validate",result="refused"} 3"#),
         "{metrics}"
     );
     assert!(
