@@ -475,3 +475,38 @@ fn every_volume_type_with_a_secret_reference_counts() {
         );
     }
 }
+
+#[test]
+fn the_volumes_behind_the_injected_mounts_are_part_of_the_spec() {
+    let volume = |p: &mut Value, name: &str| -> usize {
+        p["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .position(|v| v["name"] == name)
+            .expect("volume")
+    };
+    // The lock-down's /run a tenant's ConfigMap: not the lock-down.
+    let why = verdict(|p| {
+        let i = volume(p, "smtpbind-lockdown-run");
+        p["spec"]["volumes"][i] =
+            json!({"name": "smtpbind-lockdown-run", "configMap": {"name": "tenant-run"}});
+    })
+    .expect("refused");
+    assert!(
+        why.starts_with("smtpbind rule 1 (sidecar required): the pod runs the sidecar but its first init container is not the egress lock-down")
+            && why.contains("its volume \"smtpbind-lockdown-run\" is not the one /mutate adds"),
+        "{why}"
+    );
+    // The sidecar's Secret volume with another mode: not the sidecar.
+    let why = verdict(|p| {
+        let i = volume(p, "smtpbind-credential");
+        p["spec"]["volumes"][i]["secret"]["defaultMode"] = json!(511);
+    })
+    .expect("refused");
+    assert!(
+        why.starts_with("smtpbind rule 1 (sidecar required): the pod is labelled smtpbind.dev/mailer=true but runs no smtpbind sidecar")
+            && why.contains("its volume \"smtpbind-credential\" is not the one /mutate adds"),
+        "{why}"
+    );
+}

@@ -9,10 +9,15 @@
 //! else with the configured images or the injected names is an ordinary
 //! container under every rule.
 //!
+//! The volumes an injected container mounts are part of what it is: each
+//! must be, field for field, the volume `/mutate` adds (a lock-down whose
+//! `/run` is a tenant's ConfigMap, or a sidecar whose Secret volume has
+//! another mode, is not the injected one).
+//!
 //! Empty lists and objects compare equal to absent ones (the API server
 //! stores neither).
 
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use serde_json::Value;
 
 use super::Subject;
@@ -46,17 +51,46 @@ pub fn recognise(spec: &Spec, tenant: Option<&Tenant>, pod: &PodSpec) -> Injecte
         return Injected::default();
     };
     let init = pod.init_containers.as_deref().unwrap_or_default();
+    let volumes = spec.volumes(tenant);
     let sidecar = canonical(&spec.sidecar_for(tenant));
     let lockdown = spec.lockdown_for(tenant).map(|c| canonical(&c));
+    let is = |c: &Container, want: &Value| {
+        canonical(c) == *want && mounts_injected_volumes(pod, c, &volumes)
+    };
     Injected {
         lockdown: match (lockdown, init.first()) {
-            (Some(want), Some(first)) => first.name == LOCKDOWN_NAME && canonical(first) == want,
+            (Some(want), Some(first)) => first.name == LOCKDOWN_NAME && is(first, &want),
             _ => false,
         },
         sidecar: init
             .iter()
-            .position(|c| c.name == SIDECAR_NAME && canonical(c) == sidecar),
+            .position(|c| c.name == SIDECAR_NAME && is(c, &sidecar)),
     }
+}
+
+/// Every volume `c` mounts is, field for field, one `/mutate` adds.
+fn mounts_injected_volumes(pod: &PodSpec, c: &Container, injected: &[Volume]) -> bool {
+    let json = |v: &Volume| {
+        let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+        prune(&mut v);
+        v
+    };
+    c.volume_mounts.iter().flatten().all(|m| {
+        let want = injected.iter().find(|v| v.name == m.name);
+        let have = pod.volumes.iter().flatten().find(|v| v.name == m.name);
+        matches!((want, have), (Some(w), Some(h)) if json(w) == json(h))
+    })
+}
+
+/// The first volume `c` mounts that is not the one `/mutate` adds.
+fn foreign_volume(pod: &PodSpec, c: &Container, injected: &[Volume]) -> Option<String> {
+    c.volume_mounts.iter().flatten().find_map(|m| {
+        let single = Container {
+            volume_mounts: Some(vec![m.clone()]),
+            ..Container::default()
+        };
+        (!mounts_injected_volumes(pod, &single, injected)).then(|| m.name.clone())
+    })
 }
 
 /// The container as compared: defaults applied, `resources` and
@@ -127,11 +161,17 @@ pub fn why_not(s: &Subject<'_>, c: &View<'_>) -> Option<String> {
         (_, _, None) => "the lock-down is not configured".to_string(),
         (Kind::Ephemeral, ..) => "it is an ephemeral container".to_string(),
         (Kind::App, ..) => "it is not an init container".to_string(),
-        (Kind::Init, Some(actual), Some(expected)) => match first_difference(actual, &expected) {
-            Some(field) => format!("its {field} differs from what /mutate injects"),
-            None if what == "lock-down" => "it is not the first init container".to_string(),
-            None => "it is not the one /mutate injects".to_string(),
-        },
+        (Kind::Init, Some(actual), Some(expected)) => {
+            let volumes = s.tenant.map(|t| s.spec.volumes(t)).unwrap_or_default();
+            match first_difference(actual, &expected) {
+                Some(field) => format!("its {field} differs from what /mutate injects"),
+                None => match foreign_volume(s.pod, actual, &volumes) {
+                    Some(v) => format!("its volume {v:?} is not the one /mutate adds"),
+                    None if what == "lock-down" => "it is not the first init container".to_string(),
+                    None => "it is not the one /mutate injects".to_string(),
+                },
+            }
+        }
         (Kind::Init, None, Some(_)) => "it is not the one /mutate injects".to_string(),
     };
     Some(format!(
