@@ -181,7 +181,8 @@ impl Webhook {
         response: AdmissionResponse,
     ) -> (AdmissionResponse, &'static str) {
         let sub = request.sub_resource.as_deref().unwrap_or_default();
-        if request.resource.resource != "pods" || !matches!(sub, "exec" | "attach") {
+        let pods = request.resource.group.is_empty() && request.resource.resource == "pods";
+        if !pods || !matches!(sub, "exec" | "attach") {
             return (response, "allowed");
         }
         let namespace = request.namespace.as_deref().unwrap_or_default();
