@@ -661,3 +661,85 @@ fn a_policy_reload_keeps_the_token_in_hand() {
     assert!(send(s, "after").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1, "the reload fetched a new token");
 }
+
+/// Issue 19, item 1: the provider refuses the token in hand while the token
+/// endpoint is healthy but slow (2 s). 20 sessions started during that one
+/// refresh all wait for it and relay; `/readyz` stays 200 throughout and the
+/// refresh is counted once.
+#[test]
+fn a_provider_refusal_during_a_slow_refresh_is_not_an_outage() {
+    let o = oauth_setup(
+        Duration::from_secs(300),
+        "client_credentials",
+        |_| {},
+        |p| {
+            p.set("upstream.reuse.max_idle", 0)
+                .set("upstream.connect_timeout", "10s");
+        },
+    );
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    assert!(send(s, "first").starts_with("250"));
+    let ok = series("smtpbind_oauth_token_refreshes_total", ",result=\"ok\"");
+    let before = metric(&s.http_get("/metrics").1, &ok);
+    idp.issuer.set_delay(Duration::from_secs(2));
+    idp.tokens().revoke_all();
+
+    // Probe /readyz every 20 ms from the refusal until the sessions end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let admin = s.admin;
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut probes, mut not_ready) = (0u32, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let (code, body) = http_get(admin, "/readyz");
+                probes += 1;
+                if code != 200 {
+                    not_ready.push(body);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (probes, not_ready)
+        })
+    };
+    let smtp = s.smtp;
+    let started = Instant::now();
+    // The session that meets the refusal and starts the refresh.
+    let first = std::thread::spawn(move || send_one(smtp, "app", KEY_P, FROM, "refused once"));
+    std::thread::sleep(Duration::from_millis(300));
+    let during: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = send_one(smtp, "app", KEY_P, FROM, &format!("during {i}"));
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let first = first.join().expect("first");
+    let results: Vec<_> = during
+        .into_iter()
+        .map(|h| h.join().expect("session"))
+        .collect();
+    stop.store(true, Ordering::SeqCst);
+    let (probes, not_ready) = prober.join().expect("prober");
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| !r.starts_with("250"))
+        .collect();
+    let slowest = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "issue 19 item 1: first {first:?}; 20 sessions during the refresh: {} refused, \
+         slowest done {slowest:?} after the refusal; /readyz probes {probes}, non-200 {}",
+        refused.len(),
+        not_ready.len()
+    );
+    assert!(first.starts_with("250"), "{first}");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(not_ready.is_empty(), "/readyz flapped: {not_ready:?}");
+    assert_eq!(wait_messages(up, 22).len(), 22);
+    let after = metric(&s.http_get("/metrics").1, &ok);
+    assert_eq!(after - before, 1.0, "the refresh counted once");
+    assert_eq!(idp.tokens().grants(), 2, "one token request for all");
+    check_no_leaks(s, idp);
+}

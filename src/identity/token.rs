@@ -60,6 +60,9 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Duration,
     generation: u64,
+    /// The generation an upstream refused: kept (it still proves the
+    /// endpoint answers, so readiness holds) but never handed out again.
+    refused: Option<u64>,
     /// Bumped whenever the source is left without a usable token: upstream
     /// connections authenticated before such a gap are not reused after it.
     epoch: u64,
@@ -102,6 +105,7 @@ impl TokenSource {
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
                 generation: 0,
+                refused: None,
                 epoch: 0,
             }),
             flight: tokio::sync::Mutex::new(()),
@@ -127,22 +131,35 @@ impl TokenSource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The token in hand if it may still be used.
+    /// The token in hand if it may still be used (and no upstream refused it).
     pub fn current(&self) -> Option<Token> {
         let now = Instant::now();
-        self.lock()
+        let state = self.lock();
+        state
             .token
             .as_ref()
-            .filter(|t| now < t.usable_until)
+            .filter(|t| now < t.usable_until && state.refused != Some(t.generation))
             .cloned()
     }
 
-    /// `Ok` while a usable token is held; else the one-line reason.
+    /// `Ok` while a usable token is held, or while the one an upstream
+    /// refused is being replaced by an endpoint that has not failed (a
+    /// provider's refusal is not an outage: sessions wait for the single
+    /// refresh); else the one-line reason.
     pub fn usable(&self) -> Result<(), String> {
         if self.current().is_some() {
             return Ok(());
         }
+        let now = Instant::now();
         let state = self.lock();
+        let replacing = state.error.is_none()
+            && state
+                .token
+                .as_ref()
+                .is_some_and(|t| now < t.usable_until && state.refused == Some(t.generation));
+        if replacing {
+            return Ok(());
+        }
         Err(match &state.error {
             Some(e) => format!("no valid OAuth2 token: {e}"),
             None => "no valid OAuth2 token yet (fetching)".to_string(),
@@ -170,25 +187,30 @@ impl TokenSource {
     }
 
     /// The upstream refused token `rejected`: a newer token if another
-    /// session already got one, else a fresh fetch (the rejected token is
-    /// dropped either way).
+    /// session already got one, else a fresh fetch. The refused token is
+    /// marked at once (before the flight lock: sessions arriving during the
+    /// refresh wait for the new token instead of sending the refused one)
+    /// and kept until its replacement arrives, so readiness does not flap.
     pub async fn refresh_rejected(&self, rejected: u64) -> Result<Token, IdentityError> {
+        self.mark_refused(rejected);
         let _flight = self.flight.lock().await;
-        {
-            let mut state = self.lock();
-            if state
-                .token
-                .as_ref()
-                .is_some_and(|t| t.generation == rejected)
-            {
-                state.token = None;
-                state.refresh_at = None;
-            }
-        }
+        self.mark_refused(rejected);
         if let Some(t) = self.current() {
             return Ok(t);
         }
         self.fetch_unless_backing_off().await
+    }
+
+    fn mark_refused(&self, rejected: u64) {
+        let mut state = self.lock();
+        if state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.generation == rejected)
+        {
+            state.refused = Some(rejected);
+            state.refresh_at = None;
+        }
     }
 
     /// Called by the timer: fetches when the refresh time (or the retry

@@ -145,6 +145,7 @@ impl Connector {
             user: cred.upstream_user().map(str::to_string),
             token_epoch: None,
             reply_timeout: p.reply_timeout,
+            token_wait: p.connect_timeout,
             timer: None,
             tls: false,
             clean: true,
@@ -208,6 +209,8 @@ pub struct Connection {
     /// authenticated; after a gap without a token it is not reused.
     token_epoch: Option<(std::sync::Arc<crate::identity::TokenSource>, u64)>,
     reply_timeout: Duration,
+    /// How long AUTH waits for a token being fetched (`connect_timeout`).
+    token_wait: Duration,
     /// The reply deadline's timer, armed at the first reply and moved only
     /// when it fires early or must fire earlier: not one timer registered
     /// and cancelled per read.
