@@ -54,6 +54,9 @@ impl Readiness {
         if !self.listener_bound.load(Ordering::SeqCst) {
             return Err("listener not bound".into());
         }
+        if let Some(reason) = crate::log::congested() {
+            return Err(reason);
+        }
         match credential {
             // XOAUTH2: ready only while a usable token is held (§9).
             CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),

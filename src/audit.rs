@@ -41,6 +41,8 @@ pub enum Reason {
     TokenUnavailable,
     /// `upstream.max_connections` reached for the whole wait.
     UpstreamBusy,
+    /// stdout takes no more: no transaction starts without its audit line.
+    LogStalled,
 }
 
 impl Reason {
@@ -58,6 +60,7 @@ impl Reason {
             Reason::CredentialNotPinned => "credential_not_pinned",
             Reason::TokenUnavailable => "token_unavailable",
             Reason::UpstreamBusy => "upstream_busy",
+            Reason::LogStalled => "log_stalled",
         }
     }
 }
@@ -234,7 +237,7 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
 mod tests {
     use super::*;
 
-    const REASONS: [Reason; 12] = [
+    const REASONS: [Reason; 13] = [
         Reason::IdentityMismatch,
         Reason::AuthRequired,
         Reason::SenderNotAllowed,
@@ -247,6 +250,7 @@ mod tests {
         Reason::CredentialNotPinned,
         Reason::TokenUnavailable,
         Reason::UpstreamBusy,
+        Reason::LogStalled,
     ];
 
     fn info() -> SessionInfo {

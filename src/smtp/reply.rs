@@ -112,6 +112,9 @@ pub mod local {
     pub fn not_ready() -> Reply {
         Reply::new(421, "4.3.0 credential not ready, try again later")
     }
+    pub fn log_stalled() -> Reply {
+        Reply::new(451, "4.3.0 audit log cannot be written, try again later")
+    }
     pub fn too_many_sessions() -> Reply {
         Reply::new(421, "4.3.2 too many sessions, try again later")
     }
