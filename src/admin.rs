@@ -60,7 +60,9 @@ impl Readiness {
         match credential {
             // XOAUTH2: ready only while a usable token is held (§9).
             CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),
-            CredentialState::NotReady(reason) => Err(format!("credential: {reason}")),
+            CredentialState::NotReady(reason, text) => {
+                Err(format!("credential: {} ({text})", reason.as_str()))
+            }
         }
     }
 }
@@ -192,6 +194,7 @@ mod tests {
     #[test]
     fn readiness_latch() {
         let (a, tx) = admin(CredentialState::NotReady(
+            crate::audit::Reason::CredentialNotPinned,
             "mounted password sha256:abc matches none".into(),
         ));
         assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
@@ -218,7 +221,10 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_methods() {
-        let (a, _tx) = admin(CredentialState::NotReady("x".into()));
+        let (a, _tx) = admin(CredentialState::NotReady(
+            crate::audit::Reason::CredentialMissing,
+            "x".into(),
+        ));
         assert_eq!(a.route(&Method::GET, "/").status(), StatusCode::NOT_FOUND);
         assert_eq!(
             a.route(&Method::POST, "/healthz").status(),

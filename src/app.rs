@@ -73,10 +73,13 @@ fn load_credential(policy: &Policy) -> CredentialState {
                 json!({ "result": "ok", "credential": c.pin().short(), "username": c.username() }),
             );
         }
-        CredentialState::NotReady(reason) => {
+        CredentialState::NotReady(reason, text) => {
             metrics::counter!("smtpbind_credential_reloads_total", "result" => "error")
                 .increment(1);
-            log::error("credential", json!({ "result": "error", "error": reason }));
+            log::error(
+                "credential",
+                json!({ "result": "error", "reason": reason, "error": text }),
+            );
         }
     }
     state
