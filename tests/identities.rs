@@ -743,3 +743,29 @@ fn a_provider_refusal_during_a_slow_refresh_is_not_an_outage() {
     assert_eq!(idp.tokens().grants(), 2, "one token request for all");
     check_no_leaks(s, idp);
 }
+
+/// Issue 19, item 4 (fault injection: the capture upstream's `echo_auth`
+/// refuses every AUTH and quotes the received XOAUTH2 payload in its 535).
+/// The sidecar logs the refusal with every token and payload scrubbed.
+#[test]
+fn an_upstream_echoing_the_xoauth2_payload_leaks_nothing() {
+    let o = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |f| f.echo_auth = true,
+        |_| {},
+    );
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    let r = send(s, "refused");
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+    assert!(up.messages().is_empty());
+    assert!(
+        s.wait_for(Duration::from_secs(5), |l| l
+            .iter()
+            .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))),
+        "the echoed refusal is logged, scrubbed: {:?}",
+        s.output()
+    );
+    check_no_leaks(s, idp);
+}

@@ -81,3 +81,23 @@ fn a_stalled_log_reader_refuses_mail_keeps_probes_and_recovers() {
     let reasons = s.reject_reasons(2);
     assert!(reasons.iter().all(|r| r == "log_stalled"), "{reasons:?}");
 }
+
+/// Issue 19, item 4 (fault injection: the capture upstream's `echo_auth`
+/// refuses every AUTH and quotes the received PLAIN payload in its 535):
+/// neither the mounted password nor any base64 form of it is logged.
+#[test]
+fn an_upstream_echoing_the_plain_payload_leaks_nothing() {
+    let up = Upstream::start(|c| c.faults.echo_auth = true);
+    let s = Sidecar::start(&up, |_| {});
+    let r = send(&s, "refused");
+    assert!(r.starts_with('4'), "{r}");
+    assert!(
+        s.wait_for(Duration::from_secs(5), |l| l
+            .iter()
+            .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))),
+        "the echoed refusal is logged, scrubbed: {:?}",
+        s.output()
+    );
+    s.assert_no_secrets();
+    assert!(up.messages().is_empty());
+}

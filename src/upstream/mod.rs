@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod limit;
 pub mod pool;
+mod scrub;
 mod stream;
 pub mod tls;
 pub mod warm;
@@ -146,6 +147,7 @@ impl Connector {
             token_epoch: None,
             reply_timeout: p.reply_timeout,
             token_wait: p.connect_timeout,
+            scrub: scrub::Scrub::default(),
             timer: None,
             tls: false,
             clean: true,
@@ -211,6 +213,9 @@ pub struct Connection {
     reply_timeout: Duration,
     /// How long AUTH waits for a token being fetched (`connect_timeout`).
     token_wait: Duration,
+    /// The secrets this connection sent or may send, taken out of every
+    /// reply before anything reads it.
+    scrub: scrub::Scrub,
     /// The reply deadline's timer, armed at the first reply and moved only
     /// when it fires early or must fire earlier: not one timer registered
     /// and cancelled per read.
@@ -294,11 +299,15 @@ impl Connection {
         cred: &Credential,
         mechanism: Mechanism,
     ) -> Result<(), UpstreamError> {
+        // The mounted secret is never sent with XOAUTH2, but an echo of
+        // it is scrubbed all the same.
+        self.scrub.add(cred.password().as_bytes());
         let password = match cred.upstream() {
             UpstreamAuth::XOAuth2(source) => return self.authenticate_xoauth2(source).await,
             UpstreamAuth::Ses(derived) => derived.expose(),
             UpstreamAuth::Mounted => cred.password(),
         };
+        self.scrub.add(password.as_bytes());
         let use_plain = match mechanism {
             // Validated: only with `tls: none` + `insecure: true`.
             Mechanism::None => return Ok(()),
@@ -312,6 +321,7 @@ impl Connection {
         };
         let reply = if use_plain {
             let payload = sasl::encode_plain(cred.username(), password);
+            self.scrub.add(payload.as_bytes());
             let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
             line.extend_from_slice(b"AUTH PLAIN ");
             line.extend_from_slice(payload.as_bytes());
@@ -408,6 +418,11 @@ impl Connection {
         loop {
             if let Some(used) = reply::parse_into(&self.buf, &mut self.reply)? {
                 self.buf.drain(..used);
+                if !self.scrub.is_empty() {
+                    for line in &mut self.reply.lines {
+                        self.scrub.apply(line);
+                    }
+                }
                 return Ok(&self.reply);
             }
             // Read straight into the buffer's spare room (no zeroed chunk).

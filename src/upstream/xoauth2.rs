@@ -62,6 +62,8 @@ impl Connection {
         token: &Token,
     ) -> Result<Attempt, UpstreamError> {
         let payload = xoauth2_payload(user, token.value.expose());
+        self.scrub.add(token.value.expose().as_bytes());
+        self.scrub.add(payload.as_bytes());
         let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
         line.extend_from_slice(b"AUTH XOAUTH2 ");
         line.extend_from_slice(payload.as_bytes());
