@@ -131,7 +131,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     .await?;
     let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
     let bound = Bound {
-        smtp: listeners[0]
+        smtp: listeners
+            .first()
+            .ok_or_else(|| Error::Runtime("no SMTP listener".into()))?
             .socket
             .local_addr()
             .map_err(|e| Error::Runtime(e.to_string()))?,

@@ -101,3 +101,171 @@ fn an_upstream_echoing_the_plain_payload_leaks_nothing() {
     s.assert_no_secrets();
     assert!(up.messages().is_empty());
 }
+
+/// One generated policy: every numeric value within what `check` allows.
+#[derive(Debug, Clone)]
+struct Numbers {
+    rate: Option<(f64, u32, u64)>,
+    max_message_bytes: i64,
+    max_sessions: i64,
+    command_timeout_ms: u64,
+    max_per_message: i64,
+    max_idle: i64,
+    prewarm: i64,
+    max_connections: i64,
+    connect_timeout_ms: u64,
+    reply_timeout_ms: u64,
+    idle_timeout_ms: u64,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+impl Numbers {
+    fn apply(&self, p: &mut PolicySpec) {
+        let ms = |n: u64| format!("{n}ms");
+        if let Some((mps, burst, wait)) = self.rate {
+            p.set("limits.rate.messages_per_second", mps)
+                .set("limits.rate.burst", burst)
+                .set("limits.rate.max_wait", ms(wait));
+        }
+        p.set("limits.max_message_bytes", self.max_message_bytes)
+            .set("limits.max_sessions", self.max_sessions)
+            .set("limits.command_timeout", ms(self.command_timeout_ms))
+            .set("limits.data_timeout", ms(DAY_MS))
+            .set("recipients.max_per_message", self.max_per_message)
+            .set("upstream.reuse.max_idle", self.max_idle)
+            .set("upstream.reuse.prewarm", self.prewarm)
+            .set("upstream.reuse.idle_timeout", ms(self.idle_timeout_ms))
+            .set("upstream.max_connections", self.max_connections)
+            .set("upstream.connect_timeout", ms(self.connect_timeout_ms))
+            .set("upstream.reply_timeout", ms(self.reply_timeout_ms))
+            .set("shutdown.drain", ms(DAY_MS));
+    }
+}
+
+/// Starts the real binary with `n`, checks it accepts the policy, sends
+/// three messages and requires a well-formed reply to each and a process
+/// that is still running without a panic.
+fn sessions_survive(up: &Upstream, n: &Numbers) -> Result<(), String> {
+    let mut s = Sidecar::start(up, |p| n.apply(p));
+    for i in 0..3 {
+        let r = send(&s, &format!("numbers {i}"));
+        let code = r.get(..3).and_then(|c| c.parse::<u16>().ok());
+        if !code.is_some_and(|c| (200..600).contains(&c)) {
+            return Err(format!("message {i}: reply {r:?} for {n:?}"));
+        }
+    }
+    let out = s.output().join("\n");
+    if out.contains("panicked") {
+        return Err(format!("panic for {n:?}: {out}"));
+    }
+    match s.child.try_wait() {
+        Ok(None) => Ok(()),
+        other => Err(format!("exited {other:?} for {n:?}")),
+    }
+}
+
+fn numbers() -> impl proptest::strategy::Strategy<Value = Numbers> {
+    use proptest::prelude::*;
+    let duration = || prop_oneof![Just(1u64), Just(DAY_MS), 1u64..DAY_MS, 200u64..10_000];
+    let rate = proptest::option::of((
+        prop_oneof![
+            Just(1e-20),
+            Just(f64::MIN_POSITIVE),
+            Just(100_000.0),
+            1e-9..100_000.0f64
+        ],
+        prop_oneof![Just(1u32), Just(100_000u32), 1u32..100_000],
+        prop_oneof![Just(1u64), Just(3_600_000u64), 1u64..3_600_000],
+    ));
+    (
+        rate,
+        prop_oneof![Just(1024i64), Just(1i64 << 30), 1024i64..(1 << 30)],
+        prop_oneof![Just(1i64), Just(100_000i64), 1i64..100_000],
+        duration(),
+        prop_oneof![Just(1i64), Just(1000i64), 1i64..1000],
+        prop_oneof![Just(0i64), Just(1024i64), 0i64..1024],
+        // prewarm stays small: 1024 connections per case is a load test.
+        0i64..3,
+        prop_oneof![Just(1i64), Just(4096i64), 1i64..4096],
+        (duration(), duration(), duration()),
+    )
+        .prop_map(
+            |(rate, bytes, sessions, command, rcpts, idle, prewarm, conns, (c, r, i))| Numbers {
+                rate,
+                max_message_bytes: bytes,
+                max_sessions: sessions,
+                command_timeout_ms: command,
+                max_per_message: rcpts,
+                max_idle: idle,
+                prewarm: prewarm.min(idle),
+                max_connections: conns,
+                connect_timeout_ms: c,
+                reply_timeout_ms: r,
+                idle_timeout_ms: i,
+            },
+        )
+}
+
+/// Contract §10 (issue 19 item 2): no value a policy can hold crashes the
+/// process. The extremes `check` allows, then generated policies, each
+/// with real sessions against the real binary.
+#[test]
+fn sessions_under_any_valid_numbers_never_panic() {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRunner};
+    let up = Upstream::start(|_| {});
+    let low = Numbers {
+        rate: Some((1e-20, 1, 1)),
+        max_message_bytes: 1024,
+        max_sessions: 1,
+        command_timeout_ms: 1,
+        max_per_message: 1,
+        max_idle: 0,
+        prewarm: 0,
+        max_connections: 1,
+        connect_timeout_ms: 1,
+        reply_timeout_ms: 1,
+        idle_timeout_ms: 1,
+    };
+    let high = Numbers {
+        rate: Some((100_000.0, 100_000, 3_600_000)),
+        max_message_bytes: 1 << 30,
+        max_sessions: 100_000,
+        command_timeout_ms: DAY_MS,
+        max_per_message: 1000,
+        max_idle: 1024,
+        prewarm: 1,
+        max_connections: 4096,
+        connect_timeout_ms: DAY_MS,
+        reply_timeout_ms: DAY_MS,
+        idle_timeout_ms: DAY_MS,
+    };
+    // The issue's case: a tiny rate with ordinary timeouts (the second MAIL).
+    let tiny_rate = Numbers {
+        rate: Some((1e-20, 1, 5000)),
+        command_timeout_ms: 10_000,
+        connect_timeout_ms: 3000,
+        reply_timeout_ms: 5000,
+        idle_timeout_ms: 30_000,
+        max_per_message: 10,
+        ..high.clone()
+    };
+    for n in [&tiny_rate, &low, &high] {
+        sessions_survive(&up, n).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(8);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        rng_algorithm: RngAlgorithm::XorShift,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&numbers(), |n| {
+            sessions_survive(&up, &n).map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}

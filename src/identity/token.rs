@@ -315,7 +315,7 @@ impl TokenSource {
                     .increment(1);
                 log::error(
                     "oauth2_token",
-                    serde_json::json!({ "result": "error", "error": e.to_string(), "retry_in_ms": backoff.as_millis() as u64, "token_url": self.endpoint.url() }),
+                    serde_json::json!({ "result": "error", "error": e.to_string(), "retry_in_ms": u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "token_url": self.endpoint.url() }),
                 );
                 self.update_gauge();
                 Err(e)

@@ -82,13 +82,11 @@ impl Reply {
     }
 }
 
-/// A code below 1000 as its three ASCII digits.
+/// A code below 1000 as its three ASCII digits (a digit is below 10: the
+/// conversions never fail; no narrowing cast).
 fn digits(code: u16) -> [u8; 3] {
-    [
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-    ]
+    let digit = |d: u16| b'0' + u8::try_from(d % 10).unwrap_or(0);
+    [digit(code / 100), digit(code / 10), digit(code)]
 }
 
 /// One line of a reply on the wire: `250-text` or, the last, `250 text`.
