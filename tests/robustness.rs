@@ -332,3 +332,30 @@ fn admin_accept_out_of_descriptors_backs_off_and_probes_answer() {
     );
     drop(held);
 }
+
+/// Issue 19 item 7: a credential that is not there is not "not pinned":
+/// the reason label (rejections metric, credential event) and the
+/// readiness text send the operator to the right fix.
+#[test]
+fn a_missing_credential_is_named_missing_not_unpinned() {
+    let up = Upstream::start(|_| {});
+    let empty = tempfile::tempdir().expect("tempdir");
+    let s = Sidecar::start(&up, |p| {
+        p.set("credential.secret_dir", empty.path().display().to_string());
+    });
+    let (code, body) = s.http_get("/readyz");
+    assert_eq!(code, 503);
+    assert!(body.contains("credential_missing"), "{body}");
+    let r = send(&s, "no credential");
+    assert!(r.starts_with("421 4.3.0"), "{r}");
+    let reasons = s.reject_reasons(1);
+    assert_eq!(reasons, ["credential_missing"]);
+    let (_, m) = s.http_get("/metrics");
+    assert_eq!(
+        metric(&m, "smtpbind_rejections_total{tenant=\"acme\",reason=\"credential_missing\"}"),
+        1.0,
+        "{m}"
+    );
+    let events = s.events("credential");
+    assert!(events.iter().any(|e| e["reason"] == "credential_missing"), "{events:?}");
+}
