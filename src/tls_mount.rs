@@ -245,6 +245,48 @@ mod tests {
         Pki::generate("test CA", &["localhost".to_string()]).expect("pki")
     }
 
+    /// Kubelet-style swaps between two good pairs in a tight loop while the
+    /// pair is read: never a certificate of one with the key of the other.
+    #[test]
+    fn swaps_during_reads_never_mix_two_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (pki(), pki());
+        for (name, p) in [("..a", &a), ("..b", &b)] {
+            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+            write_pair(&dir.path().join(name), p);
+        }
+        std::os::unix::fs::symlink("..a", dir.path().join("..data")).expect("link");
+        for f in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{f}"), dir.path().join(f)).expect("link");
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir) = (stop.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let target = if n % 2 == 0 { "..b" } else { "..a" };
+                    let tmp = dir.join("..data_tmp");
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(target, &tmp).expect("link");
+                    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut mixed = 0;
+        for _ in 0..400 {
+            if let Err(TlsError::Pair { .. }) = load_pair(dir.path()) {
+                mixed += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().expect("swapper");
+        assert!(swaps > 100, "{swaps} swaps");
+        assert_eq!(mixed, 0, "{mixed} of 400 reads mixed two pairs ({swaps} swaps)");
+    }
+
     #[test]
     fn loads_a_pair_and_refuses_broken_or_mismatched_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
