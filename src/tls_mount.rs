@@ -265,7 +265,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let target = if n % 2 == 0 { "..b" } else { "..a" };
+                    let target = if n.is_multiple_of(2) { "..b" } else { "..a" };
                     let tmp = dir.join("..data_tmp");
                     let _ = std::fs::remove_file(&tmp);
                     std::os::unix::fs::symlink(target, &tmp).expect("link");
@@ -284,7 +284,10 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let swaps = swapper.join().expect("swapper");
         assert!(swaps > 100, "{swaps} swaps");
-        assert_eq!(mixed, 0, "{mixed} of 400 reads mixed two pairs ({swaps} swaps)");
+        assert_eq!(
+            mixed, 0,
+            "{mixed} of 400 reads mixed two pairs ({swaps} swaps)"
+        );
     }
 
     #[test]

@@ -352,10 +352,16 @@ fn a_missing_credential_is_named_missing_not_unpinned() {
     assert_eq!(reasons, ["credential_missing"]);
     let (_, m) = s.http_get("/metrics");
     assert_eq!(
-        metric(&m, "smtpbind_rejections_total{tenant=\"acme\",reason=\"credential_missing\"}"),
+        metric(
+            &m,
+            "smtpbind_rejections_total{tenant=\"acme\",reason=\"credential_missing\"}"
+        ),
         1.0,
         "{m}"
     );
     let events = s.events("credential");
-    assert!(events.iter().any(|e| e["reason"] == "credential_missing"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["reason"] == "credential_missing"),
+        "{events:?}"
+    );
 }

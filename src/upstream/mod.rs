@@ -146,8 +146,7 @@ impl Connector {
             user: cred.upstream_user().map(str::to_string),
             token_epoch: None,
             reply_timeout: p.reply_timeout,
-            token_wait: p.connect_timeout,
-            scrub: scrub::Scrub::default(),
+            scrub: Box::default(),
             timer: None,
             tls: false,
             clean: true,
@@ -190,7 +189,9 @@ impl Connector {
                 "refusing to authenticate without TLS".into(),
             ));
         }
-        conn.authenticate(cred, self.mechanism).await?;
+        // A token being fetched is waited for at most `connect_timeout`.
+        conn.authenticate(cred, self.mechanism, p.connect_timeout)
+            .await?;
         metrics::histogram!("smtpbind_upstream_connect_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(conn)
@@ -211,11 +212,9 @@ pub struct Connection {
     /// authenticated; after a gap without a token it is not reused.
     token_epoch: Option<(std::sync::Arc<crate::identity::TokenSource>, u64)>,
     reply_timeout: Duration,
-    /// How long AUTH waits for a token being fetched (`connect_timeout`).
-    token_wait: Duration,
     /// The secrets this connection sent or may send, taken out of every
     /// reply before anything reads it.
-    scrub: scrub::Scrub,
+    scrub: Box<scrub::Scrub>,
     /// The reply deadline's timer, armed at the first reply and moved only
     /// when it fires early or must fire earlier: not one timer registered
     /// and cancelled per read.
@@ -298,12 +297,15 @@ impl Connection {
         &mut self,
         cred: &Credential,
         mechanism: Mechanism,
+        token_wait: Duration,
     ) -> Result<(), UpstreamError> {
         // The mounted secret is never sent with XOAUTH2, but an echo of
         // it is scrubbed all the same.
         self.scrub.add(cred.password().as_bytes());
         let password = match cred.upstream() {
-            UpstreamAuth::XOAuth2(source) => return self.authenticate_xoauth2(source).await,
+            UpstreamAuth::XOAuth2(source) => {
+                return self.authenticate_xoauth2(source, token_wait).await
+            }
             UpstreamAuth::Ses(derived) => derived.expose(),
             UpstreamAuth::Mounted => cred.password(),
         };

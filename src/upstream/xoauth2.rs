@@ -15,20 +15,19 @@ impl Connection {
     pub(super) async fn authenticate_xoauth2(
         &mut self,
         source: &std::sync::Arc<TokenSource>,
+        token_wait: std::time::Duration,
     ) -> Result<(), UpstreamError> {
         if !self.caps.auth_xoauth2 {
             return Err(UpstreamError::AuthNotOffered);
         }
-        let token = self.bounded(source.token()).await?;
+        let token = bounded(token_wait, source.token()).await?;
         let epoch = source.epoch();
         if let Attempt::Accepted = self.xoauth2_attempt(source.user(), &token).await? {
             self.token_epoch = Some((source.clone(), epoch));
             return Ok(());
         }
         metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
-        let token = self
-            .bounded(source.refresh_rejected(token.generation))
-            .await?;
+        let token = bounded(token_wait, source.refresh_rejected(token.generation)).await?;
         let epoch = source.epoch();
         match self.xoauth2_attempt(source.user(), &token).await? {
             Attempt::Accepted => {
@@ -39,20 +38,6 @@ impl Connection {
                 metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
                 Err(UpstreamError::AuthRejected(line))
             }
-        }
-    }
-
-    /// A token, waiting for a fetch in flight at most `connect_timeout`.
-    async fn bounded(
-        &self,
-        fetch: impl std::future::Future<Output = Result<Token, crate::identity::IdentityError>>,
-    ) -> Result<Token, UpstreamError> {
-        match tokio::time::timeout(self.token_wait, fetch).await {
-            Ok(Ok(token)) => Ok(token),
-            Ok(Err(e)) => Err(UpstreamError::Token(e.to_string())),
-            Err(_) => Err(UpstreamError::Token(
-                "no token within connect_timeout".into(),
-            )),
         }
     }
 
@@ -86,5 +71,19 @@ impl Connection {
         self.token_epoch
             .as_ref()
             .is_some_and(|(source, epoch)| source.epoch() != *epoch)
+    }
+}
+
+/// A token, waiting for a fetch in flight at most `connect_timeout`.
+async fn bounded(
+    wait: std::time::Duration,
+    fetch: impl std::future::Future<Output = Result<Token, crate::identity::IdentityError>>,
+) -> Result<Token, UpstreamError> {
+    match tokio::time::timeout(wait, fetch).await {
+        Ok(Ok(token)) => Ok(token),
+        Ok(Err(e)) => Err(UpstreamError::Token(e.to_string())),
+        Err(_) => Err(UpstreamError::Token(
+            "no token within connect_timeout".into(),
+        )),
     }
 }
