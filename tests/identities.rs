@@ -769,3 +769,38 @@ fn an_upstream_echoing_the_xoauth2_payload_leaks_nothing() {
     );
     check_no_leaks(s, idp);
 }
+
+/// Issue 19, item 4 (fault injection: `echo_auth` refuses every AUTH and
+/// quotes the PLAIN payload in its 535): the SES derived password and the
+/// secret access key reach no log line, raw or in any base64 form.
+#[test]
+fn an_upstream_echoing_the_ses_payload_leaks_nothing() {
+    const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const KEY_S: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let derived = ses_python(KEY_S, "eu-west-1");
+    let up = Upstream::start(|c| c.faults.echo_auth = true);
+    let (s, _secrets) = sidecar_with_secret(&up, AKID, KEY_S, |p| {
+        p.set("credential.mechanism", "ses")
+            .set("credential.ses.region", "eu-west-1");
+    });
+    let r = send(&s, "refused");
+    assert!(r.starts_with("454"), "{r}");
+    assert!(s.wait_for(Duration::from_secs(5), |l| l
+        .iter()
+        .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))));
+    let out = s.output().join("\n");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in [KEY_S, derived.as_str()] {
+        assert!(!out.contains(secret), "a secret in the output");
+        assert!(
+            !out.contains(&b64.encode(secret)),
+            "a base64 secret in the output"
+        );
+        let plain = b64.encode(format!("\0{AKID}\0{secret}"));
+        assert!(
+            !out.contains(plain.trim_end_matches('=')),
+            "a PLAIN payload in the output"
+        );
+    }
+}
