@@ -535,6 +535,33 @@ mod tests {
         assert!(t.source.usable().is_err());
     }
 
+    /// Issue 19: a provider's refusal is not an outage. While the one
+    /// refresh after it is under way the source stays usable (readiness)
+    /// but never hands out the refused token; a failing endpoint ends that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_token_keeps_readiness_until_its_refresh_ends() {
+        let t = setup(Duration::from_secs(60), "the-client-secret").await;
+        let first = t.source.token().await.expect("token");
+        t.issuer.set_delay(Duration::from_millis(500));
+        let refresh = {
+            let s = t.source.clone();
+            tokio::spawn(async move { s.refresh_rejected(first.generation).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t.source.usable().is_ok(), "readiness flapped on a refusal");
+        assert!(t.source.current().is_none(), "the refused token handed out");
+        // A session needing a token now waits for the refresh.
+        let waiting = t.source.token().await.expect("token after the refresh");
+        assert_eq!(waiting.generation, 2);
+        assert_eq!(refresh.await.expect("task").expect("refresh").generation, 2);
+        assert_eq!(t.issuer.tokens.grants(), 2);
+        // The endpoint failing the refresh after a refusal: not usable.
+        t.issuer.set_delay(Duration::ZERO);
+        t.issuer.set_down(true);
+        assert!(t.source.refresh_rejected(2).await.is_err());
+        assert!(t.source.usable().is_err());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_client_is_named_by_code_never_by_secret() {
         let t = setup(Duration::from_secs(60), "a-wrong-secret").await;
