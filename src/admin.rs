@@ -54,11 +54,39 @@ impl Readiness {
         if !self.listener_bound.load(Ordering::SeqCst) {
             return Err("listener not bound".into());
         }
+        if let Some(reason) = crate::log::congested() {
+            return Err(reason);
+        }
         match credential {
             // XOAUTH2: ready only while a usable token is held (§9).
             CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),
-            CredentialState::NotReady(reason) => Err(format!("credential: {reason}")),
+            CredentialState::NotReady(reason, text) => {
+                Err(format!("credential: {} ({text})", reason.as_str()))
+            }
         }
+    }
+}
+
+/// The wait after a failed accept: 10 ms doubling to 1 s, reset by a
+/// success. Logged at the first failure and then once per 64.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let shift = self.failures.saturating_sub(1).min(7);
+        Duration::from_millis(10u64 << shift).min(Duration::from_secs(1))
+    }
+
+    fn should_log(&self) -> bool {
+        self.failures % 64 == 1
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -135,10 +163,41 @@ impl Admin {
         tokio::pin!(shutdown);
         // Oldest first; an entry whose receiver is gone is a finished connection.
         let mut open: VecDeque<oneshot::Sender<()>> = VecDeque::with_capacity(MAX_CONNECTIONS);
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let stream = match accepted {
+                        Ok((stream, _)) => {
+                            backoff.reset();
+                            stream
+                        }
+                        Err(e) => {
+                            // Out of descriptors (EMFILE, ENFILE) or memory:
+                            // the pending connection stays queued, so
+                            // retrying at once would spin. Close the oldest
+                            // connection to free a descriptor for the
+                            // probes, then wait (10 ms doubling to 1 s).
+                            open.retain(|evict| !evict.is_closed());
+                            if let Some(oldest) = open.pop_front() {
+                                let _ = oldest.send(());
+                                metrics::counter!("smtpbind_admin_evicted_connections_total").increment(1);
+                            }
+                            metrics::counter!("smtpbind_admin_accept_errors_total").increment(1);
+                            let wait = backoff.next();
+                            if backoff.should_log() {
+                                crate::log::warn("admin_accept_error", serde_json::json!({
+                                    "error": e.to_string(),
+                                    "retry_in_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                                }));
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                _ = &mut shutdown => return,
+                            }
+                            continue;
+                        }
+                    };
                     open.retain(|evict| !evict.is_closed());
                     if open.len() >= MAX_CONNECTIONS {
                         if let Some(oldest) = open.pop_front() {
@@ -189,6 +248,7 @@ mod tests {
     #[test]
     fn readiness_latch() {
         let (a, tx) = admin(CredentialState::NotReady(
+            crate::audit::Reason::CredentialNotPinned,
             "mounted password sha256:abc matches none".into(),
         ));
         assert_eq!(a.route(&Method::GET, "/healthz").status(), StatusCode::OK);
@@ -214,8 +274,23 @@ mod tests {
     }
 
     #[test]
+    fn accept_backoff_grows_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let waits: Vec<u64> = (0..10)
+            .map(|_| u64::try_from(b.next().as_millis()).unwrap_or(0))
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), Duration::from_millis(10));
+        assert!(b.should_log());
+    }
+
+    #[test]
     fn unknown_paths_and_methods() {
-        let (a, _tx) = admin(CredentialState::NotReady("x".into()));
+        let (a, _tx) = admin(CredentialState::NotReady(
+            crate::audit::Reason::CredentialMissing,
+            "x".into(),
+        ));
         assert_eq!(a.route(&Method::GET, "/").status(), StatusCode::NOT_FOUND);
         assert_eq!(
             a.route(&Method::POST, "/healthz").status(),

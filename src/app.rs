@@ -73,10 +73,13 @@ fn load_credential(policy: &Policy) -> CredentialState {
                 json!({ "result": "ok", "credential": c.pin().short(), "username": c.username() }),
             );
         }
-        CredentialState::NotReady(reason) => {
+        CredentialState::NotReady(reason, text) => {
             metrics::counter!("smtpbind_credential_reloads_total", "result" => "error")
                 .increment(1);
-            log::error("credential", json!({ "result": "error", "error": reason }));
+            log::error(
+                "credential",
+                json!({ "result": "error", "reason": reason, "error": text }),
+            );
         }
     }
     state
@@ -128,7 +131,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     .await?;
     let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
     let bound = Bound {
-        smtp: listeners[0]
+        smtp: listeners
+            .first()
+            .ok_or_else(|| Error::Runtime("no SMTP listener".into()))?
             .socket
             .local_addr()
             .map_err(|e| Error::Runtime(e.to_string()))?,

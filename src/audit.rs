@@ -37,10 +37,19 @@ pub enum Reason {
     /// NUL in the content, or a header line that is not a header field.
     MalformedContent,
     CredentialNotPinned,
+    /// The Secret's `username` or `password` file is not there.
+    CredentialMissing,
+    /// It is there but cannot be read (permissions, I/O).
+    CredentialUnreadable,
+    /// It was read but is empty, too large, not UTF-8, or (jwt_bearer) not
+    /// a service account key.
+    CredentialUnparsable,
     /// XOAUTH2: the credential is pinned but no usable token is held (§9).
     TokenUnavailable,
     /// `upstream.max_connections` reached for the whole wait.
     UpstreamBusy,
+    /// stdout takes no more: no transaction starts without its audit line.
+    LogStalled,
 }
 
 impl Reason {
@@ -56,8 +65,12 @@ impl Reason {
             Reason::BareLf => "bare_lf",
             Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
+            Reason::CredentialMissing => "credential_missing",
+            Reason::CredentialUnreadable => "credential_unreadable",
+            Reason::CredentialUnparsable => "credential_unparsable",
             Reason::TokenUnavailable => "token_unavailable",
             Reason::UpstreamBusy => "upstream_busy",
+            Reason::LogStalled => "log_stalled",
         }
     }
 }
@@ -234,7 +247,7 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
 mod tests {
     use super::*;
 
-    const REASONS: [Reason; 12] = [
+    const REASONS: [Reason; 16] = [
         Reason::IdentityMismatch,
         Reason::AuthRequired,
         Reason::SenderNotAllowed,
@@ -245,8 +258,12 @@ mod tests {
         Reason::BareLf,
         Reason::MalformedContent,
         Reason::CredentialNotPinned,
+        Reason::CredentialMissing,
+        Reason::CredentialUnreadable,
+        Reason::CredentialUnparsable,
         Reason::TokenUnavailable,
         Reason::UpstreamBusy,
+        Reason::LogStalled,
     ];
 
     fn info() -> SessionInfo {

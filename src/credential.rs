@@ -13,6 +13,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::audit::Reason;
 use crate::identity::{IdentityError, UpstreamAuth};
 use crate::policy::{CredentialPolicy, Pin};
 
@@ -58,10 +59,35 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// Reads `username` and `password` from `dir` (through `..data` when present).
+    /// Reads `username` and `password` from `dir`, whole: when `..data`
+    /// is present it is resolved once and both files are read from the
+    /// directory it points to (a kubelet swap between the two reads cannot
+    /// pair one version's username with another's password). When the
+    /// kubelet removed that directory meanwhile, the read starts over (a
+    /// few times at most).
     pub fn read(dir: &Path) -> Result<Credential, CredentialError> {
-        let username = read_field(dir, "username")?;
-        let password = read_field(dir, "password")?;
+        let mut attempts = 0;
+        loop {
+            let data = resolve_data(dir);
+            match Self::read_from(dir, data.as_deref()) {
+                Err(CredentialError::Io { kind, .. })
+                    if kind == std::io::ErrorKind::NotFound && data.is_some() && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Both files from `data` (the resolved `..data`) or else `dir`;
+    /// errors name the files under `dir`, as mounted.
+    fn read_from(dir: &Path, data: Option<&Path>) -> Result<Credential, CredentialError> {
+        let from = data.unwrap_or(dir);
+        let username = read_field(dir, from, "username")?;
+        #[cfg(test)]
+        tests::between_reads();
+        let password = read_field(dir, from, "password")?;
         let pin = Pin::of(password.as_bytes());
         Ok(Credential {
             username,
@@ -95,7 +121,9 @@ impl Credential {
         }
     }
 
-    /// For tests and the demo: a credential from values, pin computed.
+    /// For tests: a credential from values, pin computed (no pin check,
+    /// so never in a build that serves mail).
+    #[cfg(test)]
     pub fn from_parts(username: &str, password: &str) -> Credential {
         Credential {
             username: Zeroizing::new(username.to_string()),
@@ -143,14 +171,25 @@ impl Credential {
     }
 }
 
-fn read_field(dir: &Path, name: &str) -> Result<Zeroizing<String>, CredentialError> {
+/// The directory `dir/..data` points to now, if it is a symlink.
+fn resolve_data(dir: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(dir.join("..data")).ok()?;
+    Some(if target.is_absolute() {
+        target
+    } else {
+        dir.join(target)
+    })
+}
+
+/// `from/name`, reported as `dir/name`.
+fn read_field(dir: &Path, from: &Path, name: &str) -> Result<Zeroizing<String>, CredentialError> {
     use std::io::Read;
     let path = dir.join(name);
     let io = |e: std::io::Error| CredentialError::Io {
         path: path.clone(),
         kind: e.kind(),
     };
-    let file = std::fs::File::open(&path).map_err(io)?;
+    let file = std::fs::File::open(from.join(name)).map_err(io)?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_FIELD_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -158,7 +197,7 @@ fn read_field(dir: &Path, name: &str) -> Result<Zeroizing<String>, CredentialErr
     if bytes.is_empty() {
         return Err(CredentialError::Empty { path });
     }
-    if bytes.len() as u64 > MAX_FIELD_BYTES {
+    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_FIELD_BYTES) {
         return Err(CredentialError::TooLarge { path });
     }
     match std::str::from_utf8(&bytes) {
@@ -172,30 +211,50 @@ fn read_field(dir: &Path, name: &str) -> Result<Zeroizing<String>, CredentialErr
 #[derive(Debug, Clone)]
 pub enum CredentialState {
     Ready(Arc<Credential>),
-    NotReady(String),
+    /// Why there is none: the reason label (missing, unreadable,
+    /// unparsable, not pinned) and the one-line text.
+    NotReady(Reason, String),
+}
+
+impl CredentialError {
+    /// The reason label of this failure (metrics, audit, readiness): it
+    /// tells the operator which fix applies.
+    pub fn reason(&self) -> Reason {
+        match self {
+            CredentialError::Io { kind, .. } if *kind == std::io::ErrorKind::NotFound => {
+                Reason::CredentialMissing
+            }
+            CredentialError::Io { .. } => Reason::CredentialUnreadable,
+            CredentialError::Empty { .. }
+            | CredentialError::TooLarge { .. }
+            | CredentialError::NotUtf8 { .. }
+            | CredentialError::Identity(_) => Reason::CredentialUnparsable,
+            CredentialError::NotPinned { .. } => Reason::CredentialNotPinned,
+        }
+    }
 }
 
 impl CredentialState {
     pub fn from_load(result: Result<Credential, CredentialError>) -> Self {
         match result {
             Ok(c) => CredentialState::Ready(Arc::new(c)),
-            Err(e) => CredentialState::NotReady(e.to_string()),
+            Err(e) => CredentialState::NotReady(e.reason(), e.to_string()),
         }
     }
 
-    /// The audit reason for refusing work in this state: no pinned
-    /// credential, or (XOAUTH2) a pinned one without a usable token.
-    pub fn not_ready_reason(&self) -> crate::audit::Reason {
+    /// The audit reason for refusing work in this state: no usable
+    /// credential (and why), or (XOAUTH2) a pinned one without a usable token.
+    pub fn not_ready_reason(&self) -> Reason {
         match self {
-            CredentialState::Ready(_) => crate::audit::Reason::TokenUnavailable,
-            CredentialState::NotReady(_) => crate::audit::Reason::CredentialNotPinned,
+            CredentialState::Ready(_) => Reason::TokenUnavailable,
+            CredentialState::NotReady(reason, _) => *reason,
         }
     }
 
     pub fn ready(&self) -> Option<&Arc<Credential>> {
         match self {
             CredentialState::Ready(c) => Some(c),
-            CredentialState::NotReady(_) => None,
+            CredentialState::NotReady(..) => None,
         }
     }
 }
@@ -212,6 +271,66 @@ pub fn fingerprint(path: &Path) -> Result<Pin, CredentialError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Run between the reads of `username` and `password` (a test hook).
+        static BETWEEN: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn between_reads() {
+        BETWEEN.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    /// A kubelet-style swap: the new version in a new timestamped
+    /// directory, `..data` replaced atomically, the old one removed when
+    /// `remove_old`.
+    fn kubelet_swap(dir: &Path, n: u32, user: &str, pass: &str, remove_old: bool) {
+        let ts = format!("..2026_11_25_13_00_00.00000000{n}");
+        let data = dir.join(&ts);
+        std::fs::create_dir(&data).expect("mkdir");
+        std::fs::write(data.join("username"), user).expect("write");
+        std::fs::write(data.join("password"), pass).expect("write");
+        let old = std::fs::read_link(dir.join("..data")).ok();
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&ts, &tmp).expect("link");
+        std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+        if let (true, Some(old)) = (remove_old, old) {
+            std::fs::remove_dir_all(dir.join(old)).expect("remove old");
+        }
+    }
+
+    #[test]
+    fn a_swap_between_the_two_reads_is_never_read_torn() {
+        for remove_old in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            crate::demo::write_kubelet_secret(dir.path(), "AKIA-OLD", "secret-old")
+                .expect("secret");
+            let path = dir.path().to_path_buf();
+            let mut swapped = false;
+            BETWEEN.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    if !swapped {
+                        swapped = true;
+                        kubelet_swap(&path, 2, "AKIA-NEW", "secret-new", remove_old);
+                    }
+                }))
+            });
+            let cred = Credential::read(dir.path());
+            BETWEEN.with(|h| *h.borrow_mut() = None);
+            let cred = cred.expect("read");
+            let pair = (cred.username().to_string(), cred.password().to_string());
+            assert!(
+                pair == ("AKIA-OLD".into(), "secret-old".into())
+                    || pair == ("AKIA-NEW".into(), "secret-new".into()),
+                "torn read (remove_old {remove_old}): {pair:?}"
+            );
+        }
+    }
 
     fn secret_dir(user: &str, pass: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -255,6 +374,29 @@ mod tests {
             Credential::read(dir.path()),
             Err(CredentialError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn not_ready_reasons_tell_the_fixes_apart() {
+        let reason = |dir: &Path, pins: &[Pin]| {
+            CredentialState::from_load(Credential::load(dir, pins)).not_ready_reason()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(reason(dir.path(), &[]), Reason::CredentialMissing);
+        std::fs::write(dir.path().join("username"), "u").expect("write");
+        std::fs::write(dir.path().join("password"), [0xff, 0xfe]).expect("write");
+        assert_eq!(reason(dir.path(), &[]), Reason::CredentialUnparsable);
+        std::fs::write(dir.path().join("password"), "").expect("write");
+        assert_eq!(reason(dir.path(), &[]), Reason::CredentialUnparsable);
+        std::fs::remove_file(dir.path().join("password")).expect("rm");
+        std::fs::create_dir(dir.path().join("password")).expect("mkdir");
+        assert_eq!(reason(dir.path(), &[]), Reason::CredentialUnreadable);
+        std::fs::remove_dir(dir.path().join("password")).expect("rmdir");
+        std::fs::write(dir.path().join("password"), "k").expect("write");
+        assert_eq!(
+            reason(dir.path(), &[Pin::of(b"x")]),
+            Reason::CredentialNotPinned
+        );
     }
 
     #[test]

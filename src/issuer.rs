@@ -79,6 +79,8 @@ struct Book {
     grants: u64,
     refusals: u64,
     down: bool,
+    /// How long each token request takes to answer (a slow endpoint).
+    delay: std::time::Duration,
 }
 
 /// The issuer's token book, shared with the capture upstream.
@@ -221,6 +223,11 @@ impl Issuer {
     pub fn set_down(&self, down: bool) {
         self.tokens.lock().down = down;
     }
+
+    /// Every later token request is answered after `delay` (healthy but slow).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.tokens.lock().delay = delay;
+    }
 }
 
 /// The DER `RSAPublicKey` of a PKCS#8 PEM RSA private key (to register a
@@ -266,6 +273,10 @@ impl Endpoint {
         let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
             .into_owned()
             .collect();
+        let delay = self.tokens.lock().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if self.tokens.lock().down {
             self.tokens.lock().refusals += 1;
             return reply(

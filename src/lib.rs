@@ -27,7 +27,8 @@
 //! demo       the one-command local demo
 //! watch      inotify + polling of kubelet-mounted files (shared)
 //! tls_mount  a serving pair from a kubernetes.io/tls mount, reloaded on swap
-//!            (shared by the webhook and client_tls)
+//!            (shared by the webhook and client_tls); tls_validity reads
+//!            a certificate's notBefore/notAfter
 //! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
 //! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate):
@@ -55,6 +56,7 @@ pub mod smtp;
 pub mod telemetry;
 pub mod tls_init;
 pub mod tls_mount;
+pub mod tls_validity;
 pub mod upstream;
 pub mod watch;
 pub mod webhook;

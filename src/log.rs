@@ -204,9 +204,18 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     }
 }
 
-/// Bytes waiting for the writer thread before emitters wait for it
-/// (back-pressure when stdout stalls: lines are never dropped).
+/// Bytes waiting (queued, or in the write under way) from which the log is
+/// congested: readiness 503, new transactions `451 4.3.0` (contract §6).
 const MAX_PENDING: usize = 4 << 20;
+/// Bytes waiting past which a line is dropped instead of queued; dropped
+/// lines are counted (`smtpbind_log_lines_dropped_total`) and reported by a
+/// `log_dropped` line once stdout takes lines again. Between the two
+/// bounds only transactions already under way and refusals still log.
+const MAX_HELD: usize = 16 << 20;
+/// A write that has made no progress this long: stdout takes no more.
+const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+/// The writer hands stdout at most this much per write, so progress shows.
+const CHUNK: usize = 64 * 1024;
 /// After writing a batch the writer lets more lines gather this long, so
 /// under load one write (and one wake-up) carries many lines.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
@@ -216,12 +225,22 @@ struct Queue {
     /// The writer is parked and must be unparked by the next emitter.
     parked: std::sync::atomic::AtomicBool,
     stop: std::sync::atomic::AtomicBool,
+    /// Bytes queued plus bytes of the batch being written.
+    held: std::sync::atomic::AtomicUsize,
+    /// When the chunk being written was handed to stdout (ms since
+    /// [`base`], plus one; 0 while no write is under way).
+    writing_since: std::sync::atomic::AtomicU64,
+    /// Lines dropped past [`MAX_HELD`] not yet reported.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 static QUEUE: Queue = Queue {
     pending: std::sync::Mutex::new(Vec::new()),
     parked: std::sync::atomic::AtomicBool::new(false),
     stop: std::sync::atomic::AtomicBool::new(false),
+    held: std::sync::atomic::AtomicUsize::new(0),
+    writing_since: std::sync::atomic::AtomicU64::new(0),
+    dropped: std::sync::atomic::AtomicU64::new(0),
 };
 
 static WRITER: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
@@ -229,6 +248,68 @@ static WRITER_THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
 
 fn pending() -> std::sync::MutexGuard<'static, Vec<u8>> {
     QUEUE.pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The monotonic origin of [`Queue::writing_since`].
+fn base() -> std::time::Instant {
+    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+    *BASE.get_or_init(std::time::Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(base().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `Some(reason)` while stdout cannot take more: a write has made no
+/// progress for [`STALL`], or [`MAX_PENDING`] bytes are waiting. Then no
+/// new transaction may start (its audit line could not be written) and
+/// the pod is not ready; `/healthz` is unaffected.
+pub fn congested() -> Option<String> {
+    use std::sync::atomic::Ordering;
+    let held = QUEUE.held.load(Ordering::SeqCst);
+    let since = QUEUE.writing_since.load(Ordering::SeqCst);
+    let stalled_ms = match since {
+        0 => 0,
+        t => now_ms().saturating_sub(t - 1),
+    };
+    let stall_ms = u64::try_from(STALL.as_millis()).unwrap_or(u64::MAX);
+    if stalled_ms >= stall_ms || held >= MAX_PENDING {
+        Some(format!(
+            "log: stdout takes no more ({held} bytes waiting, the write under way stalled {stalled_ms} ms)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Writes `batch` in chunks, marking each chunk's start (see [`congested`]).
+fn write_batch(out: &mut impl Write, batch: &[u8]) {
+    use std::sync::atomic::Ordering;
+    for chunk in batch.chunks(CHUNK) {
+        QUEUE
+            .writing_since
+            .store(now_ms().saturating_add(1), Ordering::SeqCst);
+        let _ = out.write_all(chunk);
+        let _ = out.flush();
+        QUEUE.writing_since.store(0, Ordering::SeqCst);
+        QUEUE.held.fetch_sub(chunk.len(), Ordering::SeqCst);
+    }
+}
+
+/// The `log_dropped` line for lines dropped since the last report.
+fn dropped_report() -> Option<Vec<u8>> {
+    use std::sync::atomic::Ordering;
+    let n = QUEUE.dropped.swap(0, Ordering::SeqCst);
+    if n == 0 {
+        return None;
+    }
+    let mut line = line_bytes(
+        Level::Error,
+        "log_dropped",
+        &fields_of(&serde_json::json!({ "lines": n, "reason": "stdout took no more" })),
+    );
+    line.push(b'\n');
+    Some(line)
 }
 
 /// The writer thread: takes everything queued and writes it in one go.
@@ -251,8 +332,11 @@ fn write_loop() {
             continue;
         }
         let mut lock = stdout.lock();
-        let _ = lock.write_all(&batch);
-        let _ = lock.flush();
+        write_batch(&mut lock, &batch);
+        if let Some(report) = dropped_report() {
+            QUEUE.held.fetch_add(report.len(), Ordering::SeqCst);
+            write_batch(&mut lock, &report);
+        }
         drop(lock);
         std::thread::sleep(GATHER);
     }
@@ -272,9 +356,10 @@ fn writer_thread() -> Option<&'static std::thread::Thread> {
         .as_ref()
 }
 
-/// Queues one line for stdout. Emitters never write to stdout themselves,
-/// so an async worker does not block on a slow stdout pipe (unless 4 MiB
-/// are already waiting); a closed stdout is ignored.
+/// Queues one line for stdout. Emitters never write to stdout themselves
+/// and never wait: an async worker is never blocked by a slow or stalled
+/// stdout (see [`congested`] for what refuses work instead); a closed
+/// stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
     queue(&mut line_bytes(level, event, &fields_of(&fields)));
 }
@@ -306,22 +391,27 @@ fn queue(text: &mut Vec<u8>) {
         let _ = lock.flush();
         return;
     };
-    loop {
+    {
         let mut queue = pending();
-        if queue.len() < MAX_PENDING {
-            queue.extend_from_slice(text);
-            break;
+        if QUEUE.held.load(Ordering::SeqCst) >= MAX_HELD {
+            drop(queue);
+            QUEUE.dropped.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("smtpbind_log_lines_dropped_total").increment(1);
+            return;
         }
-        drop(queue);
-        thread.unpark();
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        queue.extend_from_slice(text);
+        QUEUE.held.fetch_add(text.len(), Ordering::SeqCst);
     }
     if QUEUE.parked.swap(false, Ordering::SeqCst) {
         thread.unpark();
     }
 }
 
-/// Writes every queued line and stops the writer (call before exit).
+/// How long [`finish`] waits for the writer to empty the queue.
+const FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes every queued line and stops the writer (call before exit), waiting
+/// at most [`FINISH_WITHIN`].
 pub fn finish() {
     use std::sync::atomic::Ordering;
     QUEUE.stop.store(true, Ordering::SeqCst);
@@ -329,8 +419,15 @@ pub fn finish() {
         thread.unpark();
     }
     let handle = WRITER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Bounded: a stalled stdout must not keep the process from exiting.
+    let deadline = std::time::Instant::now() + FINISH_WITHIN;
     if let Some(handle) = handle {
-        let _ = handle.join();
+        while !handle.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
     }
 }
 

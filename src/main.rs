@@ -242,7 +242,7 @@ fn main() -> ExitCode {
                 smtpbind::log::error("fatal", serde_json::json!({ "error": e.to_string() }));
             }
             eprintln!("smtpbind: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
     };
     smtpbind::log::finish();

@@ -48,10 +48,12 @@ impl RateLimiter {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
         let tokens = (state.0 + elapsed * rate).min(f64::from(self.policy.burst));
+        // Never panics: a wait too long for a Duration (a tiny rate) is
+        // longer than any `max_wait`, so refused.
         let wait = if tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - tokens) / rate)
+            Duration::try_from_secs_f64((1.0 - tokens) / rate).unwrap_or(Duration::MAX)
         };
         if wait > self.policy.max_wait {
             *state = (tokens, now);
@@ -138,6 +140,22 @@ mod tests {
         assert!(l.reserve().is_ok());
         assert!(l.reserve().is_ok());
         assert!(l.reserve().is_err());
+    }
+
+    /// Issue 19: `1e-20` passes `check`; the second MAIL used to panic
+    /// (`Duration::from_secs_f64` overflow). Now it is refused.
+    #[tokio::test(start_paused = true)]
+    async fn the_extremes_check_allows_never_panic() {
+        let l = RateLimiter::new(policy(1e-20, 1, 3_600_000));
+        assert_eq!(l.acquire().await, Admission::Immediate);
+        assert_eq!(l.acquire().await, Admission::Refused);
+        let l = RateLimiter::new(policy(f64::MIN_POSITIVE, 1, 1));
+        assert_eq!(l.acquire().await, Admission::Immediate);
+        assert_eq!(l.acquire().await, Admission::Refused);
+        let l = RateLimiter::new(policy(100_000.0, 100_000, 3_600_000));
+        for _ in 0..100_001 {
+            assert_ne!(l.acquire().await, Admission::Refused);
+        }
     }
 
     #[tokio::test(start_paused = true)]

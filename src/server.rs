@@ -26,7 +26,7 @@ fn session_id() -> String {
     let prefix = PREFIX.get_or_init(|| {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id().into());
-        h.finish() as u32
+        u32::try_from(h.finish() >> 32).unwrap_or(0)
     });
     format!(
         "{prefix:08x}-{:06}",

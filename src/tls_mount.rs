@@ -34,6 +34,8 @@ pub enum TlsError {
     NoKey { path: PathBuf },
     #[error("{dir}: tls.key does not belong to tls.crt, or is not usable ({error})")]
     Pair { dir: PathBuf, error: rustls::Error },
+    #[error("{path}: certificate {why}")]
+    Validity { path: PathBuf, why: &'static str },
     #[error("TLS server configuration: {0}")]
     Config(rustls::Error),
 }
@@ -42,10 +44,45 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads and checks the pair in `dir` (through `..data`, as mounted).
+/// The directory `dir/..data` points to now (both files are read from it,
+/// so a swap between the two reads cannot pair one version's certificate
+/// with another's key), or `dir` itself without a kubelet layout.
+fn resolved(dir: &Path) -> PathBuf {
+    match std::fs::read_link(dir.join("..data")) {
+        Ok(target) if target.is_absolute() => target,
+        Ok(target) => dir.join(target),
+        Err(_) => dir.to_path_buf(),
+    }
+}
+
+/// Reads and checks the pair in `dir` (through `..data`, resolved once):
+/// both files present, the key matching the certificate, the certificate
+/// valid now (neither expired nor not yet valid).
 pub fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {
-    let crt = dir.join("tls.crt");
-    let key = dir.join("tls.key");
+    let mut attempts = 0;
+    loop {
+        match load_pair_from(dir, &resolved(dir)) {
+            // The kubelet removed the directory just resolved: read anew.
+            Err(TlsError::Io { kind, .. })
+                if kind == std::io::ErrorKind::NotFound && attempts < 3 =>
+            {
+                attempts += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn load_pair_from(dir: &Path, from: &Path) -> Result<CertifiedKey, TlsError> {
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let read = |name: &str, shown: &Path| {
+        std::fs::read(from.join(name)).map_err(|e| TlsError::Io {
+            path: shown.to_path_buf(),
+            kind: e.kind(),
+        })
+    };
+    let crt_bytes = read("tls.crt", &crt)?;
+    let key_bytes = zeroize::Zeroizing::new(read("tls.key", &key)?);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |e: rustls_pki_types::pem::Error| match e {
@@ -56,14 +93,23 @@ pub fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {
             _ => TlsError::NoCertificate { path },
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&crt)
-        .map_err(io(&crt))?
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt_bytes)
         .collect::<Result<_, _>>()
         .map_err(io(&crt))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate { path: crt });
-    }
-    let private = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
+    };
+    let validity = crate::tls_validity::validity(leaf).ok_or_else(|| TlsError::Validity {
+        path: crt.clone(),
+        why: "has no readable validity period",
+    })?;
+    validity
+        .check(crate::tls_validity::now())
+        .map_err(|why| TlsError::Validity {
+            path: crt.clone(),
+            why,
+        })?;
+    let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::Io(e) => TlsError::Io {
             path: key.clone(),
             kind: e.kind(),
@@ -109,13 +155,22 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
-/// What identifies the pair on disk without keeping it: the files' bytes' hash.
-fn fingerprint(dir: &Path) -> Option<crate::policy::Pin> {
-    let mut bytes = std::fs::read(dir.join("tls.crt")).ok()?;
-    bytes.extend(std::fs::read(dir.join("tls.key")).ok()?);
-    let pin = crate::policy::Pin::of(&bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
-    Some(pin)
+/// What identifies the pair on disk without keeping it: the files' bytes'
+/// hash, a missing or unreadable file included (so a swap that leaves one
+/// out is seen, refused and reported, not skipped in silence).
+fn fingerprint(dir: &Path) -> crate::policy::Pin {
+    let from = resolved(dir);
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    for name in ["tls.crt", "tls.key"] {
+        match std::fs::read(from.join(name)) {
+            Ok(b) => {
+                bytes.extend_from_slice(&zeroize::Zeroizing::new(b));
+                bytes.push(1);
+            }
+            Err(e) => bytes.extend_from_slice(format!("\0{name}: {:?}\0", e.kind()).as_bytes()),
+        }
+    }
+    crate::policy::Pin::of(&bytes)
 }
 
 /// How a reload is reported: the event name, the counter (`result` label)
@@ -149,7 +204,7 @@ pub async fn watch(dir: PathBuf, target: Arc<Reloading>, reports: Reports) {
             }
         }
         let now = fingerprint(&dir);
-        if now.is_none() || now == seen {
+        if now == seen {
             continue;
         }
         seen = now;
@@ -188,6 +243,51 @@ mod tests {
 
     fn pki() -> Pki {
         Pki::generate("test CA", &["localhost".to_string()]).expect("pki")
+    }
+
+    /// Kubelet-style swaps between two good pairs in a tight loop while the
+    /// pair is read: never a certificate of one with the key of the other.
+    #[test]
+    fn swaps_during_reads_never_mix_two_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (pki(), pki());
+        for (name, p) in [("..a", &a), ("..b", &b)] {
+            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+            write_pair(&dir.path().join(name), p);
+        }
+        std::os::unix::fs::symlink("..a", dir.path().join("..data")).expect("link");
+        for f in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{f}"), dir.path().join(f)).expect("link");
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir) = (stop.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let target = if n.is_multiple_of(2) { "..b" } else { "..a" };
+                    let tmp = dir.join("..data_tmp");
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(target, &tmp).expect("link");
+                    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut mixed = 0;
+        for _ in 0..400 {
+            if let Err(TlsError::Pair { .. }) = load_pair(dir.path()) {
+                mixed += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().expect("swapper");
+        assert!(swaps > 100, "{swaps} swaps");
+        assert_eq!(
+            mixed, 0,
+            "{mixed} of 400 reads mixed two pairs ({swaps} swaps)"
+        );
     }
 
     #[test]

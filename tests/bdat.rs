@@ -190,3 +190,32 @@ impl ReplaceCrlf for Vec<u8> {
             .into_bytes()
     }
 }
+
+/// Issue 19 item 7: a refused first chunk is skipped only up to the
+/// largest message the policy accepts; a larger one gets its refusal and
+/// the session is closed instead of reading without end.
+#[test]
+fn a_refused_first_chunk_is_skipped_with_a_cap() {
+    let up = Upstream::default();
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("limits.max_message_bytes", 4096);
+    });
+    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+    // No MAIL: refused; a small chunk is skipped and the session goes on.
+    c.send(b"BDAT 10\r\n0123456789");
+    assert!(c.reply().starts_with("503"), "refused without MAIL");
+    assert!(
+        c.cmd("NOOP").starts_with("250"),
+        "resynchronised after the chunk"
+    );
+    // A chunk larger than any acceptable message: refused, then closed
+    // (not read for ever).
+    c.send(b"BDAT 1000000000\r\n");
+    c.send(&[b'x'; 1024]);
+    let r = c.reply();
+    assert!(r.starts_with("503"), "{r}");
+    assert!(
+        c.closed(),
+        "the session must end instead of skipping without a bound"
+    );
+}

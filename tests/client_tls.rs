@@ -394,7 +394,11 @@ fn kubelet_tls_dir(dir: &Path, from: &Path, seq: u32) {
     let name = format!("..2026_11_30_00_00_00.{seq:09}");
     let ts = dir.join(&name);
     std::fs::create_dir_all(&ts).expect("mkdir");
-    for f in ["tls.crt", "tls.key"] {
+    // A file missing from `from` is missing from the swapped version too.
+    for f in ["tls.crt", "tls.key"]
+        .into_iter()
+        .filter(|f| from.join(f).exists())
+    {
         std::fs::copy(from.join(f), ts.join(f)).expect("copy");
         std::fs::set_permissions(ts.join(f), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
@@ -631,5 +635,95 @@ s.quit()
         ]
     );
     assert!(msgs.iter().all(|m| m.account == "tenant-a"));
+    sc.assert_no_secrets();
+}
+
+/// A self-signed pair for localhost valid from `not_before` to `not_after`
+/// (year, month, day), written to `dir`.
+fn dated_pair(dir: &Path, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).expect("cert");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("key");
+}
+
+/// Contract §11 (issue 19 item 3): a swap that leaves a file out, pairs a
+/// key with another certificate, or brings an expired or not yet valid
+/// certificate is refused with an error event and a `result="error"`
+/// reload count each; the last good pair keeps being served.
+#[test]
+fn broken_swaps_are_refused_loudly_and_the_last_good_pair_stays() {
+    let up = Upstream::default();
+    let (a, b) = (Tls::new(), Tls::new());
+    let mount = tempfile::tempdir().expect("tempdir");
+    kubelet_tls_dir(mount.path(), a.dir.path(), 1);
+    let sc = Sidecar::start(&up, |p| {
+        p.set("client.tls.cert_dir", mount.path().display().to_string());
+    });
+    let ca_a = a.ca();
+    let cert_a = served_cert(sc.smtp, &[&ca_a]);
+    let errors = || {
+        sc.output()
+            .iter()
+            .filter(|l| {
+                l.contains("\"event\":\"client_tls\"") && l.contains("\"result\":\"error\"")
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let cases: Vec<(&str, tempfile::TempDir)> = vec![
+        ("tls.key: cannot read", {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::copy(b.dir.path().join("tls.crt"), d.path().join("tls.crt")).expect("copy");
+            d
+        }),
+        ("tls.key does not belong to tls.crt", {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::copy(b.dir.path().join("tls.crt"), d.path().join("tls.crt")).expect("copy");
+            std::fs::copy(a.dir.path().join("tls.key"), d.path().join("tls.key")).expect("copy");
+            d
+        }),
+        ("certificate expired", {
+            let d = tempfile::tempdir().expect("tempdir");
+            dated_pair(d.path(), (2020, 1, 1), (2021, 1, 1));
+            d
+        }),
+        ("certificate not yet valid", {
+            let d = tempfile::tempdir().expect("tempdir");
+            dated_pair(d.path(), (2090, 1, 1), (2091, 1, 1));
+            d
+        }),
+    ];
+    for (n, (why, dir)) in cases.iter().enumerate() {
+        kubelet_tls_dir(mount.path(), dir.path(), 2 + n as u32);
+        assert!(
+            sc.wait_for(Duration::from_secs(5), |_| errors().len() > n),
+            "{why}: no error event"
+        );
+        let last = errors().pop().unwrap_or_default();
+        assert!(last.contains(why), "{why}: {last}");
+        assert_eq!(
+            served_cert(sc.smtp, &[&ca_a]),
+            cert_a,
+            "{why}: not the last good pair"
+        );
+        let (_, metrics) = sc.http_get("/metrics");
+        assert_eq!(
+            metric(
+                &metrics,
+                "smtpbind_client_tls_reloads_total{tenant=\"acme\",result=\"error\"}"
+            ),
+            (n + 1) as f64,
+            "{why}"
+        );
+    }
+    // A good pair again is loaded.
+    kubelet_tls_dir(mount.path(), b.dir.path(), 9);
+    assert!(sc.wait_for(Duration::from_secs(5), |l| l.iter().any(|l| l
+        .contains("\"event\":\"client_tls\"")
+        && l.contains("\"result\":\"ok\""))));
     sc.assert_no_secrets();
 }

@@ -661,3 +661,146 @@ fn a_policy_reload_keeps_the_token_in_hand() {
     assert!(send(s, "after").starts_with("250"));
     assert_eq!(idp.tokens().grants(), 1, "the reload fetched a new token");
 }
+
+/// Issue 19, item 1: the provider refuses the token in hand while the token
+/// endpoint is healthy but slow (2 s). 20 sessions started during that one
+/// refresh all wait for it and relay; `/readyz` stays 200 throughout and the
+/// refresh is counted once.
+#[test]
+fn a_provider_refusal_during_a_slow_refresh_is_not_an_outage() {
+    let o = oauth_setup(
+        Duration::from_secs(300),
+        "client_credentials",
+        |_| {},
+        |p| {
+            p.set("upstream.reuse.max_idle", 0)
+                .set("upstream.connect_timeout", "10s");
+        },
+    );
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    assert!(send(s, "first").starts_with("250"));
+    let ok = series("smtpbind_oauth_token_refreshes_total", ",result=\"ok\"");
+    let before = metric(&s.http_get("/metrics").1, &ok);
+    idp.issuer.set_delay(Duration::from_secs(2));
+    idp.tokens().revoke_all();
+
+    // Probe /readyz every 20 ms from the refusal until the sessions end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let admin = s.admin;
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut probes, mut not_ready) = (0u32, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let (code, body) = http_get(admin, "/readyz");
+                probes += 1;
+                if code != 200 {
+                    not_ready.push(body);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (probes, not_ready)
+        })
+    };
+    let smtp = s.smtp;
+    let started = Instant::now();
+    // The session that meets the refusal and starts the refresh.
+    let first = std::thread::spawn(move || send_one(smtp, "app", KEY_P, FROM, "refused once"));
+    std::thread::sleep(Duration::from_millis(300));
+    let during: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = send_one(smtp, "app", KEY_P, FROM, &format!("during {i}"));
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let first = first.join().expect("first");
+    let results: Vec<_> = during
+        .into_iter()
+        .map(|h| h.join().expect("session"))
+        .collect();
+    stop.store(true, Ordering::SeqCst);
+    let (probes, not_ready) = prober.join().expect("prober");
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| !r.starts_with("250"))
+        .collect();
+    let slowest = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "issue 19 item 1: first {first:?}; 20 sessions during the refresh: {} refused, \
+         slowest done {slowest:?} after the refusal; /readyz probes {probes}, non-200 {}",
+        refused.len(),
+        not_ready.len()
+    );
+    assert!(first.starts_with("250"), "{first}");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(not_ready.is_empty(), "/readyz flapped: {not_ready:?}");
+    assert_eq!(wait_messages(up, 22).len(), 22);
+    let after = metric(&s.http_get("/metrics").1, &ok);
+    assert_eq!(after - before, 1.0, "the refresh counted once");
+    assert_eq!(idp.tokens().grants(), 2, "one token request for all");
+    check_no_leaks(s, idp);
+}
+
+/// Issue 19, item 4 (fault injection: the capture upstream's `echo_auth`
+/// refuses every AUTH and quotes the received XOAUTH2 payload in its 535).
+/// The sidecar logs the refusal with every token and payload scrubbed.
+#[test]
+fn an_upstream_echoing_the_xoauth2_payload_leaks_nothing() {
+    let o = oauth_setup(
+        Duration::from_secs(60),
+        "client_credentials",
+        |f| f.echo_auth = true,
+        |_| {},
+    );
+    let (s, up, idp) = (&o.s, &o.up, &o.idp);
+    assert_eq!(wait_ready(s, 200, Duration::from_secs(5)).0, 200);
+    let r = send(s, "refused");
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+    assert!(up.messages().is_empty());
+    assert!(
+        s.wait_for(Duration::from_secs(5), |l| l
+            .iter()
+            .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))),
+        "the echoed refusal is logged, scrubbed: {:?}",
+        s.output()
+    );
+    check_no_leaks(s, idp);
+}
+
+/// Issue 19, item 4 (fault injection: `echo_auth` refuses every AUTH and
+/// quotes the PLAIN payload in its 535): the SES derived password and the
+/// secret access key reach no log line, raw or in any base64 form.
+#[test]
+fn an_upstream_echoing_the_ses_payload_leaks_nothing() {
+    const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const KEY_S: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let derived = ses_python(KEY_S, "eu-west-1");
+    let up = Upstream::start(|c| c.faults.echo_auth = true);
+    let (s, _secrets) = sidecar_with_secret(&up, AKID, KEY_S, |p| {
+        p.set("credential.mechanism", "ses")
+            .set("credential.ses.region", "eu-west-1");
+    });
+    let r = send(&s, "refused");
+    assert!(r.starts_with("454"), "{r}");
+    assert!(s.wait_for(Duration::from_secs(5), |l| l
+        .iter()
+        .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))));
+    let out = s.output().join("\n");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in [KEY_S, derived.as_str()] {
+        assert!(!out.contains(secret), "a secret in the output");
+        assert!(
+            !out.contains(&b64.encode(secret)),
+            "a base64 secret in the output"
+        );
+        let plain = b64.encode(format!("\0{AKID}\0{secret}"));
+        assert!(
+            !out.contains(plain.trim_end_matches('=')),
+            "a PLAIN payload in the output"
+        );
+    }
+}

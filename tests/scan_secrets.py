@@ -6,7 +6,9 @@ Usage: tests/scan_secrets.py FILE_OR_DIR...  (exit 1 on any hit)
 The secrets are read from the test sources, so a new one is covered too,
 and from target/tmp/test-secrets/ (one per line): what the tests make at run
 time — OAuth tokens and their XOAUTH2 payloads, jwt_bearer assertions, the
-generated service account key (tests/support/idp.rs writes them)."""
+generated service account key (tests/support/idp.rs writes them).
+Every secret is also searched inside any base64 text, at each alignment
+(an upstream may echo a payload built around it: issue 19)."""
 import base64, os, re, sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -31,12 +33,25 @@ def dynamic_secrets():
     return sorted(found)
 
 
+def aligned(b):
+    """The secret inside any base64 text, at each of the three alignments:
+    the characters that encode only the secret's bytes (padded or not, in a
+    SASL PLAIN or XOAUTH2 payload whatever the user, or echoed by a server)."""
+    out = set()
+    for lead in range(3):
+        enc = base64.b64encode(b"\0" * lead + b).rstrip(b"=")
+        core = enc[4:-4] if lead else enc
+        if len(core) >= 12:
+            out.add(core)
+    return out
+
+
 def forms(secret, run_time=False):
     b = secret.encode()
-    out = {b, base64.b64encode(b)}
+    out = {b, base64.b64encode(b)} | aligned(b)
     if run_time:
-        # Tokens come with their XOAUTH2 payload listed; keys and assertions
-        # are never inside a SASL PLAIN payload.
+        # Tokens come with their XOAUTH2 payload listed (matched padded and
+        # unpadded); keys and assertions are never inside a SASL PLAIN payload.
         return out
     for user in (b"apikey", b"app"):
         out.add(base64.b64encode(b"\0" + user + b"\0" + b))

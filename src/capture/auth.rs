@@ -11,6 +11,7 @@ impl Conn {
         let mut parts = line.split_whitespace().skip(1);
         let mech = parts.next().unwrap_or("").to_ascii_uppercase();
         let initial = parts.next().map(str::to_string);
+        let mut echo = String::new();
         let identity = match mech.as_str() {
             "PLAIN" => {
                 let resp = match initial {
@@ -20,6 +21,7 @@ impl Conn {
                         None => return Next::Close,
                     },
                 };
+                echo.push_str(&resp);
                 sasl::decode_plain(&resp)
                     .ok()
                     .map(|i| (i.username, i.password.to_string()))
@@ -33,6 +35,7 @@ impl Conn {
                     Some(r) => r,
                     None => return Next::Close,
                 };
+                echo = format!("{user} {pass}");
                 match (
                     sasl::decode_login_field(&user),
                     sasl::decode_login_field(&pass),
@@ -49,24 +52,28 @@ impl Conn {
                 return Next::Continue;
             }
         };
-        let account = identity.and_then(|(u, p)| {
-            self.config
-                .accounts
-                .iter()
-                .find(|a| a.username == u && a.password == p)
-                .cloned()
-        });
+        let account = identity
+            .filter(|_| !self.config.faults.echo_auth)
+            .and_then(|(u, p)| {
+                self.config
+                    .accounts
+                    .iter()
+                    .find(|a| a.username == u && a.password == p)
+                    .cloned()
+            });
         lock(&self.rec).auths.push(AuthAttempt {
             account: account.as_ref().map(|a| a.name.clone()),
             tls: self.tls,
         });
-        let reply: &[u8] = if account.is_some() {
+        let reply = if account.is_some() {
             self.account = account;
-            b"235 2.7.0 authenticated\r\n"
+            "235 2.7.0 authenticated\r\n".to_string()
+        } else if self.config.faults.echo_auth {
+            format!("535 5.7.8 bad credentials: {echo}\r\n")
         } else {
-            b"535 5.7.8 bad credentials\r\n"
+            "535 5.7.8 bad credentials\r\n".to_string()
         };
-        if io.write_all(reply).await.is_err() {
+        if io.write_all(reply.as_bytes()).await.is_err() {
             return Next::Close;
         }
         Next::Continue
@@ -84,7 +91,9 @@ impl Conn {
             },
         };
         let account = match &self.config.oauth {
-            Some(tokens) if !self.config.faults.reject_xoauth2 => tokens.check_xoauth2(&resp),
+            Some(tokens) if !self.config.faults.reject_xoauth2 && !self.config.faults.echo_auth => {
+                tokens.check_xoauth2(&resp)
+            }
             _ => None,
         }
         .map(|(name, user)| Account {
@@ -111,10 +120,12 @@ impl Conn {
         {
             return Next::Close;
         }
-        match io
-            .write_all(b"535 5.7.8 Username and Password not accepted\r\n")
-            .await
-        {
+        let refusal = if self.config.faults.echo_auth {
+            format!("535 5.7.8 Username and Password not accepted: {resp}\r\n")
+        } else {
+            "535 5.7.8 Username and Password not accepted\r\n".to_string()
+        };
+        match io.write_all(refusal.as_bytes()).await {
             Ok(()) => Next::Continue,
             Err(_) => Next::Close,
         }

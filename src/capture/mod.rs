@@ -68,6 +68,9 @@ pub struct Faults {
     pub idle_close: Option<std::time::Duration>,
     /// Refuse every `AUTH XOAUTH2`, however valid its token.
     pub reject_xoauth2: bool,
+    /// Refuse every AUTH (any mechanism), echoing the client's SASL
+    /// responses in the `535` text (a provider that quotes what it got).
+    pub echo_auth: bool,
     /// Replace the reply to the n-th BDAT chunk of a transaction (1-based):
     /// a refusal fails the transaction, later chunks are discarded.
     pub bdat_reply: Option<(usize, String)>,

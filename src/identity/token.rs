@@ -60,6 +60,9 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Duration,
     generation: u64,
+    /// The generation an upstream refused: kept (it still proves the
+    /// endpoint answers, so readiness holds) but never handed out again.
+    refused: Option<u64>,
     /// Bumped whenever the source is left without a usable token: upstream
     /// connections authenticated before such a gap are not reused after it.
     epoch: u64,
@@ -102,6 +105,7 @@ impl TokenSource {
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
                 generation: 0,
+                refused: None,
                 epoch: 0,
             }),
             flight: tokio::sync::Mutex::new(()),
@@ -127,22 +131,35 @@ impl TokenSource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The token in hand if it may still be used.
+    /// The token in hand if it may still be used (and no upstream refused it).
     pub fn current(&self) -> Option<Token> {
         let now = Instant::now();
-        self.lock()
+        let state = self.lock();
+        state
             .token
             .as_ref()
-            .filter(|t| now < t.usable_until)
+            .filter(|t| now < t.usable_until && state.refused != Some(t.generation))
             .cloned()
     }
 
-    /// `Ok` while a usable token is held; else the one-line reason.
+    /// `Ok` while a usable token is held, or while the one an upstream
+    /// refused is being replaced by an endpoint that has not failed (a
+    /// provider's refusal is not an outage: sessions wait for the single
+    /// refresh); else the one-line reason.
     pub fn usable(&self) -> Result<(), String> {
         if self.current().is_some() {
             return Ok(());
         }
+        let now = Instant::now();
         let state = self.lock();
+        let replacing = state.error.is_none()
+            && state
+                .token
+                .as_ref()
+                .is_some_and(|t| now < t.usable_until && state.refused == Some(t.generation));
+        if replacing {
+            return Ok(());
+        }
         Err(match &state.error {
             Some(e) => format!("no valid OAuth2 token: {e}"),
             None => "no valid OAuth2 token yet (fetching)".to_string(),
@@ -170,25 +187,30 @@ impl TokenSource {
     }
 
     /// The upstream refused token `rejected`: a newer token if another
-    /// session already got one, else a fresh fetch (the rejected token is
-    /// dropped either way).
+    /// session already got one, else a fresh fetch. The refused token is
+    /// marked at once (before the flight lock: sessions arriving during the
+    /// refresh wait for the new token instead of sending the refused one)
+    /// and kept until its replacement arrives, so readiness does not flap.
     pub async fn refresh_rejected(&self, rejected: u64) -> Result<Token, IdentityError> {
+        self.mark_refused(rejected);
         let _flight = self.flight.lock().await;
-        {
-            let mut state = self.lock();
-            if state
-                .token
-                .as_ref()
-                .is_some_and(|t| t.generation == rejected)
-            {
-                state.token = None;
-                state.refresh_at = None;
-            }
-        }
+        self.mark_refused(rejected);
         if let Some(t) = self.current() {
             return Ok(t);
         }
         self.fetch_unless_backing_off().await
+    }
+
+    fn mark_refused(&self, rejected: u64) {
+        let mut state = self.lock();
+        if state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.generation == rejected)
+        {
+            state.refused = Some(rejected);
+            state.refresh_at = None;
+        }
     }
 
     /// Called by the timer: fetches when the refresh time (or the retry
@@ -293,7 +315,7 @@ impl TokenSource {
                     .increment(1);
                 log::error(
                     "oauth2_token",
-                    serde_json::json!({ "result": "error", "error": e.to_string(), "retry_in_ms": backoff.as_millis() as u64, "token_url": self.endpoint.url() }),
+                    serde_json::json!({ "result": "error", "error": e.to_string(), "retry_in_ms": u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "token_url": self.endpoint.url() }),
                 );
                 self.update_gauge();
                 Err(e)
@@ -510,6 +532,33 @@ mod tests {
             refusals,
             "no request while backing off"
         );
+        assert!(t.source.usable().is_err());
+    }
+
+    /// Issue 19: a provider's refusal is not an outage. While the one
+    /// refresh after it is under way the source stays usable (readiness)
+    /// but never hands out the refused token; a failing endpoint ends that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_token_keeps_readiness_until_its_refresh_ends() {
+        let t = setup(Duration::from_secs(60), "the-client-secret").await;
+        let first = t.source.token().await.expect("token");
+        t.issuer.set_delay(Duration::from_millis(500));
+        let refresh = {
+            let s = t.source.clone();
+            tokio::spawn(async move { s.refresh_rejected(first.generation).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t.source.usable().is_ok(), "readiness flapped on a refusal");
+        assert!(t.source.current().is_none(), "the refused token handed out");
+        // A session needing a token now waits for the refresh.
+        let waiting = t.source.token().await.expect("token after the refresh");
+        assert_eq!(waiting.generation, 2);
+        assert_eq!(refresh.await.expect("task").expect("refresh").generation, 2);
+        assert_eq!(t.issuer.tokens.grants(), 2);
+        // The endpoint failing the refresh after a refusal: not usable.
+        t.issuer.set_delay(Duration::ZERO);
+        t.issuer.set_down(true);
+        assert!(t.source.refresh_rejected(2).await.is_err());
         assert!(t.source.usable().is_err());
     }
 

@@ -13,6 +13,7 @@ use super::{check_readable_file, Validator};
 
 /// Largest `messages_per_second` and `burst`.
 const MAX_RATE: f64 = 100_000.0;
+const MAX_BURST: u32 = 100_000;
 
 impl Validator<'_> {
     /// `credential.oauth2`: required with `xoauth2`, refused otherwise.
@@ -124,15 +125,25 @@ impl Validator<'_> {
                 1.0
             }
         };
-        let default_burst = per_second.ceil().max(1.0) as i64;
+        // The default burst is the rate rounded up (1 to MAX_BURST), found
+        // without a float-to-integer cast.
+        let default_burst = (1..=MAX_BURST)
+            .find(|&n| f64::from(n) >= per_second)
+            .unwrap_or(MAX_BURST);
         let burst = self.int(
             "limits.rate.burst",
             raw.burst,
             1,
-            MAX_RATE as i64,
-            default_burst,
-        ) as u32;
-        let max_wait = self.duration("limits.rate.max_wait", raw.max_wait, Duration::from_secs(5));
+            i64::from(MAX_BURST),
+            i64::from(default_burst),
+        );
+        let burst = u32::try_from(burst).unwrap_or(default_burst);
+        let max_wait = self.duration_at_most(
+            "limits.rate.max_wait",
+            raw.max_wait,
+            Duration::from_secs(5),
+            (Duration::from_secs(3600), "1h"),
+        );
         Some(RatePolicy {
             messages_per_second: per_second,
             burst,
@@ -357,6 +368,65 @@ mod tests {
             "limits:\n  rate:\n    messages_per_second: 1\n    per: 1s\n",
         ));
         assert!(e[0].message.contains("per"), "{e:?}");
+    }
+
+    #[test]
+    fn rate_bounds_of_the_contract() {
+        // (0, 100000], burst [1, 100000], max_wait at most 1h.
+        let rate = |body: &str| policy("", &format!("limits:\n  rate:\n{body}"));
+        for ok in [
+            "    messages_per_second: 1e-20\n",
+            "    messages_per_second: 100000\n    burst: 100000\n    max_wait: 60m\n",
+            "    messages_per_second: 0.3\n    burst: 1\n    max_wait: 1ms\n",
+        ] {
+            let p = parse_ok(&rate(ok));
+            assert!(p.limits.rate.expect("rate").burst >= 1);
+        }
+        assert_eq!(
+            parse_ok(&rate("    messages_per_second: 99999.5\n"))
+                .limits
+                .rate
+                .map(|r| r.burst),
+            Some(100_000)
+        );
+        for (bad, key) in [
+            (
+                "    messages_per_second: 100000.5\n",
+                "limits.rate.messages_per_second",
+            ),
+            (
+                "    messages_per_second: -1\n",
+                "limits.rate.messages_per_second",
+            ),
+            (
+                "    messages_per_second: .nan\n",
+                "limits.rate.messages_per_second",
+            ),
+            (
+                "    messages_per_second: .inf\n",
+                "limits.rate.messages_per_second",
+            ),
+            (
+                "    messages_per_second: 1\n    burst: 0\n",
+                "limits.rate.burst",
+            ),
+            (
+                "    messages_per_second: 1\n    burst: 100001\n",
+                "limits.rate.burst",
+            ),
+            (
+                "    messages_per_second: 1\n    max_wait: 3601s\n",
+                "limits.rate.max_wait",
+            ),
+            (
+                "    messages_per_second: 1\n    max_wait: 61m\n",
+                "limits.rate.max_wait",
+            ),
+        ] {
+            let e = parse_err(&rate(bad));
+            assert_eq!(e[0].key, key, "{bad}: {e:?}");
+            assert!(e[0].line > 0 && e[0].col > 0, "{e:?}");
+        }
     }
 
     #[test]

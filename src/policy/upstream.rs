@@ -89,14 +89,14 @@ impl Validator<'_> {
         let rr = ru.reuse.unwrap_or_default();
         let max_idle = self.int("upstream.reuse.max_idle", rr.max_idle, 0, 1024, 16);
         let reuse = ReusePolicy {
-            max_idle: max_idle as usize,
-            prewarm: self.int(
+            max_idle: usize::try_from(max_idle).unwrap_or(0),
+            prewarm: self.count(
                 "upstream.reuse.prewarm",
                 rr.prewarm,
                 0,
                 max_idle,
                 1.min(max_idle),
-            ) as usize,
+            ),
             idle_timeout: self.duration(
                 "upstream.reuse.idle_timeout",
                 rr.idle_timeout,
@@ -116,7 +116,7 @@ impl Validator<'_> {
             connect_timeout,
             reply_timeout,
             reuse,
-            max_connections: match self.int(
+            max_connections: match self.count(
                 "upstream.max_connections",
                 ru.max_connections,
                 1,
@@ -124,7 +124,7 @@ impl Validator<'_> {
                 0,
             ) {
                 0 => None,
-                n => Some(n as usize),
+                n => Some(n),
             },
             chunking: match ru.chunking {
                 None | Some(raw::RawChunking::Auto) => Chunking::Auto,

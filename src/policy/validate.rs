@@ -57,6 +57,36 @@ impl Validator<'_> {
         }
     }
 
+    /// [`Validator::int`] for a count or size held as `usize` (no
+    /// narrowing cast: a value that does not fit is the default).
+    pub(super) fn count(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> usize {
+        let n = self.int(key, value, min, max, default);
+        usize::try_from(n).unwrap_or_else(|_| usize::try_from(default).unwrap_or(0))
+    }
+
+    /// [`Validator::duration`] with a tighter upper bound than 24h.
+    pub(super) fn duration_at_most(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        default: Duration,
+        (max, max_text): (Duration, &str),
+    ) -> Duration {
+        let d = self.duration(key, value, default);
+        if d > max {
+            self.err(key, format!("must be at most {max_text}"));
+            return default;
+        }
+        d
+    }
+
     pub(super) fn socket_addr(
         &mut self,
         key: &str,
@@ -145,7 +175,7 @@ impl Validator<'_> {
         };
 
         let rr = raw.recipients.unwrap_or_default();
-        let max_per_message = self.int(
+        let max_per_message = self.count(
             "recipients.max_per_message",
             rr.max_per_message,
             1,
@@ -162,15 +192,15 @@ impl Validator<'_> {
 
         let rl = raw.limits.unwrap_or_default();
         let limits = Limits {
-            max_message_bytes: self.int(
+            max_message_bytes: u64::try_from(self.int(
                 "limits.max_message_bytes",
                 rl.max_message_bytes,
                 1024,
                 ONE_GIB,
                 31_457_280,
-            ) as u64,
-            max_sessions: self.int("limits.max_sessions", rl.max_sessions, 1, 100_000, 128)
-                as usize,
+            ))
+            .unwrap_or(31_457_280),
+            max_sessions: self.count("limits.max_sessions", rl.max_sessions, 1, 100_000, 128),
             command_timeout: self.duration(
                 "limits.command_timeout",
                 rl.command_timeout,
@@ -206,7 +236,7 @@ impl Validator<'_> {
             senders,
             header_from,
             recipients: RecipientPolicy {
-                max_per_message: max_per_message as usize,
+                max_per_message,
                 domains,
             },
             limits,

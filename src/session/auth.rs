@@ -77,7 +77,7 @@ impl Session {
         let state = self.credentials.borrow().clone();
         let cred = match state {
             CredentialState::Ready(cred) => cred,
-            CredentialState::NotReady(_) => {
+            CredentialState::NotReady(..) => {
                 self.reply(local::not_ready());
                 return Flow::End(Outcome::Rejected);
             }

@@ -70,7 +70,14 @@ impl Session {
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
         if self.bdat.is_none() {
             if let Err(flow) = self.ready_for_message() {
-                // The chunk's octets still follow the command: skip them.
+                // The chunk's octets still follow the command: skip them,
+                // up to the largest message the policy accepts. Past that
+                // the refusal is sent and the session closed (the stream
+                // cannot be resynchronised without reading them all).
+                if u64::try_from(size).map_or(true, |s| s > self.rt.policy.limits.max_message_bytes)
+                {
+                    return Flow::End(Outcome::Rejected);
+                }
                 return match self.skip_octets(size).await {
                     Ok(()) => flow,
                     Err(outcome) => Flow::End(outcome),

@@ -58,6 +58,10 @@ impl Session {
                 json!({ "size": mail.size }),
             );
         }
+        // §6: no message without its audit line.
+        if crate::log::congested().is_some() {
+            return self.refuse(Reason::LogStalled, local::log_stalled(), json!({}));
+        }
         // limits.rate (§10): counted here, before anything goes upstream.
         if !crate::rate::admit(self.rt.policy.limits.rate).await {
             self.reply(crate::rate::refused_reply());

@@ -82,13 +82,11 @@ impl Reply {
     }
 }
 
-/// A code below 1000 as its three ASCII digits.
+/// A code below 1000 as its three ASCII digits (a digit is below 10: the
+/// conversions never fail; no narrowing cast).
 fn digits(code: u16) -> [u8; 3] {
-    [
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-    ]
+    let digit = |d: u16| b'0' + u8::try_from(d % 10).unwrap_or(0);
+    [digit(code / 100), digit(code / 10), digit(code)]
 }
 
 /// One line of a reply on the wire: `250-text` or, the last, `250 text`.
@@ -111,6 +109,9 @@ pub mod local {
     }
     pub fn not_ready() -> Reply {
         Reply::new(421, "4.3.0 credential not ready, try again later")
+    }
+    pub fn log_stalled() -> Reply {
+        Reply::new(451, "4.3.0 audit log cannot be written, try again later")
     }
     pub fn too_many_sessions() -> Reply {
         Reply::new(421, "4.3.2 too many sessions, try again later")

@@ -7,9 +7,11 @@
 //! these capabilities count) → AUTH. AUTH is only ever written on a verified
 //! TLS stream, or with `tls: none` + `insecure: true`.
 
+mod auth;
 pub mod caps;
 pub mod limit;
 pub mod pool;
+mod scrub;
 mod stream;
 pub mod tls;
 pub mod warm;
@@ -26,10 +28,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::credential::Credential;
-use crate::identity::UpstreamAuth;
 use crate::policy::{Mechanism, Pin, TlsMode, UpstreamPolicy};
 use crate::smtp::reply::{self, Reply, ReplyError};
-use crate::smtp::sasl;
 pub use caps::Capabilities;
 use stream::Stream;
 
@@ -145,6 +145,7 @@ impl Connector {
             user: cred.upstream_user().map(str::to_string),
             token_epoch: None,
             reply_timeout: p.reply_timeout,
+            scrub: Box::default(),
             timer: None,
             tls: false,
             clean: true,
@@ -187,7 +188,9 @@ impl Connector {
                 "refusing to authenticate without TLS".into(),
             ));
         }
-        conn.authenticate(cred, self.mechanism).await?;
+        // A token being fetched is waited for at most `connect_timeout`.
+        conn.authenticate(cred, self.mechanism, p.connect_timeout)
+            .await?;
         metrics::histogram!("smtpbind_upstream_connect_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(conn)
@@ -208,6 +211,9 @@ pub struct Connection {
     /// authenticated; after a gap without a token it is not reused.
     token_epoch: Option<(std::sync::Arc<crate::identity::TokenSource>, u64)>,
     reply_timeout: Duration,
+    /// The secrets this connection sent or may send, taken out of every
+    /// reply before anything reads it.
+    scrub: Box<scrub::Scrub>,
     /// The reply deadline's timer, armed at the first reply and moved only
     /// when it fires early or must fire earlier: not one timer registered
     /// and cancelled per read.
@@ -286,61 +292,6 @@ impl Connection {
         Ok(())
     }
 
-    async fn authenticate(
-        &mut self,
-        cred: &Credential,
-        mechanism: Mechanism,
-    ) -> Result<(), UpstreamError> {
-        let password = match cred.upstream() {
-            UpstreamAuth::XOAuth2(source) => return self.authenticate_xoauth2(source).await,
-            UpstreamAuth::Ses(derived) => derived.expose(),
-            UpstreamAuth::Mounted => cred.password(),
-        };
-        let use_plain = match mechanism {
-            // Validated: only with `tls: none` + `insecure: true`.
-            Mechanism::None => return Ok(()),
-            Mechanism::Plain => true,
-            Mechanism::Login => false,
-            Mechanism::Auto | Mechanism::Ses if self.caps.auth_plain => true,
-            Mechanism::Auto | Mechanism::Ses if self.caps.auth_login => false,
-            Mechanism::Auto | Mechanism::Ses | Mechanism::XOAuth2 => {
-                return Err(UpstreamError::AuthNotOffered)
-            }
-        };
-        let reply = if use_plain {
-            let payload = sasl::encode_plain(cred.username(), password);
-            let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
-            line.extend_from_slice(b"AUTH PLAIN ");
-            line.extend_from_slice(payload.as_bytes());
-            line.extend_from_slice(b"\r\n");
-            self.command(&line).await?
-        } else {
-            let first = self.command(b"AUTH LOGIN\r\n").await?;
-            if first.code != 334 {
-                return Err(UpstreamError::AuthRejected(first.last_line()));
-            }
-            let user = self
-                .login_step(&sasl::encode_login_field(cred.username()))
-                .await?;
-            if user.code != 334 {
-                return Err(UpstreamError::AuthRejected(user.last_line()));
-            }
-            self.login_step(&sasl::encode_login_field(password)).await?
-        };
-        if reply.code != 235 {
-            metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
-            return Err(UpstreamError::AuthRejected(reply.last_line()));
-        }
-        Ok(())
-    }
-
-    async fn login_step(&mut self, field: &str) -> Result<Reply, UpstreamError> {
-        let mut line = zeroize::Zeroizing::new(Vec::with_capacity(field.len() + 2));
-        line.extend_from_slice(field.as_bytes());
-        line.extend_from_slice(b"\r\n");
-        self.command(&line).await
-    }
-
     /// Writes `bytes` and flushes.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
         self.stream
@@ -405,6 +356,11 @@ impl Connection {
         loop {
             if let Some(used) = reply::parse_into(&self.buf, &mut self.reply)? {
                 self.buf.drain(..used);
+                if !self.scrub.is_empty() {
+                    for line in &mut self.reply.lines {
+                        self.scrub.apply(line);
+                    }
+                }
                 return Ok(&self.reply);
             }
             // Read straight into the buffer's spare room (no zeroed chunk).

@@ -15,24 +15,19 @@ impl Connection {
     pub(super) async fn authenticate_xoauth2(
         &mut self,
         source: &std::sync::Arc<TokenSource>,
+        token_wait: std::time::Duration,
     ) -> Result<(), UpstreamError> {
         if !self.caps.auth_xoauth2 {
             return Err(UpstreamError::AuthNotOffered);
         }
-        let token = source
-            .token()
-            .await
-            .map_err(|e| UpstreamError::Token(e.to_string()))?;
+        let token = bounded(token_wait, source.token()).await?;
         let epoch = source.epoch();
         if let Attempt::Accepted = self.xoauth2_attempt(source.user(), &token).await? {
             self.token_epoch = Some((source.clone(), epoch));
             return Ok(());
         }
         metrics::counter!("smtpbind_upstream_auth_failures_total").increment(1);
-        let token = source
-            .refresh_rejected(token.generation)
-            .await
-            .map_err(|e| UpstreamError::Token(e.to_string()))?;
+        let token = bounded(token_wait, source.refresh_rejected(token.generation)).await?;
         let epoch = source.epoch();
         match self.xoauth2_attempt(source.user(), &token).await? {
             Attempt::Accepted => {
@@ -52,6 +47,8 @@ impl Connection {
         token: &Token,
     ) -> Result<Attempt, UpstreamError> {
         let payload = xoauth2_payload(user, token.value.expose());
+        self.scrub.add(token.value.expose().as_bytes());
+        self.scrub.add(payload.as_bytes());
         let mut line = zeroize::Zeroizing::new(Vec::with_capacity(payload.len() + 16));
         line.extend_from_slice(b"AUTH XOAUTH2 ");
         line.extend_from_slice(payload.as_bytes());
@@ -74,5 +71,19 @@ impl Connection {
         self.token_epoch
             .as_ref()
             .is_some_and(|(source, epoch)| source.epoch() != *epoch)
+    }
+}
+
+/// A token, waiting for a fetch in flight at most `connect_timeout`.
+async fn bounded(
+    wait: std::time::Duration,
+    fetch: impl std::future::Future<Output = Result<Token, crate::identity::IdentityError>>,
+) -> Result<Token, UpstreamError> {
+    match tokio::time::timeout(wait, fetch).await {
+        Ok(Ok(token)) => Ok(token),
+        Ok(Err(e)) => Err(UpstreamError::Token(e.to_string())),
+        Err(_) => Err(UpstreamError::Token(
+            "no token within connect_timeout".into(),
+        )),
     }
 }

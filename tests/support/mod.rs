@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,15 @@ pub fn yaml_list(items: &[&str]) -> serde_yaml::Value {
 /// and its stderr lines (prefixed `stderr: `), and waits for its
 /// `listening` event, returned as text.
 pub fn spawn_listening(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    spawn_listening_gated(cmd, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`spawn_listening`] whose stdout reader stops reading while `paused`
+/// is set (a stalled log reader: the process's stdout pipe fills up).
+pub fn spawn_listening_gated(
+    cmd: &mut Command,
+    paused: Arc<AtomicBool>,
+) -> (Child, Arc<Mutex<Vec<String>>>, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,7 +131,17 @@ pub fn spawn_listening(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>, St
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = lines.clone();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let mut reader = BufReader::new(stdout);
+        loop {
+            while paused.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
             if line.contains("\"event\":\"listening\"") {
                 let _ = tx.send(line.clone());
             }
@@ -160,6 +180,8 @@ pub struct Sidecar {
     pub policy_path: PathBuf,
     pub secret_dir: PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
+    /// While set, the process's stdout is not read (see [`spawn_listening_gated`]).
+    pub stdout_paused: Arc<AtomicBool>,
 }
 
 pub fn bin() -> &'static str {
@@ -253,7 +275,8 @@ impl Sidecar {
         secret_dir: PathBuf,
         mut cmd: Command,
     ) -> Sidecar {
-        let (child, lines, listening) = spawn_listening(&mut cmd);
+        let stdout_paused = Arc::new(AtomicBool::new(false));
+        let (child, lines, listening) = spawn_listening_gated(&mut cmd, stdout_paused.clone());
         let v: serde_json::Value = serde_json::from_str(&listening).expect("json");
         let smtp = v["addr"].as_str().expect("addr").parse().expect("addr");
         let admin = v["admin"].as_str().expect("admin").parse().expect("admin");
@@ -265,6 +288,7 @@ impl Sidecar {
             policy_path,
             secret_dir,
             lines,
+            stdout_paused,
         }
     }
 
