@@ -547,6 +547,7 @@ fn info_series(sidecar: &Sidecar) -> Vec<String> {
     m.lines()
         .filter(|l| {
             l.starts_with("smtpbind_credential_info{")
+                || l.starts_with("smtpbind_credential_pinned{")
                 || l.starts_with("smtpbind_policy_info{")
                 || l.starts_with("smtpbind_ready{")
         })
@@ -572,6 +573,7 @@ fn info_metrics_follow_a_rotation_and_a_reload() {
         info_series(&sidecar),
         [
             "smtpbind_ready{tenant=\"acme\"} 1".to_string(),
+            "smtpbind_credential_pinned{tenant=\"acme\"} 1".to_string(),
             format!("smtpbind_credential_info{{pin=\"{pin_a}\",tenant=\"acme\"}} 1"),
             format!(
                 "smtpbind_policy_info{{sha256=\"{}\",tenant=\"acme\"}} 1",
@@ -619,7 +621,7 @@ fn info_metrics_follow_a_rotation_and_a_reload() {
     );
     assert_eq!(
         info_series(&sidecar).len(),
-        3,
+        4,
         "{:?}",
         info_series(&sidecar)
     );
@@ -635,4 +637,6 @@ fn info_metrics_follow_a_rotation_and_a_reload() {
     assert!(!info_series(&sidecar)
         .iter()
         .any(|l| l.starts_with("smtpbind_credential_info")));
+    assert!(info_series(&sidecar)
+        .contains(&"smtpbind_credential_pinned{tenant=\"acme\"} 0".to_string()));
 }

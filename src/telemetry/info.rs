@@ -1,6 +1,6 @@
 //! Info series (contract §12): which credential and which policy a sidecar
 //! holds, whether it is ready, and how long its client TLS certificate has
-//! left. They are rendered at each scrape from the state in force, not kept
+//! left, and whether a pinned credential is held at all. They are rendered at each scrape from the state in force, not kept
 //! in the recorder, so a rotated pin or a reloaded policy leaves no stale
 //! series behind: `count by (tenant) (smtpbind_credential_info)` across the
 //! fleet is the number of pins live for a tenant, and it falls to 1 when a
@@ -77,6 +77,17 @@ impl Info {
             "gauge",
             "",
             if scrape.ready { 1.0 } else { 0.0 },
+        );
+        series(
+            "smtpbind_credential_pinned",
+            "1 while a credential matching one of the policy's pins is held, else 0",
+            "gauge",
+            "",
+            if scrape.credential.is_some() {
+                1.0
+            } else {
+                0.0
+            },
         );
         if let Some(pin) = scrape.credential {
             series(
@@ -155,6 +166,7 @@ mod tests {
             lines(&info.render(scrape)),
             [
                 "smtpbind_ready{tenant=\"acme\"} 1".to_string(),
+                "smtpbind_credential_pinned{tenant=\"acme\"} 1".to_string(),
                 format!(
                     "smtpbind_credential_info{{pin=\"{}\",tenant=\"acme\"}} 1",
                     pin.short()
@@ -176,6 +188,7 @@ mod tests {
             got,
             [
                 "smtpbind_ready{tenant=\"acme\"} 0".to_string(),
+                "smtpbind_credential_pinned{tenant=\"acme\"} 1".to_string(),
                 format!(
                     "smtpbind_credential_info{{pin=\"{}\",tenant=\"acme\"}} 1",
                     rotated.short()
@@ -195,6 +208,7 @@ mod tests {
             now,
         });
         assert!(!none.contains("smtpbind_credential_info"));
+        assert!(none.contains("smtpbind_credential_pinned{tenant=\"acme\"} 0"));
     }
 
     #[test]
