@@ -9,7 +9,7 @@ embedded in a parent's pods.
 {{- end -}}
 
 {{- define "smtpbind.webhook.tlsSecret" -}}
-{{- printf "%s-tls" (include "smtpbind.webhook.name" .) -}}
+{{- .Values.webhook.tls.existingSecret | default (printf "%s-tls" (include "smtpbind.webhook.name" .)) -}}
 {{- end -}}
 
 {{- define "smtpbind.webhook.selectorLabels" -}}
