@@ -9,6 +9,7 @@ exported by a running sidecar or webhook is tests/monitoring.rs.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -115,3 +116,54 @@ def test_dashboard_configmap() -> None:
     for panel in board["panels"]:
         for target in panel.get("targets", []):
             assert re.search(r"\bsmtpbind_[a-z_]+", target["expr"]), target
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels, matchExpressions) against labels."""
+    for k, v in selector.get("matchLabels", {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions", []):
+        op, key, values = e["operator"], e["key"], e.get("values", [])
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+    return True
+
+
+def test_the_podmonitor_selects_chart_managed_and_injected_pods() -> None:
+    import test_webhook_chart as w
+
+    values = copy.deepcopy(w.VALUES)
+    values["metrics"] = {"podMonitor": {"enabled": True}}
+    objs = w.render(values)
+    (monitor,) = of_kind(objs, "PodMonitor")
+    spec = monitor["spec"]
+    namespaces = set(spec["namespaceSelector"]["matchNames"])
+    # chart-managed: the tenant Deployments of the release
+    deploys = [d for d in of_kind(objs, "Deployment")
+               if d["metadata"]["labels"].get("app.kubernetes.io/component") == "tenant"]
+    assert deploys
+    for d in deploys:
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert labels["smtpbind.dev/tenant"] == d["metadata"]["labels"]["smtpbind/tenant"]
+        assert selects(spec["selector"], labels), labels
+        assert w.NAMESPACE in namespaces
+    # injected: a pod as /mutate patched it, in a webhook tenant's namespace
+    request, _ = w.golden("mutate-inject")
+    _, pod = next(p for p in w.patched_pods() if p[0] == "mutate-inject")
+    assert pod["metadata"]["labels"]["smtpbind.dev/tenant"] == "acme"
+    assert selects(spec["selector"], pod["metadata"]["labels"])
+    assert request["request"]["namespace"] in namespaces
+    ports = [p["name"] for c in pod["spec"]["initContainers"] for p in c.get("ports", [])]
+    assert spec["podMetricsEndpoints"][0]["port"] in ports
+    # and the mailer pod before injection is not selected
+    assert not selects(spec["selector"], request["request"]["object"]["metadata"].get("labels", {}))
+    # webhook mode alone (no chart-managed tenants) still renders it
+    values["tenants"] = []
+    assert of_kind(w.render(values), "PodMonitor")

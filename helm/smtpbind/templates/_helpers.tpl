@@ -75,6 +75,7 @@ smtpbind/tenant: {{ include "smtpbind.tenantName" . | quote }}
 {{ include "smtpbind.selectorLabels" . }}
 app.kubernetes.io/component: tenant
 app.kubernetes.io/part-of: smtpbind
+smtpbind.dev/tenant: {{ include "smtpbind.tenantName" . | quote }}
 {{- end -}}
 
 {{- /* The tenant's upstream: every key the tenant sets (even "" or false) over the chart-wide one. */ -}}
