@@ -95,6 +95,8 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub credentials: watch::Receiver<CredentialState>,
     pub metrics: Option<PrometheusHandle>,
+    /// The info series (§12), rendered from the state in force at each scrape.
+    pub info: Arc<crate::telemetry::Info>,
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -130,7 +132,14 @@ impl Admin {
             }
             "/metrics" => match &self.metrics {
                 Some(handle) => {
-                    let mut resp = text(StatusCode::OK, handle.render());
+                    let credential = self.credentials.borrow().clone();
+                    let pin = credential.ready().map(|c| c.pin());
+                    let info = self.info.render(crate::telemetry::Scrape {
+                        credential: pin.as_ref(),
+                        ready: self.readiness.check(&credential).is_ok(),
+                        now: std::time::SystemTime::now(),
+                    });
+                    let mut resp = text(StatusCode::OK, handle.render() + &info);
                     resp.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
                         hyper::header::HeaderValue::from_static(
@@ -240,6 +249,7 @@ mod tests {
                 readiness: Arc::new(Readiness::default()),
                 credentials: rx,
                 metrics: None,
+                info: Arc::new(crate::telemetry::Info::new("t")),
             },
             tx,
         )

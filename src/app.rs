@@ -104,6 +104,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let policy = policy::parse(&policy_text, &opts.policy_path)?;
     log::set_tenant(&policy.tenant);
     let metrics = telemetry::install(&policy.tenant);
+    let info = Arc::new(telemetry::Info::new(&policy.tenant));
+    info.set_policy(policy_text.as_bytes());
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
     let cred_state = load_credential(&policy);
@@ -147,6 +149,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         readiness: readiness.clone(),
         credentials: cred_rx.clone(),
         metrics,
+        info: info.clone(),
     };
     let mut admin_stop = phase_rx.clone();
     let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
@@ -159,6 +162,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         runtime_tx,
         cred_tx,
         (policy.credential.secret_dir.clone(), cred_fingerprint),
+        info,
     ));
 
     let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
@@ -218,6 +222,7 @@ async fn watch_files(
     runtime_tx: watch::Sender<Arc<Runtime>>,
     cred_tx: watch::Sender<CredentialState>,
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
+    info: Arc<telemetry::Info>,
 ) {
     let mut policy_bytes = Some(policy_loaded);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -240,7 +245,7 @@ async fn watch_files(
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
             policy_bytes = bytes;
-            reload_policy(&policy_path, &runtime_tx, &cred_tx);
+            reload_policy(&policy_path, &runtime_tx, &cred_tx, &info);
             let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
             if dir != secret_dir {
                 secret_dir = dir;
@@ -284,8 +289,12 @@ fn reload_policy(
     path: &Path,
     runtime_tx: &watch::Sender<Arc<Runtime>>,
     cred_tx: &watch::Sender<CredentialState>,
+    info: &telemetry::Info,
 ) {
-    let result = policy::load(path).map_err(Error::from).and_then(|new| {
+    // The text parsed is the text hashed for `smtpbind_policy_info`.
+    let text = policy::read(path);
+    let parsed = text.and_then(|t| policy::parse(&t, path).map(|p| (p, t)));
+    let result = parsed.map_err(Error::from).and_then(|(new, text)| {
         let old = &runtime_tx.borrow().policy;
         if new.tenant != old.tenant {
             return Err(Error::Usage(format!(
@@ -304,10 +313,11 @@ fn reload_policy(
         // Re-check the credential against the new pins.
         let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
         let rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
-        Ok((rt, state))
+        Ok((rt, state, text))
     });
     match result {
-        Ok((rt, state)) => {
+        Ok((rt, state, text)) => {
+            info.set_policy(text.as_bytes());
             runtime_tx.borrow().pool.set_current(None);
             let rt = Arc::new(rt);
             tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&rt)));

@@ -20,7 +20,8 @@
 //!            header From, SASL
 //! admin      /healthz /readyz /metrics (hyper)
 //! audit, log JSON-lines audit events and logs on stdout
-//! telemetry  Prometheus metrics
+//! telemetry  Prometheus metrics; the info series (credential, policy, ready,
+//!            certificate expiry) rendered from the state in force per scrape
 //! app        process wiring: watchers, signals, drain
 //! capture    the recording upstream used by `demo`, `capture` and the tests
 //! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests

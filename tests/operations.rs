@@ -539,3 +539,104 @@ fn worker_threads_follow_the_cpus_available_and_the_override() {
     assert_eq!(pinned, 1);
     assert_eq!(wait_messages(&up, 5).len(), 5);
 }
+
+/// The `smtpbind_credential_info` / `smtpbind_policy_info` / `smtpbind_ready`
+/// series of a sidecar (contract §12), one line each.
+fn info_series(sidecar: &Sidecar) -> Vec<String> {
+    let (_, m) = sidecar.http_get("/metrics");
+    m.lines()
+        .filter(|l| {
+            l.starts_with("smtpbind_credential_info{")
+                || l.starts_with("smtpbind_credential_pinned{")
+                || l.starts_with("smtpbind_policy_info{")
+                || l.starts_with("smtpbind_ready{")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn short_sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..6])
+}
+
+#[test]
+fn info_metrics_follow_a_rotation_and_a_reload() {
+    let up = Upstream::default();
+    let sidecar = Sidecar::start(&up, |p| {
+        p.set("credential.pins", yaml_list(&[&pin(KEY_A), &pin(KEY_B)]));
+    });
+    let first = std::fs::read(&sidecar.policy_path).expect("policy");
+    let pin_a = &pin(KEY_A)["sha256:".len()..][..12];
+    let pin_b = &pin(KEY_B)["sha256:".len()..][..12];
+    assert_eq!(
+        info_series(&sidecar),
+        [
+            "smtpbind_ready{tenant=\"acme\"} 1".to_string(),
+            "smtpbind_credential_pinned{tenant=\"acme\"} 1".to_string(),
+            format!("smtpbind_credential_info{{pin=\"{pin_a}\",tenant=\"acme\"}} 1"),
+            format!(
+                "smtpbind_policy_info{{sha256=\"{}\",tenant=\"acme\"}} 1",
+                short_sha(&first)
+            ),
+        ]
+    );
+
+    // Rotation to the other pinned key: the series names the new pin only.
+    rotate_secret(&sidecar.secret_dir, "apikey", KEY_B);
+    let rotated = format!("smtpbind_credential_info{{pin=\"{pin_b}\",tenant=\"acme\"}} 1");
+    assert!(
+        sidecar.wait_for(Duration::from_secs(3), |_| info_series(&sidecar)
+            .contains(&rotated)),
+        "{:?}",
+        info_series(&sidecar)
+    );
+    assert!(!info_series(&sidecar).iter().any(|l| l.contains(pin_a)));
+
+    // A reload: the policy's sha follows the file in force; a rejected edit
+    // leaves it where it was.
+    let bad = String::from_utf8(first.clone())
+        .expect("utf-8")
+        .replace("header_from: enforce", "header_from: enforse");
+    std::fs::write(&sidecar.policy_path, &bad).expect("write");
+    assert!(sidecar.wait_for(Duration::from_secs(3), |_| !sidecar
+        .events("policy")
+        .is_empty()));
+    let kept = format!(
+        "smtpbind_policy_info{{sha256=\"{}\",tenant=\"acme\"}} 1",
+        short_sha(&first)
+    );
+    assert!(info_series(&sidecar).contains(&kept));
+    let good = bad.replace("header_from: enforse", "header_from: ignore");
+    std::fs::write(&sidecar.policy_path, &good).expect("write");
+    let reloaded = format!(
+        "smtpbind_policy_info{{sha256=\"{}\",tenant=\"acme\"}} 1",
+        short_sha(good.as_bytes())
+    );
+    assert!(
+        sidecar.wait_for(Duration::from_secs(3), |_| info_series(&sidecar)
+            .contains(&reloaded)),
+        "{:?}",
+        info_series(&sidecar)
+    );
+    assert_eq!(
+        info_series(&sidecar).len(),
+        4,
+        "{:?}",
+        info_series(&sidecar)
+    );
+
+    // Not pinned: not ready, and no credential series (none is in force).
+    rotate_secret(&sidecar.secret_dir, "apikey", "unpinned-key");
+    assert!(
+        sidecar.wait_for(Duration::from_secs(3), |_| info_series(&sidecar)
+            .contains(&"smtpbind_ready{tenant=\"acme\"} 0".to_string())),
+        "{:?}",
+        info_series(&sidecar)
+    );
+    assert!(!info_series(&sidecar)
+        .iter()
+        .any(|l| l.starts_with("smtpbind_credential_info")));
+    assert!(info_series(&sidecar)
+        .contains(&"smtpbind_credential_pinned{tenant=\"acme\"} 0".to_string()));
+}

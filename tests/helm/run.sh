@@ -5,8 +5,11 @@
 # every rendered policy, the kind harness's manifests, shellcheck; the admission
 # webhook in the chart, its golden patches applied (jsonpatch) and validated.
 #
+# Also: the alerts under promtool, the runbook, the dashboard, the release
+# (versions, licence, changelog, SBOM).
+#
 # Installs what it needs (idempotent): PyPI helm-python-sdk, kubernetes-validate,
-# pytest, PyYAML, jsonpatch; Debian shellcheck and openssl.
+# pytest, PyYAML, jsonpatch; Debian shellcheck, openssl and prometheus (promtool).
 #
 #   tests/helm/run.sh [pytest args...]
 # Env: PYTHON (default python3), SMTPBIND_BIN (default <repo>/target/debug/smtpbind;
@@ -34,6 +37,8 @@ export PATH
 apt_pkgs=()
 command -v shellcheck >/dev/null || apt_pkgs+=(shellcheck)
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# promtool (alert rule unit tests) ships in Debian's prometheus package
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "tests/helm: apt-get install ${apt_pkgs[*]}"
   apt-get update -qq
@@ -42,4 +47,6 @@ fi
 
 export SMTPBIND_BIN=${SMTPBIND_BIN:-$ROOT/target/debug/smtpbind}
 cd "$ROOT"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py tests/helm/test_webhook_chart.py "$@"
+exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py tests/helm/test_webhook_chart.py \
+  tests/helm/test_monitoring.py tests/helm/test_release.py tests/helm/test_gitops.py \
+  tests/helm/test_tenants.py "$@"

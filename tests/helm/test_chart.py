@@ -234,8 +234,8 @@ def check_podmonitor(obj: dict[str, Any]) -> list[str]:
         errors.append("PodMonitor: unknown top-level fields")
     if set(spec) - {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel"}:
         errors.append(f"PodMonitor: unknown spec fields {set(spec)}")
-    if not spec.get("selector", {}).get("matchLabels"):
-        errors.append("PodMonitor: no selector.matchLabels")
+    if not (spec.get("selector", {}).get("matchLabels") or spec.get("selector", {}).get("matchExpressions")):
+        errors.append("PodMonitor: no selector")
     for ep in spec.get("podMetricsEndpoints", []):
         if set(ep) - {"port", "path", "interval", "scrapeTimeout"}:
             errors.append(f"PodMonitor: unknown endpoint fields {set(ep)}")
@@ -565,8 +565,10 @@ def test_metrics_service_and_podmonitor() -> None:
         assert s["spec"]["ports"] == [{"name": "metrics", "port": ADMIN_PORT, "targetPort": "metrics", "protocol": "TCP"}]
     (pm,) = of_kind(objs, "PodMonitor")
     assert pm["metadata"]["labels"]["release"] == "prometheus"
-    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "smtpbind",
-                                                     "app.kubernetes.io/instance": "mail"}
+    # chart-managed and injected sidecars alike (tests/helm/test_monitoring.py)
+    assert pm["spec"]["selector"] == {"matchExpressions": [{"key": "smtpbind.dev/tenant", "operator": "Exists"}]}
+    for d in of_kind(objs, "Deployment"):
+        assert d["spec"]["template"]["metadata"]["labels"]["smtpbind.dev/tenant"] == d["metadata"]["labels"][TENANT_LABEL]
     assert of_kind(rendered("default"), "PodMonitor") == []
     assert of_kind(rendered("default"), "NetworkPolicy") == []
 

@@ -56,7 +56,12 @@ parent chart as from this one.
 {{- end -}}
 
 {{- define "smtpbind.policyConfigMapName" -}}
+{{- if .tenant.namespaces -}}
+{{- /* a webhook tenant: the name its injected sidecars mount in each namespace */ -}}
+{{- .tenant.policyConfigMap | default (printf "%s-smtpbind" .tenant.name) -}}
+{{- else -}}
 {{- printf "%s-policy" (include "smtpbind.tenantFullname" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "smtpbind.metricsServiceName" -}}
@@ -75,6 +80,7 @@ smtpbind/tenant: {{ include "smtpbind.tenantName" . | quote }}
 {{ include "smtpbind.selectorLabels" . }}
 app.kubernetes.io/component: tenant
 app.kubernetes.io/part-of: smtpbind
+smtpbind.dev/tenant: {{ include "smtpbind.tenantName" . | quote }}
 {{- end -}}
 
 {{- /* The tenant's upstream: every key the tenant sets (even "" or false) over the chart-wide one. */ -}}
@@ -119,6 +125,27 @@ upstream:
   {{- end }}
   {{- if $u.connectTimeout }}
   connect_timeout: {{ toRawJson $u.connectTimeout }}
+  {{- end }}
+  {{- if $u.replyTimeout }}
+  reply_timeout: {{ toRawJson $u.replyTimeout }}
+  {{- end }}
+  {{- if hasKey $u "maxConnections" }}
+  max_connections: {{ int $u.maxConnections }}
+  {{- end }}
+  {{- if $u.chunking }}
+  chunking: {{ toRawJson $u.chunking }}
+  {{- end }}
+  {{- with $u.reuse }}
+  reuse:
+    {{- if hasKey . "maxIdle" }}
+    max_idle: {{ int .maxIdle }}
+    {{- end }}
+    {{- if .idleTimeout }}
+    idle_timeout: {{ toRawJson .idleTimeout }}
+    {{- end }}
+    {{- if hasKey . "prewarm" }}
+    prewarm: {{ int .prewarm }}
+    {{- end }}
   {{- end }}
 credential:
   secret_dir: {{ toRawJson (include "smtpbind.secretDir" .) }}
@@ -205,6 +232,9 @@ apiVersion: v1
 kind: ConfigMap
 metadata:
   name: {{ include "smtpbind.policyConfigMapName" . }}
+  {{- with .namespace }}
+  namespace: {{ . | quote }}
+  {{- end }}
   labels:
     {{- include "smtpbind.labels" . | nindent 4 }}
 data:
@@ -212,10 +242,10 @@ data:
     {{- include "smtpbind.policy" . | nindent 4 }}
 {{- end -}}
 
-{{- /* The ports the lock-down covers: egressLockdown.ports plus the tenant's upstream port. */ -}}
+{{- /* The ports the lock-down covers: the tenant's lockdownPorts (default egressLockdown.ports) plus its upstream port. */ -}}
 {{- define "smtpbind.lockdownPorts" -}}
 {{- $ports := list -}}
-{{- range (default (list 25 465 587 2525) .values.egressLockdown.ports) -}}
+{{- range (.tenant.lockdownPorts | default .values.egressLockdown.ports | default (list 25 465 587 2525)) -}}
 {{- $ports = append $ports (toString (int .)) -}}
 {{- end -}}
 {{- $ports = append $ports (include "smtpbind.upstreamPort" .) -}}

@@ -38,9 +38,46 @@ Rendering fails with a message naming the value to fix.
 {{- if has $.Release.Namespace .namespaces -}}
 {{- fail (printf "smtpbind: webhook tenant %q lists the release namespace %q: the webhook never guards its own namespace (it could block its own recovery)" .name $.Release.Namespace) -}}
 {{- end -}}
+{{- if not .namespaces -}}
+{{- fail (printf "smtpbind: webhook tenant %q needs namespaces (where its pods live)" .name) -}}
+{{- end -}}
+{{- $t := . -}}
+{{- range $key := list "replicas" "podLabels" "podAnnotations" "mailer" -}}
+{{- if hasKey $t $key -}}
+{{- fail (printf "smtpbind: webhook tenant %q sets %s, which only chart-managed tenants (tenants[]) have: the webhook injects into the tenant's own pods" $t.name $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .upstream .upstream.caSecret -}}
+{{- fail (printf "smtpbind: webhook tenant %q sets upstream.caSecret: the webhook does not mount a CA into the sidecar it injects; the provider must verify against the public roots" .name) -}}
+{{- end -}}
+{{- if and .oauth2 .oauth2.caSecret -}}
+{{- fail (printf "smtpbind: webhook tenant %q sets oauth2.caSecret: the webhook does not mount a CA into the sidecar it injects; the token endpoint must verify against the public roots" .name) -}}
+{{- end -}}
+{{- if and .clientTls .clientTls.caConfigMap -}}
+{{- fail (printf "smtpbind: webhook tenant %q sets clientTls.caConfigMap: mount the CA into your mailer yourself (the webhook leaves the mailer's volumes alone)" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- /* The incident's condition: two tenants whose pods share a namespace and a Secret (or a policy). */ -}}
+{{- $seen := dict -}}
+{{- range $t := $v.webhook.tenants -}}
+{{- $cm := include "smtpbind.policyConfigMapName" (dict "tenant" $t) -}}
+{{- range $ns := $t.namespaces -}}
+{{- range $what := list (list "credentialSecret" $t.credentialSecret) (list "policyConfigMap" $cm) -}}
+{{- $key := printf "%s/%s/%s" $ns (index $what 0) (index $what 1) -}}
+{{- with get $seen $key -}}
+{{- fail (printf "smtpbind: webhook tenants %q and %q share namespace %q and %s %q; every tenant needs its own" . $t.name $ns (index $what 0) (index $what 1)) -}}
+{{- end -}}
+{{- $_ := set $seen $key $t.name -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- range $t := $v.tenants -}}
+{{- range $key := list "namespaces" "policyConfigMap" -}}
+{{- if hasKey $t $key -}}
+{{- fail (printf "smtpbind: tenant %q sets %s, which only webhook tenants (webhook.tenants[]) have: chart-managed tenants live in the release namespace" $t.name $key) -}}
+{{- end -}}
+{{- end -}}
 {{- if not $t.mailer -}}
 {{- fail (printf "smtpbind: tenant %q needs a mailer (the chart renders one Deployment per tenant; to add smtpbind to your own pods, include the named templates instead, see docs/kubernetes.md)" $t.name) -}}
 {{- end -}}

@@ -9,7 +9,7 @@ embedded in a parent's pods.
 {{- end -}}
 
 {{- define "smtpbind.webhook.tlsSecret" -}}
-{{- printf "%s-tls" (include "smtpbind.webhook.name" .) -}}
+{{- .Values.webhook.tls.existingSecret | default (printf "%s-tls" (include "smtpbind.webhook.name" .)) -}}
 {{- end -}}
 
 {{- define "smtpbind.webhook.selectorLabels" -}}
@@ -50,11 +50,23 @@ sidecar:
   {{- end }}
   {{- end }}
 tenants:
-  {{- range $v.webhook.tenants }}
-  - name: {{ toRawJson .name }}
-    namespaces: {{ toRawJson .namespaces }}
-    credential_secret: {{ toRawJson .credentialSecret }}
-    policy_config_map: {{ toRawJson .policyConfigMap }}
+  {{- range $t := $v.webhook.tenants }}
+  {{- $ctx := dict "values" $v "tenant" $t "release" $.Release.Name }}
+  {{- $u := include "smtpbind.upstreamJson" $ctx | fromJson }}
+  - name: {{ toRawJson $t.name }}
+    namespaces: {{ toRawJson $t.namespaces }}
+    credential_secret: {{ toRawJson $t.credentialSecret }}
+    policy_config_map: {{ include "smtpbind.policyConfigMapName" $ctx | toRawJson }}
+    {{- with $t.clientTls }}
+    client_tls_secret: {{ toRawJson .secret }}
+    {{- end }}
+    # rule 7: where this tenant's key may go, whatever its policy ConfigMap says
+    upstream:
+      address: {{ toRawJson (required "smtpbind: upstream.address is required" $u.address) }}
+      {{- if $u.serverName }}
+      server_name: {{ toRawJson $u.serverName }}
+      {{- end }}
+    lockdown_ports: [{{ include "smtpbind.lockdownPorts" $ctx }}]
   {{- end }}
 {{- end -}}
 

@@ -2,6 +2,10 @@
 //! global label), names start with `smtpbind_`. Counters are incremented at
 //! the exact point of the outcome, in the module that decides it.
 
+mod info;
+
+pub use info::{seconds_until, Info, Scrape};
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Connect-time buckets: 1 ms to 10 s.
