@@ -97,6 +97,8 @@ pub struct Admin {
     pub metrics: Option<PrometheusHandle>,
     /// The info series (§12), rendered from the state in force at each scrape.
     pub info: Arc<crate::telemetry::Info>,
+    /// TLS toward the mailer, for its certificate's expiry gauge.
+    pub client_tls: Option<Arc<crate::client_tls::ClientTls>>,
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -137,6 +139,7 @@ impl Admin {
                     let info = self.info.render(crate::telemetry::Scrape {
                         credential: pin.as_ref(),
                         ready: self.readiness.check(&credential).is_ok(),
+                        client_tls_not_after: self.client_tls.as_ref().and_then(|t| t.not_after()),
                         now: std::time::SystemTime::now(),
                     });
                     let mut resp = text(StatusCode::OK, handle.render() + &info);
@@ -250,6 +253,7 @@ mod tests {
                 credentials: rx,
                 metrics: None,
                 info: Arc::new(crate::telemetry::Info::new("t")),
+                client_tls: None,
             },
             tx,
         )

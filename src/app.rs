@@ -150,6 +150,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         credentials: cred_rx.clone(),
         metrics,
         info: info.clone(),
+        client_tls: client_tls.clone(),
     };
     let mut admin_stop = phase_rx.clone();
     let admin_task = tokio::spawn(admin.serve(admin_listener, async move {

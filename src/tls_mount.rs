@@ -145,6 +145,14 @@ impl Reloading {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         current.clone()
     }
+
+    /// When the certificate served now stops being valid (Unix seconds):
+    /// what the certificate-expiry gauges are computed from at each scrape.
+    pub fn not_after(&self) -> Option<i64> {
+        let pair = self.current();
+        let leaf = pair.cert.first()?;
+        crate::tls_validity::validity(leaf).map(|v| v.not_after)
+    }
 }
 
 /// One pair whatever the SNI (in transparent mode the mailer asks for the

@@ -44,6 +44,11 @@ impl ClientTls {
         })
     }
 
+    /// When the serving pair in use expires (Unix seconds).
+    pub fn not_after(&self) -> Option<i64> {
+        self.pair.not_after()
+    }
+
     pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
         &self.acceptor
     }

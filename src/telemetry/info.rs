@@ -23,8 +23,6 @@ pub struct Info {
 struct Values {
     /// First 12 hex digits of the sha256 of the policy file in force.
     policy_sha256: Option<String>,
-    /// When the client TLS certificate in use stops being valid.
-    client_tls_not_after: Option<SystemTime>,
 }
 
 /// One scrape's view of the process, handed to [`Info::render`].
@@ -33,6 +31,9 @@ pub struct Scrape<'a> {
     /// The pin of the credential in force, when one is held.
     pub credential: Option<&'a Pin>,
     pub ready: bool,
+    /// When the client TLS certificate in use stops being valid (Unix
+    /// seconds), with `client.tls`.
+    pub client_tls_not_after: Option<i64>,
     pub now: SystemTime,
 }
 
@@ -54,11 +55,6 @@ impl Info {
     pub fn set_policy(&self, text: &[u8]) {
         let sha = Pin::of(text).short();
         self.values().policy_sha256 = Some(sha);
-    }
-
-    /// The client TLS pair in use now expires at `not_after`.
-    pub fn set_client_tls_not_after(&self, not_after: Option<SystemTime>) {
-        self.values().client_tls_not_after = not_after;
     }
 
     /// Prometheus text for the info series (appended to the recorder's).
@@ -107,7 +103,7 @@ impl Info {
                 1.0,
             );
         }
-        if let Some(not_after) = values.client_tls_not_after {
+        if let Some(not_after) = scrape.client_tls_not_after {
             series(
                 "smtpbind_certificate_expiry_seconds",
                 "Seconds until the certificate in use expires (negative once expired)",
@@ -120,12 +116,16 @@ impl Info {
     }
 }
 
-/// Seconds from `now` to `then`, negative when `then` has passed.
-pub fn seconds_until(now: SystemTime, then: SystemTime) -> f64 {
-    match then.duration_since(now) {
-        Ok(left) => left.as_secs_f64(),
-        Err(past) => -past.duration().as_secs_f64(),
-    }
+/// Seconds from `now` to `then` (Unix seconds), negative once `then` has passed.
+pub fn seconds_until(now: SystemTime, then: i64) -> f64 {
+    let now = match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    };
+    // i64 seconds to f64: exact below 2^53 s, and certificates end before that.
+    #[allow(clippy::cast_precision_loss)]
+    let then = then as f64;
+    then - now
 }
 
 /// A label value in the exposition format: `\`, `"` and newline escaped.
@@ -159,6 +159,7 @@ mod tests {
         let scrape = Scrape {
             credential: Some(&pin),
             ready: true,
+            client_tls_not_after: None,
             now,
         };
         // Before a policy is recorded: readiness and the credential only.
@@ -175,11 +176,11 @@ mod tests {
         );
         info.set_policy(b"version: 1\n");
         info.set_policy(b"version: 1\ntenant: acme\n");
-        info.set_client_tls_not_after(Some(now + Duration::from_secs(90)));
         let rotated = Pin::of(b"key-2");
         let text = info.render(Scrape {
             credential: Some(&rotated),
             ready: false,
+            client_tls_not_after: Some(1_000_090),
             now,
         });
         let got = lines(&text);
@@ -205,6 +206,7 @@ mod tests {
         let none = info.render(Scrape {
             credential: None,
             ready: false,
+            client_tls_not_after: None,
             now,
         });
         assert!(!none.contains("smtpbind_credential_info"));
@@ -214,11 +216,12 @@ mod tests {
     #[test]
     fn expiry_goes_negative_and_labels_are_escaped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(500);
-        assert_eq!(seconds_until(now, now - Duration::from_secs(5)), -5.0);
+        assert_eq!(seconds_until(now, 495), -5.0);
         let info = Info::new("a\"b\\c\nd");
         let text = info.render(Scrape {
             credential: None,
             ready: true,
+            client_tls_not_after: None,
             now,
         });
         assert!(text.contains("tenant=\"a\\\"b\\\\c\\nd\""), "{text}");

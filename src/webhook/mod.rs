@@ -117,6 +117,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         webhook,
         metrics: server::install_metrics(),
         shutting_down: AtomicBool::new(false),
+        certs: Some(certs.clone()),
     });
     let watcher = tokio::spawn(tls::watch(opts.tls_dir.clone(), certs));
     log::info(

@@ -135,6 +135,8 @@ pub struct Shared {
     pub webhook: Webhook,
     pub metrics: Option<PrometheusHandle>,
     pub shutting_down: AtomicBool,
+    /// The serving pair, for `smtpbind_webhook_certificate_expiry_seconds`.
+    pub certs: Option<Arc<super::tls::Reloading>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -222,11 +224,22 @@ impl Shared {
                 (StatusCode::NOT_FOUND, "metrics not enabled\n")
             }
             "/metrics" => {
-                let text = self
+                let mut text = self
                     .metrics
                     .as_ref()
                     .map(|h| h.render())
                     .unwrap_or_default();
+                if let Some(not_after) = self.certs.as_ref().and_then(|c| c.not_after()) {
+                    let left =
+                        crate::telemetry::seconds_until(std::time::SystemTime::now(), not_after);
+                    text.push_str(
+                        "# HELP smtpbind_webhook_certificate_expiry_seconds Seconds until the serving certificate in use expires (negative once expired)\n\
+                         # TYPE smtpbind_webhook_certificate_expiry_seconds gauge\n",
+                    );
+                    text.push_str(&format!(
+                        "smtpbind_webhook_certificate_expiry_seconds {left}\n"
+                    ));
+                }
                 return respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
