@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::client_tls::ClientTls;
 use crate::credential::{Credential, CredentialState};
+use crate::platform_pin::PlatformPins;
 use crate::policy::{self, Pin, Policy};
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
@@ -53,6 +54,9 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub drain: Option<Duration>,
+    /// Rule 7 (contract §8): where the platform lets the credential go
+    /// (`SMTPBIND_UPSTREAM_PIN` and friends); `None`: not pinned.
+    pub pins: Option<Arc<PlatformPins>>,
 }
 
 /// Addresses actually bound (port 0 resolved), reported once listening.
@@ -62,7 +66,23 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-fn load_credential(policy: &Policy) -> CredentialState {
+/// Rule 7: a policy that would send the credential anywhere but where the
+/// platform pinned it leaves the pod without a credential — before it is
+/// loaded, so not even a token request leaves. Logged once per load.
+fn pin_refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<CredentialState> {
+    let violation = pins?.check(policy).err()?;
+    let reason = format!("upstream pin: {violation}");
+    log::error(
+        "upstream_pin",
+        json!({ "result": "refused", "reason": reason }),
+    );
+    Some(CredentialState::NotReady(reason))
+}
+
+fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialState {
+    if let Some(refused) = pin_refusal(policy, pins) {
+        return refused;
+    }
     let result = Credential::load_for(&policy.credential, true);
     let state = CredentialState::from_load(result);
     match &state {
@@ -103,7 +123,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let metrics = telemetry::install(&policy.tenant);
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
-    let cred_state = load_credential(&policy);
+    let cred_state = load_credential(&policy, opts.pins.as_deref());
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
     let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
@@ -154,6 +174,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         runtime_tx,
         cred_tx,
         (policy.credential.secret_dir.clone(), cred_fingerprint),
+        opts.pins.clone(),
     ));
 
     let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
@@ -174,6 +195,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             "listeners": addrs,
             "admin": bound.admin.to_string(),
             "upstream": policy.upstream.address,
+            "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
             "version": env!("CARGO_PKG_VERSION"),
             "workers": tokio::runtime::Handle::current().metrics().num_workers(),
         }),
@@ -213,6 +235,7 @@ async fn watch_files(
     runtime_tx: watch::Sender<Arc<Runtime>>,
     cred_tx: watch::Sender<CredentialState>,
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
+    pins: Option<Arc<PlatformPins>>,
 ) {
     let mut policy_bytes = Some(policy_loaded);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -235,7 +258,7 @@ async fn watch_files(
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
             policy_bytes = bytes;
-            reload_policy(&policy_path, &runtime_tx, &cred_tx);
+            reload_policy(&policy_path, &runtime_tx, &cred_tx, pins.as_deref());
             let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
             if dir != secret_dir {
                 secret_dir = dir;
@@ -248,7 +271,7 @@ async fn watch_files(
         if fp != cred_fingerprint {
             cred_fingerprint = fp;
             let policy = runtime_tx.borrow().policy.clone();
-            let state = load_credential(&policy);
+            let state = load_credential(&policy, pins.as_deref());
             runtime_tx.borrow().pool.set_current(pin_of(&state));
             cred_tx.send_replace(state);
             prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
@@ -279,6 +302,7 @@ fn reload_policy(
     path: &Path,
     runtime_tx: &watch::Sender<Arc<Runtime>>,
     cred_tx: &watch::Sender<CredentialState>,
+    pins: Option<&PlatformPins>,
 ) {
     let result = policy::load(path).map_err(Error::from).and_then(|new| {
         let old = &runtime_tx.borrow().policy;
@@ -296,8 +320,11 @@ fn reload_policy(
                 json!({ "result": "partial", "message": "listen, admin, max_sessions and client.tls take effect at the next restart" }),
             );
         }
-        // Re-check the credential against the new pins.
-        let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
+        // Re-check the credential against the new pins, and the policy
+        // against the platform's (rule 7: a tenant editing its ConfigMap).
+        let state = pin_refusal(&new, pins).unwrap_or_else(|| {
+            CredentialState::from_load(Credential::load_for(&new.credential, true))
+        });
         let rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
         Ok((rt, state))
     });

@@ -31,6 +31,8 @@
 //! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
 //! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
+//! platform_pin  rule 7: the upstream (and token URL, CAs) the platform pinned;
+//!            a policy that names another is not ready
 //! ```
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,7 @@ pub mod demo;
 pub mod identity;
 pub mod issuer;
 pub mod log;
+pub mod platform_pin;
 pub mod policy;
 pub mod rate;
 pub mod runtime;
