@@ -41,6 +41,17 @@ Rendering fails with a message naming the value to fix.
 {{- end -}}
 {{- end -}}
 {{- range $t := $v.tenants -}}
+{{- $ctx := dict "values" $v "tenant" $t "release" $.Release.Name -}}
+{{- $u := include "smtpbind.upstreamJson" $ctx | fromJson -}}
+{{- if and (include "smtpbind.upstreamPin" $ctx) (or $u.insecure (eq (default "starttls" $u.tls) "none")) -}}
+{{- fail (printf "smtpbind: tenant %q: upstream tls: none / insecure: true sends the key in plain text, which the upstream pin (rule 7) refuses: the sidecar would never be ready. For a test upstream only, also set upstream.pin: false" $t.name) -}}
+{{- end -}}
+{{- if $v.egressLockdown.enabled -}}
+{{- $n := len (splitList "," (include "smtpbind.lockdownPorts" $ctx)) -}}
+{{- if gt $n 15 -}}
+{{- fail (printf "smtpbind: tenant %q: the lock-down covers %d ports (lockdownPorts, its upstream port, SES's); iptables multiport takes at most 15" $t.name $n) -}}
+{{- end -}}
+{{- end -}}
 {{- if not $t.mailer -}}
 {{- fail (printf "smtpbind: tenant %q needs a mailer (the chart renders one Deployment per tenant; to add smtpbind to your own pods, include the named templates instead, see docs/kubernetes.md)" $t.name) -}}
 {{- end -}}

@@ -55,6 +55,31 @@ tenants:
     namespaces: {{ toRawJson .namespaces }}
     credential_secret: {{ toRawJson .credentialSecret }}
     policy_config_map: {{ toRawJson .policyConfigMap }}
+    {{- /* rule 7: the tenant's upstream, else the chart's */}}
+    {{- $u := default dict .upstream }}
+    {{- $name := $u.serverName }}
+    {{- if and (not $u.address) (not (hasKey $u "serverName")) }}
+    {{- $name = $v.upstream.serverName }}
+    {{- end }}
+    upstream:
+      address: {{ toRawJson (required (printf "smtpbind: webhook tenant %s needs upstream.address (or the chart's upstream.address)" .name) (default $v.upstream.address $u.address)) }}
+      {{- with $name }}
+      server_name: {{ toRawJson . }}
+      {{- end }}
+    {{- if $v.egressLockdown.enabled }}
+    {{- $ports := list }}
+    {{- range (default (default (list 25 465 587 2525) $v.egressLockdown.ports) .lockdownPorts) }}
+    {{- $ports = append $ports (int .) }}
+    {{- end }}
+    {{- $port := int (regexFind "[0-9]+$" (default $v.upstream.address $u.address)) }}
+    {{- if not (has $port $ports) }}
+    {{- $ports = append $ports $port }}
+    {{- end }}
+    {{- /* omitted when it is the webhook's default */}}
+    {{- if ne (toJson $ports) (toJson (list 25 465 587 2525)) }}
+    lockdown_ports: {{ toJson $ports }}
+    {{- end }}
+    {{- end }}
   {{- end }}
 {{- end -}}
 
