@@ -6,10 +6,13 @@
 //!
 //! - `SMTPBIND_UPSTREAM_PIN=host:port[/server_name]`: the provider's
 //!   address and the name its certificate must carry (default: the host);
-//! - `SMTPBIND_UPSTREAM_CA=PATH` (optional): the only `upstream.ca_file` the
-//!   policy may name — a path the platform mounts, never inside the
-//!   tenant's ConfigMap (a tenant CA plus a pod `hostAliases` entry would
-//!   otherwise redirect the key as surely as another address);
+//! - `SMTPBIND_UPSTREAM_CA=PATH`: the only `upstream.ca_file` the policy may
+//!   name — a path the platform mounts, never inside the tenant's ConfigMap
+//!   (a tenant CA plus a pod `hostAliases` entry would otherwise redirect
+//!   the key as surely as another address). Default
+//!   [`DEFAULT_UPSTREAM_CA`]: a key `ca.crt` of the credential Secret, which
+//!   the platform writes with the key (so a webhook-injected sidecar can
+//!   trust a private CA without another volume);
 //! - `SMTPBIND_TOKEN_URL_PIN=URL` and `SMTPBIND_TOKEN_CA=PATH` (optional):
 //!   the same for XOAUTH2, where the client secret (or a signed assertion)
 //!   goes to `credential.oauth2.token_url`. Under an upstream pin an
@@ -29,6 +32,9 @@ pub const ENV_UPSTREAM_PIN: &str = "SMTPBIND_UPSTREAM_PIN";
 pub const ENV_UPSTREAM_CA: &str = "SMTPBIND_UPSTREAM_CA";
 pub const ENV_TOKEN_URL_PIN: &str = "SMTPBIND_TOKEN_URL_PIN";
 pub const ENV_TOKEN_CA: &str = "SMTPBIND_TOKEN_CA";
+/// `SMTPBIND_UPSTREAM_CA` when unset: `ca.crt` in the credential Secret's
+/// mount (contract §8: the sidecar mounts it at `/var/run/secrets/smtpbind`).
+pub const DEFAULT_UPSTREAM_CA: &str = "/var/run/secrets/smtpbind/ca.crt";
 
 /// Longest value accepted in any of the variables.
 const MAX_VALUE: usize = 2048;
@@ -105,7 +111,9 @@ impl std::fmt::Display for UpstreamPin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlatformPins {
     pub upstream: UpstreamPin,
-    pub upstream_ca: Option<PathBuf>,
+    /// The one `upstream.ca_file` allowed (`SMTPBIND_UPSTREAM_CA`, else
+    /// [`DEFAULT_UPSTREAM_CA`]).
+    pub upstream_ca: PathBuf,
     pub token_url: Option<String>,
     pub token_ca: Option<PathBuf>,
 }
@@ -121,11 +129,8 @@ pub enum Violation {
     PlainText,
     #[error("upstream.insecure: true is refused under the platform's pin ({ENV_UPSTREAM_PIN})")]
     Insecure,
-    #[error("upstream.ca_file `{policy}` is not the platform's CA ({ENV_UPSTREAM_CA}{}); remove it", .pinned.as_deref().map(|p| format!("={p}")).unwrap_or_else(|| " is not set".into()))]
-    CaFile {
-        policy: String,
-        pinned: Option<String>,
-    },
+    #[error("upstream.ca_file `{policy}` is not the platform's CA ({ENV_UPSTREAM_CA}={pinned}); remove it or name that file")]
+    CaFile { policy: String, pinned: String },
     #[error("credential.oauth2.token_url `{policy}` is not the platform's ({ENV_TOKEN_URL_PIN}); set it back")]
     TokenUrl { policy: String },
     #[error("credential.oauth2.token_url is not pinned: with {ENV_UPSTREAM_PIN} the platform must also set {ENV_TOKEN_URL_PIN} for xoauth2")]
@@ -199,7 +204,7 @@ impl PlatformPins {
         }
         Ok(Some(PlatformPins {
             upstream: UpstreamPin::parse(&pin)?,
-            upstream_ca: ca.map(PathBuf::from),
+            upstream_ca: PathBuf::from(ca.unwrap_or_else(|| DEFAULT_UPSTREAM_CA.to_string())),
             token_url,
             token_ca: token_ca.map(PathBuf::from),
         }))
@@ -233,10 +238,10 @@ impl PlatformPins {
             });
         }
         if let Some(ca) = &up.ca_file {
-            if self.upstream_ca.as_ref() != Some(ca) {
+            if *ca != self.upstream_ca {
                 return Err(Violation::CaFile {
                     policy: ca.display().to_string(),
-                    pinned: self.upstream_ca.as_ref().map(|p| p.display().to_string()),
+                    pinned: self.upstream_ca.display().to_string(),
                 });
             }
         }

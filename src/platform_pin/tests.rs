@@ -196,16 +196,27 @@ fn a_tenant_ca_file_is_refused_unless_it_is_the_platform_s() {
         .check(&sendgrid(&format!("  ca_file: {OTHER_CA}\n")))
         .expect_err("tenant CA");
     assert!(matches!(v, Violation::CaFile { .. }), "{v}");
-    assert!(v.to_string().contains("SMTPBIND_UPSTREAM_CA="), "{v}");
-    // No platform CA set: any ca_file is refused (the webpki roots only).
+    assert!(
+        v.to_string()
+            .contains(&format!("SMTPBIND_UPSTREAM_CA={CA}")),
+        "{v}"
+    );
+    // No platform CA set: only `ca.crt` of the credential Secret.
     let bare = match pins(&[(ENV_UPSTREAM_PIN, "smtp.sendgrid.net:587")]) {
         Ok(Some(p)) => p,
         other => panic!("{other:?}"),
     };
+    assert_eq!(bare.upstream_ca, Path::new(DEFAULT_UPSTREAM_CA));
     let v = bare
         .check(&sendgrid(&format!("  ca_file: {CA}\n")))
-        .expect_err("no platform CA");
-    assert!(v.to_string().contains("is not set"), "{v}");
+        .expect_err("not the Secret's CA");
+    assert!(v.to_string().contains(DEFAULT_UPSTREAM_CA), "{v}");
+    let mut secret_ca = sendgrid("");
+    secret_ca.upstream.ca_file = Some(DEFAULT_UPSTREAM_CA.into());
+    assert_eq!(bare.check(&secret_ca), Ok(()));
+    // Nor the policy's own directory (the tenant's ConfigMap).
+    secret_ca.upstream.ca_file = Some("/etc/smtpbind/policy/ca.pem".into());
+    assert!(bare.check(&secret_ca).is_err());
     assert_eq!(bare.check(&sendgrid("")), Ok(()));
 }
 

@@ -58,7 +58,8 @@ def pin_admits(env: dict[str, str], policy: dict[str, Any]) -> list[str]:
     policy_name = up.get("server_name") or re.sub(r":[0-9]+$", "", up["address"]).strip("[]")
     if policy_name.lower() != (name or host).lower():
         why.append(f"server_name {policy_name} != {name or host}")
-    if up.get("ca_file") is not None and up["ca_file"] != env.get("SMTPBIND_UPSTREAM_CA"):
+    if up.get("ca_file") is not None and \
+            up["ca_file"] != env.get("SMTPBIND_UPSTREAM_CA", "/var/run/secrets/smtpbind/ca.crt"):
         why.append("ca_file")
     oauth = (policy.get("credential") or {}).get("oauth2")
     if oauth:
