@@ -40,8 +40,10 @@ SMTPBIND_UID=65532
 MAILER_UID=1000
 UP_PORT=587
 UP_NAME=smtp.upstream.test
-# the ports the chart's lock-down covers by default, plus the upstream's
-LOCK_PORTS=25,465,587,2525
+# the ports each pod's lock-down covers (the chart's lockdownPorts per tenant):
+# acme the default, globex an SES tenant (SES also listens on 2465 and 2587)
+declare -A LOCK_PORTS=([acme]="25,465,587,2525" [globex]="25,465,587,2525,2465,2587")
+SES_PORT=2587
 
 PASS=0
 FAIL=0
@@ -210,6 +212,12 @@ fi
 wait_for 10 test -s "$WORK/upstream/ca.pem" || die "the capture upstream wrote no CA to $WORK/upstream/ca.pem"
 chmod 0644 "$WORK/upstream/ca.pem"
 say "pod-sim: capture upstream listening on :$UP_PORT in $UP"
+# the provider's other port (as SES's 2587), to tell "refused by the lock-down" from "nothing listens"
+nsx "$UP" "$SB" capture --listen "0.0.0.0:$SES_PORT" --tls starttls --hostname "$UP_NAME" \
+  --account "acme=$WORK/upstream/accounts/acme" >"$WORK/upstream/capture-$SES_PORT.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 grep -q '"event":"listening"' "$WORK/upstream/capture-$SES_PORT.log" \
+  || die "the second capture upstream (:$SES_PORT) did not report listening"
 
 # ---- before the lock-down: the path to the upstream is open ---------------------
 r=$(probe "$MAILER_UID" "${POD_NS[acme]}" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5)
@@ -254,13 +262,13 @@ for t in acme globex; do
   ns=${POD_NS[$t]}
   write_policy "$t"
   # the init container: root with NET_ADMIN as its only capability
-  if ! nsx "$ns" env SMTPBIND_UID="$SMTPBIND_UID" SMTPBIND_LOCKDOWN_PORTS="$LOCK_PORTS" \
+  if ! nsx "$ns" env SMTPBIND_UID="$SMTPBIND_UID" SMTPBIND_LOCKDOWN_PORTS="${LOCK_PORTS[$t]}" \
       setpriv --inh-caps=-all --bounding-set=-all,+net_admin sh "$LOCKDOWN" >"$WORK/$t/lockdown.log" 2>&1; then
     show_log "$WORK/$t/lockdown.log"
     die "the egress lock-down script failed in the $t pod"
   fi
   check "$t: lock-down rules installed for IPv4 and IPv6" \
-    nsx "$ns" sh -c "iptables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS && ip6tables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS"
+    nsx "$ns" sh -c "iptables -C OUTPUT -p tcp -m multiport --dports ${LOCK_PORTS[$t]} -j SMTPBIND-EGRESS && ip6tables -C OUTPUT -p tcp -m multiport --dports ${LOCK_PORTS[$t]} -j SMTPBIND-EGRESS"
 
   asuid "$SMTPBIND_UID" "$ns" "$SB" check "$WORK/$t/policy.yaml" --credentials >"$WORK/$t/check.log" 2>&1
   rc=$?
@@ -340,6 +348,80 @@ for t in acme globex; do
   check "$t: smtpbind's UID $SMTPBIND_UID connects to upstream :$UP_PORT ($r)" \
     test "$(json_field "$r" ok)" = True
 done
+# per-tenant ports: the provider's :$SES_PORT is outside acme's list, inside globex's (SES)
+r=$(probe "$MAILER_UID" "${POD_NS[acme]}" connect --host "${UP_IP[acme]}" --port "$SES_PORT" --timeout 5)
+check "acme: ports outside its lock-down stay open: the mailer reaches the provider's :$SES_PORT ($r)" \
+  test "$(json_field "$r" ok)" = True
+r=$(probe "$MAILER_UID" "${POD_NS[globex]}" connect --host "${UP_IP[globex]}" --port "$SES_PORT" --timeout 5)
+check "globex (SES ports): the mailer's direct connection to the provider's :$SES_PORT is refused ($r)" \
+  test "$(json_field "$r" error)" = refused
+
+# ---- the two runtime bypasses of the lock-down, and the securityContext that closes them ----
+# A mailer with no securityContext runs with the runtime's default capabilities
+# (containerd's list below) and, when its image says USER root, as root: the
+# webhook cannot see an image's USER. Then (1) CAP_SETUID/SETGID let it become
+# smtpbind's UID, which the lock-down lets through, and (2) CAP_NET_RAW lets it
+# write TCP segments to an AF_PACKET socket, which netfilter never sees. Rule 5
+# (contract §8) is what /mutate leaves on such a container: NET_RAW, SETUID and
+# SETGID dropped from its bounding set and no_new_privs (allowPrivilegeEscalation:
+# false). Both are modelled here with setpriv, as the runtime would start them.
+RUNTIME_CAPS=chown,dac_override,fsetid,fowner,mknod,net_raw,setgid,setuid,setfcap,setpcap,net_bind_service,sys_chroot,kill,audit_write
+RULE5_CAPS=chown,dac_override,fsetid,fowner,mknod,setfcap,setpcap,net_bind_service,sys_chroot,kill,audit_write
+bounding_set() { printf -- '-all'; local c; for c in ${1//,/ }; do printf ',+%s' "$c"; done; }
+# as_runtime NS COMMAND...: root with the runtime's default capabilities, no securityContext
+as_runtime() { local ns=$1; shift; nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$RUNTIME_CAPS")" "$@"; }
+# as_rule5 NS COMMAND...: the same container with the securityContext /mutate leaves
+as_rule5() { local ns=$1; shift; nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$RULE5_CAPS")" --no-new-privs "$@"; }
+install -m 0644 "$ROOT/tests/e2e/raw_syn.py" "$WORK/raw_syn.py"
+ns=${POD_NS[acme]}
+up_mac=$(nsx "$UP" cat "/sys/class/net/sb1u$ID/address")
+raw_syn() { "$PY" "$WORK/raw_syn.py" --iface "sb1p$ID" --src-ip 10.233.1.2 --dst-ip "${UP_IP[acme]}" --dst-mac "$up_mac" --port "$UP_PORT"; }
+become_smtpbind() { setpriv --reuid "$SMTPBIND_UID" --regid "$SMTPBIND_UID" --clear-groups "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5; }
+# 0. the same process, connecting as itself: the lock-down refuses root like any other UID
+r=$(as_runtime "$ns" "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5)
+check "bypass: a root mailer with the runtime's default capabilities is refused when it connects as itself ($r)" \
+  test "$(json_field "$r" error)" = refused
+# 1. the threat: setuid to smtpbind's UID, and raw packets, both get through
+r=$(as_runtime "$ns" bash -c "$(declare -f become_smtpbind); $(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT); become_smtpbind" 2>&1)
+check "bypass (threat): with SETUID/SETGID it becomes UID $SMTPBIND_UID (setpriv --reuid) and reaches the upstream past the lock-down ($r)" \
+  test "$(json_field "$r" ok 2>/dev/null)" = True
+r=$(as_runtime "$ns" bash -c "$(declare -f raw_syn); $(declare -p PY WORK ID UP_IP UP_PORT up_mac); raw_syn" 2>&1)
+check "bypass (threat): with NET_RAW an AF_PACKET client's SYN to upstream :$UP_PORT is answered with a SYN-ACK past the lock-down ($r)" \
+  test "$(json_field "$r" synack 2>/dev/null)" = True
+# 2. rule 5: both blocked
+setuid_failed() { [ "$1" != 0 ] && grep -q "Operation not permitted" <<<"$2" && ! grep -q '"ok": true' <<<"$2"; }
+raw_refused() { grep -q PermissionError <<<"$1" && [ "$(json_field "$1" ok)" = False ]; }
+r=$(as_rule5 "$ns" bash -c "$(declare -f become_smtpbind); $(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT); become_smtpbind" 2>&1)
+rc=$?
+check "bypass (rule 5): without SETUID/SETGID and with no_new_privs, becoming UID $SMTPBIND_UID fails (exit $rc: $r)" \
+  setuid_failed "$rc" "$r"
+r=$(as_rule5 "$ns" bash -c "$(declare -f raw_syn); $(declare -p PY WORK ID UP_IP UP_PORT up_mac); raw_syn" 2>&1)
+check "bypass (rule 5): without NET_RAW the AF_PACKET socket cannot be opened ($r)" \
+  raw_refused "$r"
+# 3. no_new_privs: a non-root mailer whose image ships a binary with file capabilities
+#    (as ping once did: cap_net_raw+ep) gains NET_RAW at exec; no_new_privs ignores file capabilities
+cp "$(readlink -f "$PY")" "$WORK/python3-netraw" && setcap cap_net_raw+ep "$WORK/python3-netraw" && chmod 0755 "$WORK/python3-netraw"
+r=$(nsx "$ns" setpriv --reuid "$MAILER_UID" --regid "$MAILER_UID" --clear-groups --inh-caps=-all \
+  --bounding-set="$(bounding_set "$RUNTIME_CAPS")" bash -c "$(declare -f raw_syn); $(declare -p WORK ID UP_IP UP_PORT up_mac); PY=$WORK/python3-netraw; raw_syn" 2>&1)
+check "bypass (threat): UID $MAILER_UID running a binary with file capability cap_net_raw gets past the lock-down ($r)" \
+  test "$(json_field "$r" synack 2>/dev/null)" = True
+r=$(nsx "$ns" setpriv --reuid "$MAILER_UID" --regid "$MAILER_UID" --clear-groups --inh-caps=-all \
+  --bounding-set="$(bounding_set "$RUNTIME_CAPS")" --no-new-privs bash -c "$(declare -f raw_syn); $(declare -p WORK ID UP_IP UP_PORT up_mac); PY=$WORK/python3-netraw; raw_syn" 2>&1)
+check "bypass (rule 5): with no_new_privs the same binary gets no NET_RAW ($r)" \
+  grep -q "PermissionError" <<<"$r"
+
+# ---- the lock-down script refuses bad input, and leaves the rules in force -------------
+rules_before=$(nsx "$ns" iptables -S | md5sum)
+for bad in "0" "70000" "99999999999999999999" "25,,587" "25;iptables -F" "$(seq -s, 1 16)" "587 25"; do
+  if nsx "$ns" env SMTPBIND_LOCKDOWN_PORTS="$bad" setpriv --inh-caps=-all --bounding-set=-all,+net_admin \
+      sh "$LOCKDOWN" >"$WORK/lockdown-bad.log" 2>&1; then
+    fail "lock-down: SMTPBIND_LOCKDOWN_PORTS='$bad' was accepted"
+  else
+    check "lock-down: SMTPBIND_LOCKDOWN_PORTS='$bad' is refused ($(head -c 120 "$WORK/lockdown-bad.log"))" \
+      grep -q '"error"' "$WORK/lockdown-bad.log"
+  fi
+done
+check "lock-down: the refused runs left the installed rules unchanged" test "$(nsx "$ns" iptables -S | md5sum)" = "$rules_before"
 
 # ---- cross-tenant credentials are refused ------------------------------------------
 for t in acme globex; do
