@@ -516,10 +516,18 @@ tenants:
     namespaces: [shop-acme]
     credential_secret: acme-smtp
     policy_config_map: acme-smtpbind
+    # rule 7: where acme's key may go (the injected pod's upstream, set up below as 10.233.3.1)
+    upstream:
+      address: "10.233.3.1:$UP_PORT"
+      server_name: "$UP_NAME"
   - name: globex
     namespaces: [shop-globex]
     credential_secret: globex-smtp
     policy_config_map: globex-smtpbind
+    upstream:
+      address: "10.233.2.1:$UP_PORT"
+      server_name: "$UP_NAME"
+    lockdown_ports: [${LOCK_PORTS[globex]}]
 EOF
 check "webhook: smtpbind check accepts its configuration" "$SB" check "$WH/config.yaml"
 nsx "$UP" "$SB" webhook --config "$WH/config.yaml" --listen 127.0.0.1:8443 --lame-duck 100ms --tls-dir "$WH/tls" >"$WH/webhook.log" 2>&1 &
@@ -562,13 +570,17 @@ EOF
   # the decision for injected pods: rule 2 keeps the mailer from the mounted password)
   mkdir -p "$WH/volumes/configmap" && chmod -R 0755 "$WH/volumes"
   make_secret "$WH/volumes/secret" apikey "${KEY[acme]}" || die "could not lay out the injected pod's Secret"
+  # the provider's CA travels in the credential Secret (key ca.crt), which the platform
+  # writes: the one CA a pinned sidecar accepts without SMTPBIND_UPSTREAM_CA (rule 7)
+  sdata=$(readlink -f "$WH/volumes/secret/..data")
+  install -m 0444 "$WORK/upstream/ca.pem" "$sdata/ca.crt" && ln -s ..data/ca.crt "$WH/volumes/secret/ca.crt"
   cat >"$WH/volumes/configmap/policy.yaml" <<EOF
 version: 1
 tenant: "acme"
 upstream:
   address: "${UP_IP[injected]}:$UP_PORT"
   tls: "starttls"
-  ca_file: "$WORK/upstream/ca.pem"
+  ca_file: "/var/run/secrets/smtpbind/ca.crt"
   server_name: "$UP_NAME"
 credential:
   secret_dir: "/var/run/secrets/smtpbind"
@@ -616,7 +628,11 @@ EOF
   uid=$(plan 'p["init"][1]["uid"]')
   mount_lines 1 || die "cannot mount the sidecar's volumes"
   mapfile -t args < <(plan '"\n".join(p["init"][1]["args"])')
-  nsx "$ns" unshare -m --propagation private sh -c "${MOUNT_LINES}exec setpriv --reuid $uid --regid $uid --clear-groups \
+  # its environment as the patch gives it (SMTPBIND_UPSTREAM_PIN, rule 7)
+  mapfile -t envs < <(plan '"\n".join(k + "=" + v for k, v in p["init"][1]["env"].items())')
+  check "webhook pod: the injected sidecar is pinned to acme's upstream (${envs[*]})" \
+    test "$(plan 'p["init"][1]["env"].get("SMTPBIND_UPSTREAM_PIN", "")')" = "${UP_IP[injected]}:$UP_PORT/$UP_NAME"
+  nsx "$ns" env "${envs[@]}" unshare -m --propagation private sh -c "${MOUNT_LINES}exec setpriv --reuid $uid --regid $uid --clear-groups \
     --inh-caps=-all --bounding-set=-all --no-new-privs \"\$0\" \"\$@\"" "$SB" "${args[@]}" >"$WH/sidecar.log" 2>&1 &
   PIDS+=($!)
   probe_url="http://127.0.0.1:$(plan 'p["init"][1]["probe"]["port"]')$(plan 'p["init"][1]["probe"]["path"]')"
@@ -640,6 +656,55 @@ EOF
   r=$(probe "$mailer_uid" "$ns" connect --host "${UP_IP[injected]}" --port "$UP_PORT" --timeout 5)
   check "webhook pod: the mailer's direct connection to the upstream is refused ($r)" \
     test "$(json_field "$r" error)" = refused
+
+  # rule 7: the tenant edits its policy ConfigMap to send the key elsewhere (here the
+  # provider's other port, a listener that logs any AUTH it gets); the kubelet swaps the file
+  pod_readyz() { nsx "$ns" curl -s -m 2 "$probe_url"; }
+  cm=$WH/volumes/configmap/policy.yaml
+  cp "$cm" "$WH/policy.good"
+  sed "s/^  address: .*/  address: \"${UP_IP[injected]}:$SES_PORT\"/" "$WH/policy.good" >"$WH/policy.edit"
+  chmod 0644 "$WH/policy.edit" && mv -f "$WH/policy.edit" "$cm"
+  wait_for 20 eval 'pod_readyz | grep -q "upstream pin"'
+  check "webhook pod (rule 7): a policy naming another upstream makes the sidecar not ready ($(pod_readyz))" \
+    eval 'pod_readyz | grep -q "upstream.address .* is not the platform"'
+  r=$(probe "$mailer_uid" "$ns" send --host "$smtp_host" --port "$smtp_port" \
+    --mail-from "orders@acme.example" --rcpt-to "redirected-$RANDOM@inbox.example")
+  check "webhook pod (rule 7): meanwhile a new session gets 421 ($r)" test "$(json_field "$r" code)" = 421
+  nothing_captured() { ! grep -q '"captured"' "$WORK/upstream/capture-$SES_PORT.log"; }
+  check "webhook pod (rule 7): the other listener received no mail" nothing_captured
+  install -m 0644 "$WH/policy.good" "$WH/policy.back" && mv -f "$WH/policy.back" "$cm"
+  wait_for 20 eval 'pod_readyz | grep -q "^ready"'
+  check "webhook pod (rule 7): the policy put back, the sidecar is ready again without a restart ($(pod_readyz))" \
+    eval 'pod_readyz | grep -q "^ready"'
+
+  # rule 5: the same pod with a mailer that sets no securityContext at all, as /mutate
+  # patches it; the runtime starts it as root (the image's USER is not the webhook's to
+  # see) with its default capabilities minus what the patch drops, no_new_privs if it
+  # set allowPrivilegeEscalation: false. Neither bypass may work.
+  python3 "$ROOT/tests/e2e/webhook_pod.py" review shop-acme bare >"$WH/review-bare.json"
+  admit "$WH/review-bare.json" mutate "$WH/mutate-bare.json" >/dev/null
+  if python3 "$ROOT/tests/e2e/webhook_pod.py" patched "$WH/review-bare.json" "$WH/mutate-bare.json" >"$WH/pod-bare.json" \
+      && python3 "$ROOT/tests/e2e/webhook_pod.py" plan "$WH/pod-bare.json" >"$WH/plan-bare.json"; then
+    bare() { python3 -c 'import json, sys; p = json.load(open(sys.argv[1])); m = p["containers"][0]; v = eval(sys.argv[2]); print(v if isinstance(v, str) else json.dumps(v))' "$WH/plan-bare.json" "$1"; }
+    drop=$(bare '",".join(m["drop"])')
+    nnp=$(bare 'str(m["no_new_privs"])')
+    check "webhook (rule 5): /mutate hardens a mailer with no securityContext (drops: $drop, no_new_privs: $nnp)" \
+      test "$nnp" = True
+    kept=$("$PY" -c 'import sys; d = set(sys.argv[2].split(",")); print(",".join(c for c in sys.argv[1].split(",") if "all" not in d and c not in d))' "$RUNTIME_CAPS" "$drop")
+    as_patched() { local nnp_flag=(); [ "$nnp" = True ] && nnp_flag=(--no-new-privs)
+      nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$kept")" "${nnp_flag[@]}" "$@"; }
+    up_mac=$(nsx "$UP" cat "/sys/class/net/sb3u$ID/address")
+    become_it() { setpriv --reuid "$SMTPBIND_UID" --regid "$SMTPBIND_UID" --clear-groups "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[injected]}" --port "$UP_PORT" --timeout 5; }
+    raw_it() { "$PY" "$WORK/raw_syn.py" --iface "sb3p$ID" --src-ip 10.233.3.2 --dst-ip "${UP_IP[injected]}" --dst-mac "$up_mac" --port "$UP_PORT"; }
+    vars=$(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT ID up_mac)
+    r=$(as_patched bash -c "$(declare -f become_it); $vars; become_it" 2>&1)
+    rc=$?
+    check "webhook pod (rule 5): the patched mailer cannot become UID $SMTPBIND_UID (exit $rc: $r)" setuid_failed "$rc" "$r"
+    r=$(as_patched bash -c "$(declare -f raw_it); $vars; raw_it" 2>&1)
+    check "webhook pod (rule 5): the patched mailer cannot open an AF_PACKET socket ($r)" raw_refused "$r"
+  else
+    fail "webhook: no patched pod for the mailer without a securityContext (see $WH/mutate-bare.json)"
+  fi
 
   # /validate: the same pod holding the Secret in its mailer, or globex's in shop-acme
   python3 - "$WH/review.json" "$WH/pod.json" "$WH" <<'EOF'
