@@ -229,3 +229,23 @@ def test_chart_mailers_meet_rule_5_under_the_lockdown(case: str) -> None:
             assert "ALL" in drop or {"NET_RAW", "SETUID", "SETGID"} <= drop, c["name"]
             assert sc.get("allowPrivilegeEscalation") is False, c["name"]
             assert sc.get("runAsUser") != UID and sc.get("privileged") in (None, False), c["name"]
+
+
+# ---- the kind harness's webhook step (tests/kind/run.sh; no cluster here) ---------------------------
+
+def test_kind_webhook_policy_passes_the_pin_the_webhook_config_gives_its_tenant() -> None:
+    kind = HERE.parent / "kind" / "webhook"
+    values = yaml.safe_load((kind / "values.yaml").read_text())
+    tenants = {t["name"]: t for t in webhook_config(values)["tenants"]}
+    up = tenants["acme"]["upstream"]
+    pin = up["address"] + (f"/{up['server_name']}" if "server_name" in up else "")
+    policy = yaml.safe_load((kind / "acme-policy.yaml").read_text())
+    # the injected sidecar's env: the pin, no SMTPBIND_UPSTREAM_CA (the Secret's ca.crt is the default)
+    assert pin_admits({"SMTPBIND_UPSTREAM_PIN": pin}, policy) == []
+    assert policy["upstream"]["ca_file"] == "/var/run/secrets/smtpbind/ca.crt"
+    # the harness's rule-7 step: the edit it makes is refused
+    edited = copy.deepcopy(policy)
+    edited["upstream"]["address"] = up["address"].rsplit(":", 1)[0] + ":2526"
+    assert pin_admits({"SMTPBIND_UPSTREAM_PIN": pin}, edited) != []
+    run_sh = (HERE.parent / "kind" / "run.sh").read_text()
+    assert '--from-file=ca.crt="$WORK/ca.pem"' in run_sh and ":2526/" in run_sh

@@ -360,8 +360,9 @@ def test_kind_webhook_policy_passes_smtpbind_check(tmp_path: Path) -> None:
     # the CA the harness puts next to the policy: a stand-in here
     make_ca(tmp_path / "ca.pem")
     text = (KIND / "webhook" / "acme-policy.yaml").read_text()
-    assert "ca_file: /etc/smtpbind/policy/ca.pem" in text
-    (tmp_path / "policy.yaml").write_text(text.replace("/etc/smtpbind/policy/ca.pem", str(tmp_path / "ca.pem")))
+    # rule 7: the CA comes with the credential Secret (ca.crt), never from the tenant's ConfigMap
+    assert "ca_file: /var/run/secrets/smtpbind/ca.crt" in text
+    (tmp_path / "policy.yaml").write_text(text.replace("/var/run/secrets/smtpbind/ca.crt", str(tmp_path / "ca.pem")))
     out = subprocess.run([str(binary), "check", str(tmp_path / "policy.yaml")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     # the pin is the kind harness's acme Secret's password
