@@ -24,6 +24,16 @@
 # the patch; its mail arrives under account acme, and /validate refuses the
 # same pod holding the Secret in its mailer or another tenant's Secret.
 #
+# Issue 18 (contract §8 rules 5 and 7): the runtime bypasses of the lock-down
+# — a root mailer with containerd's default capabilities becomes UID 65532
+# (setpriv --reuid) or writes a SYN to an AF_PACKET socket (raw_syn.py) — get
+# through, and fail with rule 5's securityContext (modelled with setpriv: the
+# bounding set without NET_RAW/SETUID/SETGID, no_new_privs; and as /mutate
+# patches a mailer with no securityContext); globex's lock-down covers SES's
+# 2465/2587; bad SMTPBIND_LOCKDOWN_PORTS are refused; the injected sidecar
+# runs with its SMTPBIND_UPSTREAM_PIN, and a policy edit that redirects the
+# key makes it not ready (421, nothing sent) until the policy is put back.
+#
 # Each pod namespace is joined to the upstream namespace by a veth pair with a
 # /30 of 10.233.0.0/16; no namespace has a default route, so nothing leaves them.
 # Everything is torn down by a trap, whatever happens.
@@ -106,6 +116,7 @@ trap 'exit 143' TERM
 missing=()
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setcap >/dev/null || missing+=(libcap2-bin)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
