@@ -305,3 +305,119 @@ fn a_pin_that_does_not_parse_exits_1_with_the_variable_named() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+/// XOAUTH2 (client credentials): the client secret goes to the token
+/// endpoint, so under a pin `token_url` (and its CA) are pinned too. The
+/// tenant's own token endpoint — a second issuer that would accept the same
+/// client — never receives a request, not even when the policy is reloaded.
+#[test]
+fn a_policy_edit_that_moves_the_token_endpoint_sends_the_client_secret_nowhere() {
+    use support::idp::*;
+    let idp = Idp::start(Duration::from_secs(60));
+    let rogue = Idp::start(Duration::from_secs(60));
+    let tokens = idp.tokens().clone();
+    let provider = Upstream::start(move |c| c.oauth = Some(tokens));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let (platform_ca, idp_ca) = (
+        file("platform-ca.pem", &provider.server.ca_pem),
+        file("idp-ca.pem", &idp.issuer.ca_pem),
+    );
+    let rogue_ca = file("rogue-ca.pem", &rogue.issuer.ca_pem);
+    let secrets = dir.path().join("secret");
+    write_secret(&secrets, CLIENT_ID, KEY_M);
+    let accept = format!("[{{username: app, password: \"{}\"}}]", pin(KEY_P));
+    let configure = |p: &mut PolicySpec| {
+        p.set("upstream.ca_file", platform_ca.clone())
+            .set("credential.secret_dir", secrets.display().to_string())
+            .set("credential.pins", yaml_list(&[&pin(KEY_M)]))
+            .set("credential.mechanism", "xoauth2")
+            .set("credential.oauth2.flow", "client_credentials")
+            .set("credential.oauth2.token_url", idp.url())
+            .set(
+                "credential.oauth2.scope",
+                "https://outlook.office365.com/.default",
+            )
+            .set("credential.oauth2.user", MAILBOX)
+            .set("credential.oauth2.ca_file", idp_ca.clone())
+            .set(
+                "client.accept",
+                serde_yaml::from_str::<serde_yaml::Value>(&accept).expect("yaml"),
+            );
+    };
+    let pinned = |token_url: Option<String>| {
+        let (pin, ca, idp_ca) = (pin_of(provider.addr()), platform_ca.clone(), idp_ca.clone());
+        move |mut cmd: Command| {
+            cmd.env("SMTPBIND_UPSTREAM_PIN", pin)
+                .env("SMTPBIND_UPSTREAM_CA", ca)
+                .env("SMTPBIND_TOKEN_CA", idp_ca);
+            if let Some(url) = token_url {
+                cmd.env("SMTPBIND_TOKEN_URL_PIN", url);
+            }
+            cmd
+        }
+    };
+    let send =
+        |s: &Sidecar, body: &str| send_one(s.smtp, "app", KEY_P, "billing@acme.example", body);
+    let wait = |s: &Sidecar, code: u16| {
+        s.wait_for(Duration::from_secs(5), |_| s.http_get("/readyz").0 == code);
+        s.http_get("/readyz")
+    };
+
+    // Without SMTPBIND_TOKEN_URL_PIN the xoauth2 policy is refused: fail closed.
+    let unpinned = Sidecar::start_wrapped(
+        provider.addr(),
+        &provider.server.ca_pem,
+        configure,
+        pinned(None),
+    );
+    let (code, body) = wait(&unpinned, 503);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("SMTPBIND_TOKEN_URL_PIN"), "{body}");
+    drop(unpinned);
+    assert_eq!(
+        idp.tokens().grants(),
+        0,
+        "a token was fetched while refused"
+    );
+
+    let s = Sidecar::start_wrapped(
+        provider.addr(),
+        &provider.server.ca_pem,
+        configure,
+        pinned(Some(idp.url())),
+    );
+    assert_eq!(wait(&s, 200).0, 200, "{:?}", s.output());
+    let r = send(&s, "first");
+    assert!(r.starts_with("250"), "{r}");
+
+    let good = std::fs::read_to_string(&s.policy_path).expect("policy");
+    let mut spec = PolicySpec(serde_yaml::from_str(&good).expect("yaml"));
+    spec.set("credential.oauth2.token_url", rogue.url())
+        .set("credential.oauth2.ca_file", rogue_ca);
+    std::fs::write(&s.policy_path, spec.yaml()).expect("policy");
+    let (code, body) = wait(&s, 503);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("credential.oauth2.token_url"), "{body}");
+    let r = send(&s, "redirected");
+    assert!(r.starts_with("421 4.3.0"), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (rogue.tokens().grants(), rogue.tokens().refusals()),
+        (0, 0),
+        "the tenant's token endpoint received a request"
+    );
+
+    std::fs::write(&s.policy_path, &good).expect("policy");
+    assert_eq!(wait(&s, 200).0, 200);
+    let r = send(&s, "back");
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(provider.messages().len(), 2);
+    let out = s.output().join("\n");
+    idp.assert_absent(&out);
+    assert!(!out.contains(KEY_M) && !out.contains(KEY_P));
+}
