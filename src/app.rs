@@ -70,13 +70,18 @@ pub struct Bound {
 /// platform pinned it leaves the pod without a credential — before it is
 /// loaded, so not even a token request leaves. Logged once per load.
 fn pin_refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<CredentialState> {
-    let violation = pins?.check(policy).err()?;
-    let reason = format!("upstream pin: {violation}");
+    let reason = refusal(policy, pins)?;
     log::error(
         "upstream_pin",
         json!({ "result": "refused", "reason": reason }),
     );
     Some(CredentialState::NotReady(reason))
+}
+
+/// The one-line reason `policy` breaks the platform's pins, if it does.
+fn refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<String> {
+    let violation = pins?.check(policy).err()?;
+    Some(format!("upstream pin: {violation}"))
 }
 
 fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialState {
@@ -125,7 +130,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     let cred_state = load_credential(&policy, opts.pins.as_deref());
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
-    let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
+    let mut runtime = Runtime::new(policy.clone(), pin_of(&cred_state))?;
+    if let Some(reason) = refusal(&policy, opts.pins.as_deref()) {
+        runtime.refuse(reason);
+    }
+    let runtime = Arc::new(runtime);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let (cred_tx, cred_rx) = watch::channel(cred_state);
@@ -325,7 +334,10 @@ fn reload_policy(
         let state = pin_refusal(&new, pins).unwrap_or_else(|| {
             CredentialState::from_load(Credential::load_for(&new.credential, true))
         });
-        let rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
+        let mut rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
+        if let Some(reason) = refusal(&rt.policy, pins) {
+            rt.refuse(reason);
+        }
         Ok((rt, state))
     });
     match result {
