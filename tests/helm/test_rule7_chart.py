@@ -7,8 +7,15 @@ on the mailers the chart renders. Run through tests/helm/run.sh.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +24,9 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_chart import (CASES, CHART, HERE, UID, all_containers, container, objects_of, of_kind,  # noqa: E402
-                        pod_spec, policy_of, render_chart, rendered, with_change)
+from test_chart import (CASES, CHART, HERE, UID, all_containers, container, make_ca,  # noqa: E402
+                        make_kubelet_secret, objects_of, of_kind, pod_spec, policy_of, render_chart, rendered,
+                        require_bin, with_change)
 
 TENANT_LABEL = "smtpbind/tenant"
 WEBHOOK_VALUES = yaml.safe_load((HERE / "webhook-values.yaml").read_text())
@@ -249,3 +257,66 @@ def test_kind_webhook_policy_passes_the_pin_the_webhook_config_gives_its_tenant(
     assert pin_admits({"SMTPBIND_UPSTREAM_PIN": pin}, edited) != []
     run_sh = (HERE.parent / "kind" / "run.sh").read_text()
     assert '--from-file=ca.crt="$WORK/ca.pem"' in run_sh and ":2526/" in run_sh
+
+
+# ---- the real sidecar accepts the pins the chart renders ---------------------------------------------
+
+def _listening(proc: subprocess.Popen, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "listening":
+            return event
+    raise AssertionError("smtpbind did not report listening")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "client-tls"])
+def test_the_real_sidecar_accepts_the_chart_s_pins_for_its_own_policy(case: str, tmp_path: Path) -> None:
+    """`smtpbind run` with each chart tenant's rendered env and policy (mount paths moved under
+    tmp_path, the same way in both): not ready only because the test Secret is not pinned,
+    never because of the upstream pin; and the same run with the policy's upstream edited is
+    refused by the pin."""
+    binary = require_bin()
+    make_ca(tmp_path / "ca.pem")
+    moves = {"/etc/smtpbind/upstream-ca": tmp_path / "upstream-ca", "/etc/smtpbind/oauth2-ca": tmp_path / "oauth2-ca",
+             "/var/run/secrets/smtpbind": tmp_path / "secret"}
+    for d in moves.values():
+        d.mkdir()
+    for name in ("ca.crt", "bundle.pem"):
+        for d in ("upstream-ca", "oauth2-ca"):
+            shutil.copy(tmp_path / "ca.pem", tmp_path / d / name)
+    make_kubelet_secret(tmp_path / "secret" / "s", "apikey", "not-the-pinned-key")
+
+    def moved(text: str) -> str:
+        for old, new in moves.items():
+            text = text.replace(old, str(new if old != "/var/run/secrets/smtpbind" else new / "s"))
+        return text
+
+    for tenant, sb, _ in sidecars(rendered(case)):
+        _, text = policy_of(rendered(case), tenant)
+        env = {**os.environ, **{k: moved(v or "") for k, v in env_of(sb)}}
+        for edit, want in ((None, "matches none of the policy's pins"),
+                           ("collector.attacker.example:587", "upstream pin: upstream.address")):
+            policy = moved(text)
+            if edit:
+                policy = re.sub(r"(?m)^  address: .*$", f'  address: "{edit}"', policy)
+            path = tmp_path / f"{tenant}-policy.yaml"
+            path.write_text(policy)
+            proc = subprocess.Popen([str(binary), "run", "--policy", str(path), "--listen", "127.0.0.1:0",
+                                     "--admin", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            try:
+                admin = _listening(proc)["admin"]
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(f"http://{admin}/readyz", timeout=5)
+                body = err.value.read().decode()
+                assert want in body, f"{case}/{tenant} ({edit}): {body}"
+                if not edit:
+                    assert "upstream pin" not in body
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
