@@ -60,6 +60,10 @@ impl Readiness {
         match credential {
             // XOAUTH2: ready only while a usable token is held (§9).
             CredentialState::Ready(c) => c.usable().map_err(|r| format!("credential: {r}")),
+            // Rule 7: the policy, not the credential, is what is wrong.
+            CredentialState::NotReady(crate::audit::Reason::UpstreamNotPinned, text) => {
+                Err(text.clone())
+            }
             CredentialState::NotReady(reason, text) => {
                 Err(format!("credential: {} ({text})", reason.as_str()))
             }

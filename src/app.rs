@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::client_tls::ClientTls;
 use crate::credential::{Credential, CredentialState};
+use crate::platform_pin::PlatformPins;
 use crate::policy::{self, Pin, Policy};
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
@@ -53,6 +54,9 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub drain: Option<Duration>,
+    /// Rule 7 (contract §8): where the platform lets the credential go
+    /// (`SMTPBIND_UPSTREAM_PIN` and friends); `None`: not pinned.
+    pub pins: Option<Arc<PlatformPins>>,
 }
 
 /// Addresses actually bound (port 0 resolved), reported once listening.
@@ -62,7 +66,31 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-fn load_credential(policy: &Policy) -> CredentialState {
+/// Rule 7: a policy that would send the credential anywhere but where the
+/// platform pinned it leaves the pod without a credential — before it is
+/// loaded, so not even a token request leaves. Logged once per load.
+fn pin_refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<CredentialState> {
+    let reason = refusal(policy, pins)?;
+    log::error(
+        "upstream_pin",
+        json!({ "result": "refused", "reason": reason }),
+    );
+    Some(CredentialState::NotReady(
+        crate::audit::Reason::UpstreamNotPinned,
+        reason,
+    ))
+}
+
+/// The one-line reason `policy` breaks the platform's pins, if it does.
+fn refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<String> {
+    let violation = pins?.check(policy).err()?;
+    Some(format!("upstream pin: {violation}"))
+}
+
+fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialState {
+    if let Some(refused) = pin_refusal(policy, pins) {
+        return refused;
+    }
     let result = Credential::load_for(&policy.credential, true);
     let state = CredentialState::from_load(result);
     match &state {
@@ -108,9 +136,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     info.set_policy(policy_text.as_bytes());
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
-    let cred_state = load_credential(&policy);
+    let cred_state = load_credential(&policy, opts.pins.as_deref());
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
-    let runtime = Arc::new(Runtime::new(policy.clone(), pin_of(&cred_state))?);
+    let mut runtime = Runtime::new(policy.clone(), pin_of(&cred_state))?;
+    if let Some(reason) = refusal(&policy, opts.pins.as_deref()) {
+        runtime.refuse(reason);
+    }
+    let runtime = Arc::new(runtime);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let (cred_tx, cred_rx) = watch::channel(cred_state);
@@ -163,6 +195,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         runtime_tx,
         cred_tx,
         (policy.credential.secret_dir.clone(), cred_fingerprint),
+        opts.pins.clone(),
         info,
     ));
 
@@ -184,6 +217,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             "listeners": addrs,
             "admin": bound.admin.to_string(),
             "upstream": policy.upstream.address,
+            "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
             "version": env!("CARGO_PKG_VERSION"),
             "workers": tokio::runtime::Handle::current().metrics().num_workers(),
         }),
@@ -223,6 +257,7 @@ async fn watch_files(
     runtime_tx: watch::Sender<Arc<Runtime>>,
     cred_tx: watch::Sender<CredentialState>,
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
+    pins: Option<Arc<PlatformPins>>,
     info: Arc<telemetry::Info>,
 ) {
     let mut policy_bytes = Some(policy_loaded);
@@ -246,7 +281,7 @@ async fn watch_files(
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
             policy_bytes = bytes;
-            reload_policy(&policy_path, &runtime_tx, &cred_tx, &info);
+            reload_policy(&policy_path, &runtime_tx, &cred_tx, pins.as_deref(), &info);
             let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
             if dir != secret_dir {
                 secret_dir = dir;
@@ -259,7 +294,7 @@ async fn watch_files(
         if fp != cred_fingerprint {
             cred_fingerprint = fp;
             let policy = runtime_tx.borrow().policy.clone();
-            let state = load_credential(&policy);
+            let state = load_credential(&policy, pins.as_deref());
             runtime_tx.borrow().pool.set_current(pin_of(&state));
             cred_tx.send_replace(state);
             prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
@@ -290,6 +325,7 @@ fn reload_policy(
     path: &Path,
     runtime_tx: &watch::Sender<Arc<Runtime>>,
     cred_tx: &watch::Sender<CredentialState>,
+    pins: Option<&PlatformPins>,
     info: &telemetry::Info,
 ) {
     // The text parsed is the text hashed for `smtpbind_policy_info`.
@@ -311,9 +347,15 @@ fn reload_policy(
                 json!({ "result": "partial", "message": "listen, admin, max_sessions and client.tls take effect at the next restart" }),
             );
         }
-        // Re-check the credential against the new pins.
-        let state = CredentialState::from_load(Credential::load_for(&new.credential, true));
-        let rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
+        // Re-check the credential against the new pins, and the policy
+        // against the platform's (rule 7: a tenant editing its ConfigMap).
+        let state = pin_refusal(&new, pins).unwrap_or_else(|| {
+            CredentialState::from_load(Credential::load_for(&new.credential, true))
+        });
+        let mut rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
+        if let Some(reason) = refusal(&rt.policy, pins) {
+            rt.refuse(reason);
+        }
         Ok((rt, state, text))
     });
     match result {

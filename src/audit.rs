@@ -44,6 +44,9 @@ pub enum Reason {
     /// It was read but is empty, too large, not UTF-8, or (jwt_bearer) not
     /// a service account key.
     CredentialUnparsable,
+    /// Rule 7: the policy names an upstream (or CA, token URL, plain text)
+    /// the platform did not pin, so no credential is used at all.
+    UpstreamNotPinned,
     /// XOAUTH2: the credential is pinned but no usable token is held (§9).
     TokenUnavailable,
     /// `upstream.max_connections` reached for the whole wait.
@@ -66,6 +69,7 @@ impl Reason {
             Reason::MalformedContent => "malformed_content",
             Reason::CredentialNotPinned => "credential_not_pinned",
             Reason::CredentialMissing => "credential_missing",
+            Reason::UpstreamNotPinned => "upstream_not_pinned",
             Reason::CredentialUnreadable => "credential_unreadable",
             Reason::CredentialUnparsable => "credential_unparsable",
             Reason::TokenUnavailable => "token_unavailable",
@@ -247,7 +251,7 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
 mod tests {
     use super::*;
 
-    const REASONS: [Reason; 16] = [
+    const REASONS: [Reason; 17] = [
         Reason::IdentityMismatch,
         Reason::AuthRequired,
         Reason::SenderNotAllowed,
@@ -261,6 +265,7 @@ mod tests {
         Reason::CredentialMissing,
         Reason::CredentialUnreadable,
         Reason::CredentialUnparsable,
+        Reason::UpstreamNotPinned,
         Reason::TokenUnavailable,
         Reason::UpstreamBusy,
         Reason::LogStalled,

@@ -34,6 +34,8 @@
 //! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate):
 //!            the rules of §8 in webhook/rules, one function per rule
+//! platform_pin  rule 7: the upstream (and token URL, CAs) the platform pinned;
+//!            a policy that names another is not ready
 //! ```
 #![forbid(unsafe_code)]
 
@@ -48,6 +50,7 @@ pub mod demo;
 pub mod identity;
 pub mod issuer;
 pub mod log;
+pub mod platform_pin;
 pub mod policy;
 pub mod rate;
 pub mod runtime;

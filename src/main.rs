@@ -170,17 +170,21 @@ fn main() -> ExitCode {
             listen,
             admin,
             drain,
-        } => runtime().and_then(|rt| {
-            rt.block_on(smtpbind::run(
-                RunOptions {
-                    policy_path: policy,
-                    listen,
-                    admin,
-                    drain,
-                },
-                shutdown_signal(&rt),
-            ))
-        }),
+        } => smtpbind::platform_pin::PlatformPins::from_env()
+            .map_err(|e| Error::Usage(e.to_string()))
+            .and_then(|pins| Ok((pins, runtime()?)))
+            .and_then(|(pins, rt)| {
+                rt.block_on(smtpbind::run(
+                    RunOptions {
+                        policy_path: policy,
+                        listen,
+                        admin,
+                        drain,
+                        pins: pins.map(std::sync::Arc::new),
+                    },
+                    shutdown_signal(&rt),
+                ))
+            }),
         Cmd::Webhook {
             config,
             listen,

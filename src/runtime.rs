@@ -24,6 +24,11 @@ pub struct Runtime {
     /// What the last upstream EHLO said of SMTPUTF8 (learned per policy
     /// snapshot; until a connection was made it is not offered).
     upstream_smtputf8: AtomicBool,
+    /// Rule 7: why this policy may not use the credential (it breaks the
+    /// platform's pin). Tied to the runtime, not only to the credential
+    /// state, so that no session or warm-up holding this snapshot ever
+    /// connects, whatever order the watch channels are updated in.
+    refused: Option<String>,
 }
 
 impl Runtime {
@@ -61,7 +66,28 @@ impl Runtime {
             connector,
             pool,
             upstream_smtputf8: AtomicBool::new(false),
+            refused: None,
         })
+    }
+
+    /// Marks this runtime's policy as refused by the platform's pin.
+    pub fn refuse(&mut self, reason: String) {
+        self.refused = Some(reason);
+    }
+
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// `state` as a session of this runtime may use it: not ready while the
+    /// policy is refused (rule 7).
+    pub fn gate(&self, state: CredentialState) -> CredentialState {
+        match &self.refused {
+            Some(reason) => {
+                CredentialState::NotReady(crate::audit::Reason::UpstreamNotPinned, reason.clone())
+            }
+            None => state,
+        }
     }
 
     /// Records what a freshly connected upstream offered.
@@ -92,4 +118,50 @@ pub struct Channels {
     pub runtime: watch::Receiver<Arc<Runtime>>,
     pub credentials: watch::Receiver<CredentialState>,
     pub phase: watch::Receiver<Phase>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::Credential;
+
+    fn runtime(upstream: std::net::SocketAddr) -> Runtime {
+        let text = format!(
+            "version: 1\ntenant: acme\nupstream:\n  address: \"{upstream}\"\n  tls: none\n  insecure: true\n\
+             credential:\n  secret_dir: /nonexistent\n  mechanism: none\n  pins: [\"{}\"]\n\
+             client:\n  auth: none\nsenders: [\"*@acme.example\"]\n",
+            crate::policy::Pin::of(b"p")
+        );
+        let policy = match crate::policy::parse(&text, std::path::Path::new("p.yaml")) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        Runtime::new(policy, None).expect("runtime")
+    }
+
+    #[tokio::test]
+    async fn a_refused_runtime_gates_the_credential_and_never_connects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut rt = runtime(listener.local_addr().expect("addr"));
+        let cred = Arc::new(Credential::from_parts("u", "p"));
+        let ready = CredentialState::Ready(cred.clone());
+        assert!(matches!(rt.gate(ready.clone()), CredentialState::Ready(_)));
+        rt.refuse("upstream pin: upstream.address is not the platform's".into());
+        match rt.gate(ready) {
+            CredentialState::NotReady(_, r) => assert!(r.starts_with("upstream pin: ")),
+            CredentialState::Ready(_) => panic!("a refused runtime let the credential through"),
+        }
+        let rt = Arc::new(rt);
+        let err = crate::upstream::warm::acquire(&rt, &cred).await.err();
+        assert!(
+            matches!(err, Some(crate::upstream::UpstreamError::Unpinned(_))),
+            "{err:?}"
+        );
+        crate::upstream::warm::prewarm(rt.clone(), cred).await;
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "the refused runtime connected upstream");
+    }
 }

@@ -152,6 +152,7 @@ async fn serve_sidecar(
             listen: Some(listen),
             admin: Some(admin),
             drain: Some(std::time::Duration::from_secs(2)),
+            pins: None,
         },
         shutdown,
     )

@@ -43,6 +43,7 @@ mod yaml_error;
 pub use matchers::{DomainMatcher, SenderMatcher};
 pub use model::*;
 pub use pin::Pin;
+pub(crate) use upstream::parse_host_port;
 
 use std::fmt;
 use std::io::Read;

@@ -136,7 +136,7 @@ impl Validator<'_> {
 
 /// `host:port` with a port in 1..=65535; the host is a DNS name, an IPv4
 /// address or a bracketed IPv6 address (returned without brackets).
-fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+pub(crate) fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')

@@ -74,7 +74,7 @@ impl Session {
         };
         // `password: mounted` compares with the credential mounted now, not
         // the one this session saw when it connected.
-        let state = self.credentials.borrow().clone();
+        let state = self.rt.gate(self.credentials.borrow().clone());
         let cred = match state {
             CredentialState::Ready(cred) => cred,
             CredentialState::NotReady(..) => {

@@ -146,7 +146,7 @@ impl Session {
     }
 
     pub(super) fn refresh_credential(&mut self) -> Result<(), Flow> {
-        let state = self.credentials.borrow().clone();
+        let state = self.rt.gate(self.credentials.borrow().clone());
         match state {
             // XOAUTH2: nothing is relayed without a usable token, pooled
             // connections included (§9).

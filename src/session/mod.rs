@@ -243,7 +243,7 @@ impl Session {
                 return outcome;
             }
         }
-        let state = self.credentials.borrow().clone();
+        let state = self.rt.gate(self.credentials.borrow().clone());
         match state {
             // XOAUTH2: pinned is not enough, a usable token must be held (§9).
             CredentialState::Ready(cred) if cred.usable().is_ok() => {

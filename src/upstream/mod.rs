@@ -63,6 +63,8 @@ pub enum UpstreamError {
     Protocol(#[from] ReplyError),
     #[error("upstream connection limit reached (upstream.max_connections)")]
     Busy,
+    #[error("{0}")]
+    Unpinned(String),
 }
 
 impl UpstreamError {

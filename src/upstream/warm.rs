@@ -33,6 +33,9 @@ use crate::runtime::Runtime;
 /// (none when reuse is off). Failures are logged and otherwise ignored:
 /// sessions connect on demand as before.
 pub async fn prewarm(rt: Arc<Runtime>, cred: Arc<Credential>) {
+    if rt.refused().is_some() {
+        return;
+    }
     let n = rt.policy.upstream.reuse.prewarm;
     rt.pool.begin_warm(n);
     for _ in 0..n {
@@ -43,6 +46,10 @@ pub async fn prewarm(rt: Arc<Runtime>, cred: Arc<Credential>) {
 /// Opens one connection ahead of demand into the pool (under the cap: none
 /// when it is reached), and ends its warming count.
 async fn open_ahead(rt: &Arc<Runtime>, cred: &Arc<Credential>, during: &'static str) {
+    if rt.refused().is_some() {
+        rt.pool.warm_done();
+        return;
+    }
     let Some(slot) = rt.pool.limiter().try_reserve(false) else {
         rt.pool.warm_done();
         return;
@@ -76,6 +83,10 @@ pub async fn acquire(
     rt: &Arc<Runtime>,
     cred: &Arc<Credential>,
 ) -> Result<Connection, UpstreamError> {
+    // Rule 7: a policy refused by the platform's pin never connects.
+    if let Some(reason) = rt.refused() {
+        return Err(UpstreamError::Unpinned(reason.to_string()));
+    }
     let wait = rt.policy.upstream.connect_timeout;
     match rt.pool.acquire(cred.pin(), wait).await {
         Acquired::Pooled(conn) => Ok(conn),

@@ -24,6 +24,16 @@
 # the patch; its mail arrives under account acme, and /validate refuses the
 # same pod holding the Secret in its mailer or another tenant's Secret.
 #
+# Issue 18 (contract §8 rules 5 and 7): the runtime bypasses of the lock-down
+# — a root mailer with containerd's default capabilities becomes UID 65532
+# (setpriv --reuid) or writes a SYN to an AF_PACKET socket (raw_syn.py) — get
+# through, and fail with rule 5's securityContext (modelled with setpriv: the
+# bounding set without NET_RAW/SETUID/SETGID, no_new_privs; and as /mutate
+# patches a mailer with no securityContext); globex's lock-down covers SES's
+# 2465/2587; bad SMTPBIND_LOCKDOWN_PORTS are refused; the injected sidecar
+# runs with its SMTPBIND_UPSTREAM_PIN, and a policy edit that redirects the
+# key makes it not ready (421, nothing sent) until the policy is put back.
+#
 # Each pod namespace is joined to the upstream namespace by a veth pair with a
 # /30 of 10.233.0.0/16; no namespace has a default route, so nothing leaves them.
 # Everything is torn down by a trap, whatever happens.
@@ -40,8 +50,10 @@ SMTPBIND_UID=65532
 MAILER_UID=1000
 UP_PORT=587
 UP_NAME=smtp.upstream.test
-# the ports the chart's lock-down covers by default, plus the upstream's
-LOCK_PORTS=25,465,587,2525
+# the ports each pod's lock-down covers (the chart's lockdownPorts per tenant):
+# acme the default, globex an SES tenant (SES also listens on 2465 and 2587)
+declare -A LOCK_PORTS=([acme]="25,465,587,2525" [globex]="25,465,587,2525,2465,2587")
+SES_PORT=2587
 
 PASS=0
 FAIL=0
@@ -104,6 +116,7 @@ trap 'exit 143' TERM
 missing=()
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setcap >/dev/null || missing+=(libcap2-bin)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
@@ -210,6 +223,12 @@ fi
 wait_for 10 test -s "$WORK/upstream/ca.pem" || die "the capture upstream wrote no CA to $WORK/upstream/ca.pem"
 chmod 0644 "$WORK/upstream/ca.pem"
 say "pod-sim: capture upstream listening on :$UP_PORT in $UP"
+# the provider's other port (as SES's 2587), to tell "refused by the lock-down" from "nothing listens"
+nsx "$UP" "$SB" capture --listen "0.0.0.0:$SES_PORT" --tls starttls --hostname "$UP_NAME" \
+  --account "acme=$WORK/upstream/accounts/acme" >"$WORK/upstream/capture-$SES_PORT.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 grep -q '"event":"listening"' "$WORK/upstream/capture-$SES_PORT.log" \
+  || die "the second capture upstream (:$SES_PORT) did not report listening"
 
 # ---- before the lock-down: the path to the upstream is open ---------------------
 r=$(probe "$MAILER_UID" "${POD_NS[acme]}" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5)
@@ -254,13 +273,13 @@ for t in acme globex; do
   ns=${POD_NS[$t]}
   write_policy "$t"
   # the init container: root with NET_ADMIN as its only capability
-  if ! nsx "$ns" env SMTPBIND_UID="$SMTPBIND_UID" SMTPBIND_LOCKDOWN_PORTS="$LOCK_PORTS" \
+  if ! nsx "$ns" env SMTPBIND_UID="$SMTPBIND_UID" SMTPBIND_LOCKDOWN_PORTS="${LOCK_PORTS[$t]}" \
       setpriv --inh-caps=-all --bounding-set=-all,+net_admin sh "$LOCKDOWN" >"$WORK/$t/lockdown.log" 2>&1; then
     show_log "$WORK/$t/lockdown.log"
     die "the egress lock-down script failed in the $t pod"
   fi
   check "$t: lock-down rules installed for IPv4 and IPv6" \
-    nsx "$ns" sh -c "iptables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS && ip6tables -C OUTPUT -p tcp -m multiport --dports $LOCK_PORTS -j SMTPBIND-EGRESS"
+    nsx "$ns" sh -c "iptables -C OUTPUT -p tcp -m multiport --dports ${LOCK_PORTS[$t]} -j SMTPBIND-EGRESS && ip6tables -C OUTPUT -p tcp -m multiport --dports ${LOCK_PORTS[$t]} -j SMTPBIND-EGRESS"
 
   asuid "$SMTPBIND_UID" "$ns" "$SB" check "$WORK/$t/policy.yaml" --credentials >"$WORK/$t/check.log" 2>&1
   rc=$?
@@ -340,6 +359,80 @@ for t in acme globex; do
   check "$t: smtpbind's UID $SMTPBIND_UID connects to upstream :$UP_PORT ($r)" \
     test "$(json_field "$r" ok)" = True
 done
+# per-tenant ports: the provider's :$SES_PORT is outside acme's list, inside globex's (SES)
+r=$(probe "$MAILER_UID" "${POD_NS[acme]}" connect --host "${UP_IP[acme]}" --port "$SES_PORT" --timeout 5)
+check "acme: ports outside its lock-down stay open: the mailer reaches the provider's :$SES_PORT ($r)" \
+  test "$(json_field "$r" ok)" = True
+r=$(probe "$MAILER_UID" "${POD_NS[globex]}" connect --host "${UP_IP[globex]}" --port "$SES_PORT" --timeout 5)
+check "globex (SES ports): the mailer's direct connection to the provider's :$SES_PORT is refused ($r)" \
+  test "$(json_field "$r" error)" = refused
+
+# ---- the two runtime bypasses of the lock-down, and the securityContext that closes them ----
+# A mailer with no securityContext runs with the runtime's default capabilities
+# (containerd's list below) and, when its image says USER root, as root: the
+# webhook cannot see an image's USER. Then (1) CAP_SETUID/SETGID let it become
+# smtpbind's UID, which the lock-down lets through, and (2) CAP_NET_RAW lets it
+# write TCP segments to an AF_PACKET socket, which netfilter never sees. Rule 5
+# (contract §8) is what /mutate leaves on such a container: NET_RAW, SETUID and
+# SETGID dropped from its bounding set and no_new_privs (allowPrivilegeEscalation:
+# false). Both are modelled here with setpriv, as the runtime would start them.
+RUNTIME_CAPS=chown,dac_override,fsetid,fowner,mknod,net_raw,setgid,setuid,setfcap,setpcap,net_bind_service,sys_chroot,kill,audit_write
+RULE5_CAPS=chown,dac_override,fsetid,fowner,mknod,setfcap,setpcap,net_bind_service,sys_chroot,kill,audit_write
+bounding_set() { printf -- '-all'; local c; for c in ${1//,/ }; do printf ',+%s' "$c"; done; }
+# as_runtime NS COMMAND...: root with the runtime's default capabilities, no securityContext
+as_runtime() { local ns=$1; shift; nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$RUNTIME_CAPS")" "$@"; }
+# as_rule5 NS COMMAND...: the same container with the securityContext /mutate leaves
+as_rule5() { local ns=$1; shift; nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$RULE5_CAPS")" --no-new-privs "$@"; }
+install -m 0644 "$ROOT/tests/e2e/raw_syn.py" "$WORK/raw_syn.py"
+ns=${POD_NS[acme]}
+up_mac=$(nsx "$UP" cat "/sys/class/net/sb1u$ID/address")
+raw_syn() { "$PY" "$WORK/raw_syn.py" --iface "sb1p$ID" --src-ip 10.233.1.2 --dst-ip "${UP_IP[acme]}" --dst-mac "$up_mac" --port "$UP_PORT"; }
+become_smtpbind() { setpriv --reuid "$SMTPBIND_UID" --regid "$SMTPBIND_UID" --clear-groups "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5; }
+# 0. the same process, connecting as itself: the lock-down refuses root like any other UID
+r=$(as_runtime "$ns" "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[acme]}" --port "$UP_PORT" --timeout 5)
+check "bypass: a root mailer with the runtime's default capabilities is refused when it connects as itself ($r)" \
+  test "$(json_field "$r" error)" = refused
+# 1. the threat: setuid to smtpbind's UID, and raw packets, both get through
+r=$(as_runtime "$ns" bash -c "$(declare -f become_smtpbind); $(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT); become_smtpbind" 2>&1)
+check "bypass (threat): with SETUID/SETGID it becomes UID $SMTPBIND_UID (setpriv --reuid) and reaches the upstream past the lock-down ($r)" \
+  test "$(json_field "$r" ok 2>/dev/null)" = True
+r=$(as_runtime "$ns" bash -c "$(declare -f raw_syn); $(declare -p PY WORK ID UP_IP UP_PORT up_mac); raw_syn" 2>&1)
+check "bypass (threat): with NET_RAW an AF_PACKET client's SYN to upstream :$UP_PORT is answered with a SYN-ACK past the lock-down ($r)" \
+  test "$(json_field "$r" synack 2>/dev/null)" = True
+# 2. rule 5: both blocked
+setuid_failed() { [ "$1" != 0 ] && grep -q "Operation not permitted" <<<"$2" && ! grep -q '"ok": true' <<<"$2"; }
+raw_refused() { grep -q PermissionError <<<"$1" && [ "$(json_field "$1" ok)" = False ]; }
+r=$(as_rule5 "$ns" bash -c "$(declare -f become_smtpbind); $(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT); become_smtpbind" 2>&1)
+rc=$?
+check "bypass (rule 5): without SETUID/SETGID and with no_new_privs, becoming UID $SMTPBIND_UID fails (exit $rc: $r)" \
+  setuid_failed "$rc" "$r"
+r=$(as_rule5 "$ns" bash -c "$(declare -f raw_syn); $(declare -p PY WORK ID UP_IP UP_PORT up_mac); raw_syn" 2>&1)
+check "bypass (rule 5): without NET_RAW the AF_PACKET socket cannot be opened ($r)" \
+  raw_refused "$r"
+# 3. no_new_privs: a non-root mailer whose image ships a binary with file capabilities
+#    (as ping once did: cap_net_raw+ep) gains NET_RAW at exec; no_new_privs ignores file capabilities
+cp "$(readlink -f "$PY")" "$WORK/python3-netraw" && setcap cap_net_raw+ep "$WORK/python3-netraw" && chmod 0755 "$WORK/python3-netraw"
+r=$(nsx "$ns" setpriv --reuid "$MAILER_UID" --regid "$MAILER_UID" --clear-groups --inh-caps=-all \
+  --bounding-set="$(bounding_set "$RUNTIME_CAPS")" bash -c "$(declare -f raw_syn); $(declare -p WORK ID UP_IP UP_PORT up_mac); PY=$WORK/python3-netraw; raw_syn" 2>&1)
+check "bypass (threat): UID $MAILER_UID running a binary with file capability cap_net_raw gets past the lock-down ($r)" \
+  test "$(json_field "$r" synack 2>/dev/null)" = True
+r=$(nsx "$ns" setpriv --reuid "$MAILER_UID" --regid "$MAILER_UID" --clear-groups --inh-caps=-all \
+  --bounding-set="$(bounding_set "$RUNTIME_CAPS")" --no-new-privs bash -c "$(declare -f raw_syn); $(declare -p WORK ID UP_IP UP_PORT up_mac); PY=$WORK/python3-netraw; raw_syn" 2>&1)
+check "bypass (rule 5): with no_new_privs the same binary gets no NET_RAW ($r)" \
+  grep -q "PermissionError" <<<"$r"
+
+# ---- the lock-down script refuses bad input, and leaves the rules in force -------------
+rules_before=$(nsx "$ns" iptables -S | md5sum)
+for bad in "0" "70000" "99999999999999999999" "25,,587" "25;iptables -F" "$(seq -s, 1 16)" "587 25"; do
+  if nsx "$ns" env SMTPBIND_LOCKDOWN_PORTS="$bad" setpriv --inh-caps=-all --bounding-set=-all,+net_admin \
+      sh "$LOCKDOWN" >"$WORK/lockdown-bad.log" 2>&1; then
+    fail "lock-down: SMTPBIND_LOCKDOWN_PORTS='$bad' was accepted"
+  else
+    check "lock-down: SMTPBIND_LOCKDOWN_PORTS='$bad' is refused ($(head -c 120 "$WORK/lockdown-bad.log"))" \
+      grep -q '"error"' "$WORK/lockdown-bad.log"
+  fi
+done
+check "lock-down: the refused runs left the installed rules unchanged" test "$(nsx "$ns" iptables -S | md5sum)" = "$rules_before"
 
 # ---- cross-tenant credentials are refused ------------------------------------------
 for t in acme globex; do
@@ -434,10 +527,18 @@ tenants:
     namespaces: [shop-acme]
     credential_secret: acme-smtp
     policy_config_map: acme-smtpbind
+    # rule 7: where acme's key may go (the injected pod's upstream, set up below as 10.233.3.1)
+    upstream:
+      address: "10.233.3.1:$UP_PORT"
+      server_name: "$UP_NAME"
   - name: globex
     namespaces: [shop-globex]
     credential_secret: globex-smtp
     policy_config_map: globex-smtpbind
+    upstream:
+      address: "10.233.2.1:$UP_PORT"
+      server_name: "$UP_NAME"
+    lockdown_ports: [${LOCK_PORTS[globex]}]
 EOF
 check "webhook: smtpbind check accepts its configuration" "$SB" check "$WH/config.yaml"
 nsx "$UP" "$SB" webhook --config "$WH/config.yaml" --listen 127.0.0.1:8443 --lame-duck 100ms --tls-dir "$WH/tls" >"$WH/webhook.log" 2>&1 &
@@ -480,13 +581,17 @@ EOF
   # the decision for injected pods: rule 2 keeps the mailer from the mounted password)
   mkdir -p "$WH/volumes/configmap" && chmod -R 0755 "$WH/volumes"
   make_secret "$WH/volumes/secret" apikey "${KEY[acme]}" || die "could not lay out the injected pod's Secret"
+  # the provider's CA travels in the credential Secret (key ca.crt), which the platform
+  # writes: the one CA a pinned sidecar accepts without SMTPBIND_UPSTREAM_CA (rule 7)
+  sdata=$(readlink -f "$WH/volumes/secret/..data")
+  install -m 0444 "$WORK/upstream/ca.pem" "$sdata/ca.crt" && ln -s ..data/ca.crt "$WH/volumes/secret/ca.crt"
   cat >"$WH/volumes/configmap/policy.yaml" <<EOF
 version: 1
 tenant: "acme"
 upstream:
   address: "${UP_IP[injected]}:$UP_PORT"
   tls: "starttls"
-  ca_file: "$WORK/upstream/ca.pem"
+  ca_file: "/var/run/secrets/smtpbind/ca.crt"
   server_name: "$UP_NAME"
 credential:
   secret_dir: "/var/run/secrets/smtpbind"
@@ -534,7 +639,11 @@ EOF
   uid=$(plan 'p["init"][1]["uid"]')
   mount_lines 1 || die "cannot mount the sidecar's volumes"
   mapfile -t args < <(plan '"\n".join(p["init"][1]["args"])')
-  nsx "$ns" unshare -m --propagation private sh -c "${MOUNT_LINES}exec setpriv --reuid $uid --regid $uid --clear-groups \
+  # its environment as the patch gives it (SMTPBIND_UPSTREAM_PIN, rule 7)
+  mapfile -t envs < <(plan '"\n".join(k + "=" + v for k, v in p["init"][1]["env"].items())')
+  check "webhook pod: the injected sidecar is pinned to acme's upstream (${envs[*]})" \
+    test "$(plan 'p["init"][1]["env"].get("SMTPBIND_UPSTREAM_PIN", "")')" = "${UP_IP[injected]}:$UP_PORT/$UP_NAME"
+  nsx "$ns" env "${envs[@]}" unshare -m --propagation private sh -c "${MOUNT_LINES}exec setpriv --reuid $uid --regid $uid --clear-groups \
     --inh-caps=-all --bounding-set=-all --no-new-privs \"\$0\" \"\$@\"" "$SB" "${args[@]}" >"$WH/sidecar.log" 2>&1 &
   PIDS+=($!)
   probe_url="http://127.0.0.1:$(plan 'p["init"][1]["probe"]["port"]')$(plan 'p["init"][1]["probe"]["path"]')"
@@ -558,6 +667,55 @@ EOF
   r=$(probe "$mailer_uid" "$ns" connect --host "${UP_IP[injected]}" --port "$UP_PORT" --timeout 5)
   check "webhook pod: the mailer's direct connection to the upstream is refused ($r)" \
     test "$(json_field "$r" error)" = refused
+
+  # rule 7: the tenant edits its policy ConfigMap to send the key elsewhere (here the
+  # provider's other port, a listener that logs any AUTH it gets); the kubelet swaps the file
+  pod_readyz() { nsx "$ns" curl -s -m 2 "$probe_url"; }
+  cm=$WH/volumes/configmap/policy.yaml
+  cp "$cm" "$WH/policy.good"
+  sed "s/^  address: .*/  address: \"${UP_IP[injected]}:$SES_PORT\"/" "$WH/policy.good" >"$WH/policy.edit"
+  chmod 0644 "$WH/policy.edit" && mv -f "$WH/policy.edit" "$cm"
+  wait_for 20 eval 'pod_readyz | grep -q "upstream pin"'
+  check "webhook pod (rule 7): a policy naming another upstream makes the sidecar not ready ($(pod_readyz))" \
+    eval 'pod_readyz | grep -q "upstream.address .* is not the platform"'
+  r=$(probe "$mailer_uid" "$ns" send --host "$smtp_host" --port "$smtp_port" \
+    --mail-from "orders@acme.example" --rcpt-to "redirected-$RANDOM@inbox.example")
+  check "webhook pod (rule 7): meanwhile a new session gets 421 ($r)" test "$(json_field "$r" code)" = 421
+  nothing_captured() { ! grep -q '"captured"' "$WORK/upstream/capture-$SES_PORT.log"; }
+  check "webhook pod (rule 7): the other listener received no mail" nothing_captured
+  install -m 0644 "$WH/policy.good" "$WH/policy.back" && mv -f "$WH/policy.back" "$cm"
+  wait_for 20 eval 'pod_readyz | grep -q "^ready"'
+  check "webhook pod (rule 7): the policy put back, the sidecar is ready again without a restart ($(pod_readyz))" \
+    eval 'pod_readyz | grep -q "^ready"'
+
+  # rule 5: the same pod with a mailer that sets no securityContext at all, as /mutate
+  # patches it; the runtime starts it as root (the image's USER is not the webhook's to
+  # see) with its default capabilities minus what the patch drops, no_new_privs if it
+  # set allowPrivilegeEscalation: false. Neither bypass may work.
+  python3 "$ROOT/tests/e2e/webhook_pod.py" review shop-acme bare >"$WH/review-bare.json"
+  admit "$WH/review-bare.json" mutate "$WH/mutate-bare.json" >/dev/null
+  if python3 "$ROOT/tests/e2e/webhook_pod.py" patched "$WH/review-bare.json" "$WH/mutate-bare.json" >"$WH/pod-bare.json" \
+      && python3 "$ROOT/tests/e2e/webhook_pod.py" plan "$WH/pod-bare.json" >"$WH/plan-bare.json"; then
+    bare() { python3 -c 'import json, sys; p = json.load(open(sys.argv[1])); m = p["containers"][0]; v = eval(sys.argv[2]); print(v if isinstance(v, str) else json.dumps(v))' "$WH/plan-bare.json" "$1"; }
+    drop=$(bare '",".join(m["drop"])')
+    nnp=$(bare 'str(m["no_new_privs"])')
+    check "webhook (rule 5): /mutate hardens a mailer with no securityContext (drops: $drop, no_new_privs: $nnp)" \
+      test "$nnp" = True
+    kept=$("$PY" -c 'import sys; d = set(sys.argv[2].split(",")); print(",".join(c for c in sys.argv[1].split(",") if "all" not in d and c not in d))' "$RUNTIME_CAPS" "$drop")
+    as_patched() { local nnp_flag=(); [ "$nnp" = True ] && nnp_flag=(--no-new-privs)
+      nsx "$ns" setpriv --inh-caps=-all --bounding-set="$(bounding_set "$kept")" "${nnp_flag[@]}" "$@"; }
+    up_mac=$(nsx "$UP" cat "/sys/class/net/sb3u$ID/address")
+    become_it() { setpriv --reuid "$SMTPBIND_UID" --regid "$SMTPBIND_UID" --clear-groups "$PY" "$WORK/smtp_probe.py" connect --host "${UP_IP[injected]}" --port "$UP_PORT" --timeout 5; }
+    raw_it() { "$PY" "$WORK/raw_syn.py" --iface "sb3p$ID" --src-ip 10.233.3.2 --dst-ip "${UP_IP[injected]}" --dst-mac "$up_mac" --port "$UP_PORT"; }
+    vars=$(declare -p SMTPBIND_UID PY WORK UP_IP UP_PORT ID up_mac)
+    r=$(as_patched bash -c "$(declare -f become_it); $vars; become_it" 2>&1)
+    rc=$?
+    check "webhook pod (rule 5): the patched mailer cannot become UID $SMTPBIND_UID (exit $rc: $r)" setuid_failed "$rc" "$r"
+    r=$(as_patched bash -c "$(declare -f raw_it); $vars; raw_it" 2>&1)
+    check "webhook pod (rule 5): the patched mailer cannot open an AF_PACKET socket ($r)" raw_refused "$r"
+  else
+    fail "webhook: no patched pod for the mailer without a securityContext (see $WH/mutate-bare.json)"
+  fi
 
   # /validate: the same pod holding the Secret in its mailer, or globex's in shop-acme
   python3 - "$WH/review.json" "$WH/pod.json" "$WH" <<'EOF'

@@ -2,7 +2,8 @@
 own chart would create, and what the simulated kubelet must run once the
 webhook has patched it.
 
-    webhook_pod.py review NAMESPACE          AdmissionReview (CREATE) of an annotated mailer pod
+    webhook_pod.py review NAMESPACE [bare]   AdmissionReview (CREATE) of an annotated mailer pod
+                                             (bare: the mailer has no securityContext at all)
     webhook_pod.py patched REVIEW RESPONSE   the pod with the response's JSON Patch applied (jsonpatch)
     webhook_pod.py plan POD                  what to run, in order, as JSON (see plan())
 """
@@ -17,7 +18,7 @@ from typing import Any
 import jsonpatch
 
 
-def review(namespace: str) -> dict[str, Any]:
+def review(namespace: str, bare: bool = False) -> dict[str, Any]:
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "legacy-mailer-", "namespace": namespace,
@@ -26,6 +27,8 @@ def review(namespace: str) -> dict[str, Any]:
         "spec": {"containers": [{"name": "mailer", "image": "registry.example/legacy-mailer:2.3",
                                  "securityContext": {"runAsUser": 1000, "runAsNonRoot": True}}]},
     }
+    if bare:
+        del pod["spec"]["containers"][0]["securityContext"]
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "pod-sim-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                         "resource": {"group": "", "version": "v1", "resource": "pods"},
@@ -42,9 +45,10 @@ def patched(review_doc: dict[str, Any], response: dict[str, Any]) -> dict[str, A
 
 
 def plan(pod: dict[str, Any]) -> dict[str, Any]:
-    """init: [{name, image, uid, caps, env, command, args, native, mounts: {path: source}, probe}],
-    containers: the same for the app containers. A mount's source is
-    `secret:NAME`, `configMap:NAME` or `emptyDir`."""
+    """init: [{name, image, uid, caps, drop, no_new_privs, env, command, args, native,
+    mounts: {path: source}, probe}], containers: the same for the app containers.
+    A mount's source is `secret:NAME`, `configMap:NAME` or `emptyDir`; `drop` the
+    capabilities dropped (lower case), `no_new_privs` allowPrivilegeEscalation: false."""
     volumes = {}
     for v in pod["spec"].get("volumes", []):
         if "secret" in v:
@@ -64,6 +68,8 @@ def plan(pod: dict[str, Any]) -> dict[str, Any]:
         return {
             "name": c["name"], "image": c["image"], "uid": sc.get("runAsUser"),
             "caps": [x.lower() for x in sc.get("capabilities", {}).get("add", [])],
+            "drop": [x.lower() for x in sc.get("capabilities", {}).get("drop", [])],
+            "no_new_privs": sc.get("allowPrivilegeEscalation") is False,
             "env": {e["name"]: e["value"] for e in c.get("env", []) if "value" in e},
             "command": c.get("command", []), "args": c.get("args", []),
             "native": c.get("restartPolicy") == "Always",
@@ -78,7 +84,7 @@ def plan(pod: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "review":
-        print(json.dumps(review(argv[1])))
+        print(json.dumps(review(argv[1], bare=argv[2:] == ["bare"])))
     elif argv[0] == "patched":
         print(json.dumps(patched(json.load(open(argv[1])), json.load(open(argv[2])))))
     elif argv[0] == "plan":

@@ -47,6 +47,6 @@ fi
 
 export SMTPBIND_BIN=${SMTPBIND_BIN:-$ROOT/target/debug/smtpbind}
 cd "$ROOT"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py tests/helm/test_webhook_chart.py \
+exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/helm/test_chart.py tests/helm/test_webhook_chart.py tests/helm/test_rule7_chart.py \
   tests/helm/test_monitoring.py tests/helm/test_release.py tests/helm/test_gitops.py \
   tests/helm/test_tenants.py "$@"

@@ -339,8 +339,9 @@ def test_kind_webhook_manifests_validate_strict(version: str) -> None:
     objs = objects_of(render_chart(CHART, values, "smtpbind", "smtpbind-webhook",  # as tests/kind/run.sh
                                    kube_version=f"v{version}"))
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget",
-                     "Secret", "Service", "ValidatingWebhookConfiguration"], kinds  # no chart-rendered tenant
+    # no chart-managed tenant: the webhook's config and its two tenants' policies
+    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "MutatingWebhookConfiguration",
+                     "PodDisruptionBudget", "Secret", "Service", "ValidatingWebhookConfiguration"], kinds
     m, _ = webhooks(objs)
     # the names tests/kind/run.sh waits for and reads logs of
     assert one(objs, "Deployment")["metadata"]["name"] == "smtpbind-webhook"
@@ -353,6 +354,17 @@ def test_kind_webhook_manifests_validate_strict(version: str) -> None:
     (deploy,) = mailer
     assert deploy["spec"]["template"]["metadata"]["annotations"] == {"smtpbind.dev/inject": "true"}
     assert validate_strict(objs + mailer + [namespace], version) == []
+    # the chart renders acme's policy where the injected sidecar mounts it, as
+    # webhook/acme-policy.yaml (run.sh's base for the tenant's rule-7 edit) says
+    (cm,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"].get("namespace") == namespace["metadata"]["name"]]
+    assert cm["metadata"]["name"] == "acme-smtpbind"
+    rendered_policy = yaml.safe_load(cm["data"]["policy.yaml"])
+    base = yaml.safe_load((KIND / "webhook" / "acme-policy.yaml").read_text())
+    for key in ("tenant", "senders"):
+        assert rendered_policy[key] == base[key], key
+    for section, key in (("upstream", "address"), ("upstream", "tls"), ("upstream", "ca_file"),
+                         ("credential", "secret_dir"), ("credential", "pins"), ("client", "auth")):
+        assert rendered_policy[section][key] == base[section][key], (section, key)
 
 
 def test_kind_webhook_policy_passes_smtpbind_check(tmp_path: Path) -> None:
@@ -360,8 +372,9 @@ def test_kind_webhook_policy_passes_smtpbind_check(tmp_path: Path) -> None:
     # the CA the harness puts next to the policy: a stand-in here
     make_ca(tmp_path / "ca.pem")
     text = (KIND / "webhook" / "acme-policy.yaml").read_text()
-    assert "ca_file: /etc/smtpbind/policy/ca.pem" in text
-    (tmp_path / "policy.yaml").write_text(text.replace("/etc/smtpbind/policy/ca.pem", str(tmp_path / "ca.pem")))
+    # rule 7: the CA comes with the credential Secret (ca.crt), never from the tenant's ConfigMap
+    assert "ca_file: /var/run/secrets/smtpbind/ca.crt" in text
+    (tmp_path / "policy.yaml").write_text(text.replace("/var/run/secrets/smtpbind/ca.crt", str(tmp_path / "ca.pem")))
     out = subprocess.run([str(binary), "check", str(tmp_path / "policy.yaml")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     # the pin is the kind harness's acme Secret's password

@@ -20,10 +20,14 @@
 #     labels an application namespace (webhook/namespace.yaml) holding tenant
 #     acme's Secret and policy, installs a mailer from another chart
 #     (mailer-chart, annotated smtpbind.dev/inject) and checks its pod was
-#     injected (lock-down, then sidecar), its mail arrives under account acme
-#     and its direct connection is refused; then that a pod mounting another
-#     tenant's Secret, and a mailer-labelled pod without the sidecar, are
-#     refused (kubectl --dry-run=server: the webhook has no side effects);
+#     injected (lock-down, then sidecar pinned to acme's upstream), its mail
+#     arrives under account acme and its direct connection is refused; that
+#     /mutate hardens a container with no securityContext (rule 5) and exec
+#     into the sidecar is refused (rule 6); that a policy edit redirecting the
+#     key makes the sidecar not ready with 421, and putting it back recovers
+#     it (rule 7); then that a pod mounting another tenant's Secret, and a
+#     mailer-labelled pod without the sidecar, are refused (kubectl
+#     --dry-run=server: the webhook has no side effects);
 #  6. deletes the cluster (trap), also when a step fails.
 #
 # Env: KIND_CLUSTER_NAME (default smtpbind-e2e), KIND_NODE_IMAGE (optional,
@@ -42,6 +46,7 @@ MAILER_IMAGE=python:3.12-alpine
 UPSTREAM_HOST=smtp-capture.$NS.svc.cluster.local
 UPSTREAM_PORT=2525
 PROBE=$ROOT/tests/e2e/smtp_probe.py
+PY_LOCAL=${PYTHON:-python3}
 
 PASS=0
 FAIL=0
@@ -94,7 +99,7 @@ cleanup() {
 }
 
 # ---- prerequisites -------------------------------------------------------------------
-for tool in docker kind kubectl helm; do
+for tool in docker kind kubectl helm "$PY_LOCAL"; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 kind_version=$(kind version | sed -n 's/^kind v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
@@ -206,13 +211,14 @@ done
 step "install the admission webhook and label an application namespace"
 APPS=smtpbind-e2e-apps
 kctl apply -f "$HERE/webhook/namespace.yaml"
-# tenant acme's Secret and policy (with the capture's CA) in the application namespace
+# tenant acme's Secret (with the capture's CA as ca.crt: the platform writes both) and
+# policy in the application namespace
 kctl -n "$NS" get secret acme-smtp -o jsonpath='{.data.password}' | base64 -d >"$WORK/acme-password"
 kctl -n "$APPS" create secret generic acme-smtp --type=kubernetes.io/basic-auth \
-  --from-literal=username=apikey --from-file=password="$WORK/acme-password" --dry-run=client -o yaml | kctl apply -f -
+  --from-literal=username=apikey --from-file=password="$WORK/acme-password" --from-file=ca.crt="$WORK/ca.pem" \
+  --dry-run=client -o yaml | kctl apply -f -
 rm -f "$WORK/acme-password"
-kctl -n "$APPS" create configmap acme-smtpbind --from-file=policy.yaml="$HERE/webhook/acme-policy.yaml" \
-  --from-file=ca.pem="$WORK/ca.pem" --dry-run=client -o yaml | kctl apply -f -
+# (the policy ConfigMap acme-smtpbind is the chart's: webhook tenants' policies are rendered)
 # release "smtpbind": its objects are named smtpbind-webhook
 helm --kube-context "$CONTEXT" upgrade --install smtpbind "$ROOT/helm/smtpbind" \
   --namespace smtpbind-webhook --create-namespace -f "$HERE/webhook/values.yaml" --wait --timeout 5m
@@ -241,6 +247,46 @@ check "webhook: the capture logged it under account acme" test "$(capture_log ac
 r=$(kctl -n "$APPS" exec -i deploy/legacy-mailer -c mailer -- \
   python3 - connect --host "$UPSTREAM_HOST" --port "$UPSTREAM_PORT" --timeout 5 <"$PROBE" || true)
 check "webhook: the injected lock-down refuses the mailer's direct connection ($r)" grep -q '"error": "refused"' <<<"$r"
+pin=$(kctl -n "$APPS" get pod "$pod" -o jsonpath='{.spec.initContainers[1].env[?(@.name=="SMTPBIND_UPSTREAM_PIN")].value}')
+check "webhook: the injected sidecar is pinned to acme's upstream ($pin)" test "$pin" = "$UPSTREAM_HOST:$UPSTREAM_PORT"
+ports=$(kctl -n "$APPS" get pod "$pod" -o jsonpath='{.spec.initContainers[0].env[?(@.name=="SMTPBIND_LOCKDOWN_PORTS")].value}')
+check "webhook: the injected lock-down covers acme's ports ($ports)" test "$ports" = "25,465,587,2525"
+
+step "rule 6: no exec into the sidecar; rule 5: /mutate hardens a container that sets nothing"
+out=$(kctl -n "$APPS" exec "$pod" -c smtpbind -- true 2>&1 || true)
+check "webhook: exec into the sidecar is refused, rule 6 ($out)" grep -q "smtpbind rule 6" <<<"$out"
+out=$(kctl -n "$APPS" run bare-app --image="$MAILER_IMAGE" --annotations=smtpbind.dev/inject=true \
+  --dry-run=server -o jsonpath='{.spec.containers[0].securityContext}' -- sleep 60 2>&1 || true)
+check "webhook: /mutate drops NET_RAW, SETUID, SETGID and disallows escalation in a container that set none ($out)" \
+  "$PY_LOCAL" -c 'import json, sys; sc = json.loads(sys.argv[1]); d = set(sc["capabilities"]["drop"]); sys.exit(0 if {"NET_RAW", "SETUID", "SETGID"} <= d and sc["allowPrivilegeEscalation"] is False else 1)' "$out"
+
+step "rule 7: the tenant edits its policy to send the key elsewhere"
+# readyz_in_pod: the injected sidecar's /readyz seen from the mailer (same pod, loopback)
+readyz_in_pod() {
+  kctl -n "$APPS" exec -i deploy/legacy-mailer -c mailer -- python3 -c '
+import urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:9525/readyz", timeout=3); print(r.status, r.read().decode().strip())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().strip())' 2>&1 || true
+}
+sed "s/^  address: .*/  address: $UPSTREAM_HOST:2526/" "$HERE/webhook/acme-policy.yaml" >"$WORK/acme-policy-redirected.yaml"
+kctl -n "$APPS" create configmap acme-smtpbind --from-file=policy.yaml="$WORK/acme-policy-redirected.yaml" \
+  --dry-run=client -o yaml | kctl apply -f -
+# the kubelet updates a ConfigMap volume within its sync period (about a minute)
+for _ in $(seq 90); do grep -q "^503 .*upstream pin" <<<"$(readyz_in_pod)" && break; sleep 2; done
+r=$(readyz_in_pod)
+check "rule 7: the sidecar is not ready while its policy names another upstream ($r)" grep -q "^503 .*upstream.address" <<<"$r"
+# shellcheck disable=SC2016 # expanded by the container's shell
+r=$(kctl -n "$APPS" exec -i deploy/legacy-mailer -c mailer -- \
+  sh -c 'python3 - send --host "$SMTP_HOST" --port "$SMTP_PORT" --mail-from "$0" --rcpt-to "$1"' \
+  "orders@acme.example" "redirected-$RANDOM@inbox.example" <"$PROBE" || true)
+check "rule 7: meanwhile a new session gets 421 ($r)" test "$(code_of "$r")" = 421
+kctl -n "$APPS" create configmap acme-smtpbind --from-file=policy.yaml="$HERE/webhook/acme-policy.yaml" \
+  --dry-run=client -o yaml | kctl apply -f -
+for _ in $(seq 90); do grep -q "^200" <<<"$(readyz_in_pod)" && break; sleep 2; done
+r=$(readyz_in_pod)
+check "rule 7: the policy put back, the sidecar is ready again without a restart ($r)" grep -q "^200" <<<"$r"
 
 step "a pod mounting another tenant's Secret is refused"
 cat >"$WORK/stolen.yaml" <<EOF

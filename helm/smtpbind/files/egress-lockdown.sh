@@ -57,6 +57,13 @@ esac
 # shellcheck disable=SC2086 # split on commas on purpose
 n=$(IFS=,; set -- $ports; echo $#)
 [ "$n" -le 15 ] || die "at most 15 ports (iptables multiport), got $n"
+# shellcheck disable=SC2086 # split on commas on purpose
+for p in $(IFS=,; echo $ports); do
+  # at most 5 digits before comparing: a longer number would overflow the shell's test
+  if [ "${#p}" -gt 5 ] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
+    die "SMTPBIND_LOCKDOWN_PORTS: $p is not a port (1-65535)"
+  fi
+done
 case "$redirect" in
   0|1) ;;
   *) die "SMTPBIND_REDIRECT must be 0 or 1, got '$redirect'" ;;

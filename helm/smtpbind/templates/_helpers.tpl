@@ -114,7 +114,10 @@ upstream:
   {{- if $u.insecure }}
   insecure: true
   {{- end }}
-  {{- if $u.caSecret }}
+  {{- if and $t.namespaces (eq (toString $u.caSecret) (toString $t.credentialSecret)) }}
+  {{- /* a webhook tenant's private CA rides in its credential Secret (rule 7's default CA) */}}
+  ca_file: {{ toRawJson (printf "%s/ca.crt" (include "smtpbind.secretDir" .)) }}
+  {{- else if $u.caSecret }}
   ca_file: {{ toRawJson (printf "%s/%s" (include "smtpbind.caDir" .) (default "ca.crt" $u.caSecretKey)) }}
   {{- end }}
   {{- if $u.serverName }}
@@ -242,14 +245,44 @@ data:
     {{- include "smtpbind.policy" . | nindent 4 }}
 {{- end -}}
 
-{{- /* The ports the lock-down covers: the tenant's lockdownPorts (default egressLockdown.ports) plus its upstream port. */ -}}
+{{- /*
+The ports the lock-down covers: the tenant's lockdownPorts (else
+egressLockdown.ports), plus the tenant's upstream port, plus SES's other
+ports (2465, 2587) for mechanism: ses — so the mailer cannot reach the
+provider directly on a port the list forgot.
+*/ -}}
 {{- define "smtpbind.lockdownPorts" -}}
 {{- $ports := list -}}
-{{- range (.tenant.lockdownPorts | default .values.egressLockdown.ports | default (list 25 465 587 2525)) -}}
+{{- $t := default dict .tenant -}}
+{{- $base := default (list 25 465 587 2525) .values.egressLockdown.ports -}}
+{{- if $t.lockdownPorts -}}
+{{- $base = $t.lockdownPorts -}}
+{{- end -}}
+{{- range $base -}}
 {{- $ports = append $ports (toString (int .)) -}}
 {{- end -}}
 {{- $ports = append $ports (include "smtpbind.upstreamPort" .) -}}
+{{- if eq (default "auto" $t.mechanism) "ses" -}}
+{{- $ports = concat $ports (list "2465" "2587") -}}
+{{- end -}}
 {{- $ports | uniq | join "," -}}
+{{- end -}}
+
+{{- /*
+Rule 7 (contract §8): SMTPBIND_UPSTREAM_PIN, host:port[/server_name] of the
+tenant's upstream. The sidecar is not ready while its policy (a ConfigMap a
+tenant may be able to edit) names another upstream. Empty with upstream.pin: false.
+*/ -}}
+{{- define "smtpbind.upstreamPin" -}}
+{{- $u := include "smtpbind.upstreamJson" . | fromJson -}}
+{{- if or (not (hasKey $u "pin")) $u.pin -}}
+{{- $addr := required "smtpbind: upstream.address is required" $u.address -}}
+{{- if $u.serverName -}}
+{{- printf "%s/%s" $addr $u.serverName -}}
+{{- else -}}
+{{- $addr -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "smtpbind.egressLockdown" -}}
@@ -306,6 +339,25 @@ data:
   restartPolicy: Always
   {{- end }}
   args: ["run", "--policy", "{{ include "smtpbind.policyDir" . }}/policy.yaml"]
+  {{- with include "smtpbind.upstreamPin" . }}
+  # rule 7: where the credential may go, whatever the policy ConfigMap says
+  # (SMTPBIND_UPSTREAM_PIN last: the admission webhook sets it per tenant)
+  env:
+    {{- if $u.caSecret }}
+    - name: SMTPBIND_UPSTREAM_CA
+      value: {{ printf "%s/%s" (include "smtpbind.caDir" $) (default "ca.crt" $u.caSecretKey) | quote }}
+    {{- end }}
+    {{- with $.tenant.oauth2 }}
+    - name: SMTPBIND_TOKEN_URL_PIN
+      value: {{ .tokenUrl | quote }}
+    {{- if .caSecret }}
+    - name: SMTPBIND_TOKEN_CA
+      value: {{ printf "%s/%s" (include "smtpbind.oauth2CaDir" $) (default "ca.crt" .caSecretKey) | quote }}
+    {{- end }}
+    {{- end }}
+    - name: SMTPBIND_UPSTREAM_PIN
+      value: {{ . | quote }}
+  {{- end }}
   ports:
     - name: metrics
       containerPort: {{ include "smtpbind.adminPort" . }}

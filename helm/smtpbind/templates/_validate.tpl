@@ -47,8 +47,8 @@ Rendering fails with a message naming the value to fix.
 {{- fail (printf "smtpbind: webhook tenant %q sets %s, which only chart-managed tenants (tenants[]) have: the webhook injects into the tenant's own pods" $t.name $key) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .upstream .upstream.caSecret -}}
-{{- fail (printf "smtpbind: webhook tenant %q sets upstream.caSecret: the webhook does not mount a CA into the sidecar it injects; the provider must verify against the public roots" .name) -}}
+{{- if and .upstream .upstream.caSecret (ne .upstream.caSecret .credentialSecret) -}}
+{{- fail (printf "smtpbind: webhook tenant %q sets upstream.caSecret %q: the webhook mounts no CA volume into the sidecar it injects; put ca.crt into the credential Secret and set upstream.caSecret to %q, or verify against the public roots" .name .upstream.caSecret .credentialSecret) -}}
 {{- end -}}
 {{- if and .oauth2 .oauth2.caSecret -}}
 {{- fail (printf "smtpbind: webhook tenant %q sets oauth2.caSecret: the webhook does not mount a CA into the sidecar it injects; the token endpoint must verify against the public roots" .name) -}}
@@ -76,6 +76,17 @@ Rendering fails with a message naming the value to fix.
 {{- range $key := list "namespaces" "policyConfigMap" -}}
 {{- if hasKey $t $key -}}
 {{- fail (printf "smtpbind: tenant %q sets %s, which only webhook tenants (webhook.tenants[]) have: chart-managed tenants live in the release namespace" $t.name $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $ctx := dict "values" $v "tenant" $t "release" $.Release.Name -}}
+{{- $u := include "smtpbind.upstreamJson" $ctx | fromJson -}}
+{{- if and (include "smtpbind.upstreamPin" $ctx) (or $u.insecure (eq (default "starttls" $u.tls) "none")) -}}
+{{- fail (printf "smtpbind: tenant %q: upstream tls: none / insecure: true sends the key in plain text, which the upstream pin (rule 7) refuses: the sidecar would never be ready. For a test upstream only, also set upstream.pin: false" $t.name) -}}
+{{- end -}}
+{{- if $v.egressLockdown.enabled -}}
+{{- $n := len (splitList "," (include "smtpbind.lockdownPorts" $ctx)) -}}
+{{- if gt $n 15 -}}
+{{- fail (printf "smtpbind: tenant %q: the lock-down covers %d ports (lockdownPorts, its upstream port, SES's); iptables multiport takes at most 15" $t.name $n) -}}
 {{- end -}}
 {{- end -}}
 {{- if not $t.mailer -}}

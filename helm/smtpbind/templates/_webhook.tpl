@@ -60,13 +60,22 @@ tenants:
     {{- with $t.clientTls }}
     client_tls_secret: {{ toRawJson .secret }}
     {{- end }}
-    # rule 7: where this tenant's key may go, whatever its policy ConfigMap says
+    {{- /* rule 7: where this tenant's key may go, whatever its policy ConfigMap says */}}
     upstream:
-      address: {{ toRawJson (required "smtpbind: upstream.address is required" $u.address) }}
-      {{- if $u.serverName }}
-      server_name: {{ toRawJson $u.serverName }}
+      address: {{ toRawJson (required (printf "smtpbind: webhook tenant %s needs upstream.address (or the chart's upstream.address)" $t.name) $u.address) }}
+      {{- with $u.serverName }}
+      server_name: {{ toRawJson . }}
       {{- end }}
-    lockdown_ports: [{{ include "smtpbind.lockdownPorts" $ctx }}]
+    {{- if $v.egressLockdown.enabled }}
+    {{- $ports := list }}
+    {{- range splitList "," (include "smtpbind.lockdownPorts" $ctx) }}
+    {{- $ports = append $ports (int .) }}
+    {{- end }}
+    {{- /* omitted when it is the webhook's default */}}
+    {{- if ne (toJson $ports) (toJson (list 25 465 587 2525)) }}
+    lockdown_ports: {{ toJson $ports }}
+    {{- end }}
+    {{- end }}
   {{- end }}
 {{- end -}}
 
