@@ -142,6 +142,10 @@ impl Admin {
                     let pin = credential.ready().map(|c| c.pin());
                     let info = self.info.render(crate::telemetry::Scrape {
                         credential: pin.as_ref(),
+                        credential_judged: !matches!(
+                            credential,
+                            CredentialState::NotReady(crate::audit::Reason::UpstreamNotPinned, _)
+                        ),
                         ready: self.readiness.check(&credential).is_ok(),
                         client_tls_not_after: self.client_tls.as_ref().and_then(|t| t.not_after()),
                         now: std::time::SystemTime::now(),

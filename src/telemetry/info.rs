@@ -30,6 +30,9 @@ struct Values {
 pub struct Scrape<'a> {
     /// The pin of the credential in force, when one is held.
     pub credential: Option<&'a Pin>,
+    /// Whether the credential was judged at all: false while the policy is
+    /// refused by the platform's upstream pin (rule 7), which loads none.
+    pub credential_judged: bool,
     pub ready: bool,
     /// When the client TLS certificate in use stops being valid (Unix
     /// seconds), with `client.tls`.
@@ -74,17 +77,19 @@ impl Info {
             "",
             if scrape.ready { 1.0 } else { 0.0 },
         );
-        series(
-            "smtpbind_credential_pinned",
-            "1 while a credential matching one of the policy's pins is held, else 0",
-            "gauge",
-            "",
-            if scrape.credential.is_some() {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        if scrape.credential_judged {
+            series(
+                "smtpbind_credential_pinned",
+                "1 while a credential matching one of the policy's pins is held, else 0",
+                "gauge",
+                "",
+                if scrape.credential.is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+        }
         if let Some(pin) = scrape.credential {
             series(
                 "smtpbind_credential_info",
@@ -160,6 +165,7 @@ mod tests {
             credential: Some(&pin),
             ready: true,
             client_tls_not_after: None,
+            credential_judged: true,
             now,
         };
         // Before a policy is recorded: readiness and the credential only.
@@ -181,6 +187,7 @@ mod tests {
             credential: Some(&rotated),
             ready: false,
             client_tls_not_after: Some(1_000_090),
+            credential_judged: true,
             now,
         });
         let got = lines(&text);
@@ -207,10 +214,20 @@ mod tests {
             credential: None,
             ready: false,
             client_tls_not_after: None,
+            credential_judged: true,
             now,
         });
         assert!(!none.contains("smtpbind_credential_info"));
         assert!(none.contains("smtpbind_credential_pinned{tenant=\"acme\"} 0"));
+        // Rule 7 refused the policy: no credential was judged, so no verdict.
+        let refused = info.render(Scrape {
+            credential: None,
+            ready: false,
+            client_tls_not_after: None,
+            credential_judged: false,
+            now,
+        });
+        assert!(!refused.contains("smtpbind_credential_pinned"));
     }
 
     #[test]
@@ -222,6 +239,7 @@ mod tests {
             credential: None,
             ready: true,
             client_tls_not_after: None,
+            credential_judged: true,
             now,
         });
         assert!(text.contains("tenant=\"a\\\"b\\\\c\\nd\""), "{text}");
