@@ -31,6 +31,8 @@ pub(super) struct Spare {
     pub(super) sender_domain: String,
     /// A header sender address being checked.
     pub(super) address: String,
+    /// The Message-ID scan's buffer.
+    pub(super) message_id: Vec<u8>,
 }
 
 /// Gives `buf` back to `slot`, cleared, unless it grew past [`KEEP`] (then
