@@ -31,6 +31,7 @@
 //! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
 //! tls_init   `smtpbind tls-init`: pod-local CA and serving pair
 //! webhook    `smtpbind webhook`: Kubernetes admission (inject, validate)
+//! reconcile  `smtpbind reconcile`: provider activity exports joined with the audit (§13)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -47,6 +48,7 @@ pub mod issuer;
 pub mod log;
 pub mod policy;
 pub mod rate;
+pub mod reconcile;
 pub mod runtime;
 pub mod server;
 pub mod session;
