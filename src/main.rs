@@ -149,6 +149,10 @@ enum Cmd {
         /// Do not offer PIPELINING (a legacy provider).
         #[arg(long)]
         no_pipelining: bool,
+        /// Play a provider for `reconcile`: sendgrid | ses | m365 — its 250
+        /// reply's shape, and its activity export per account in --log-dir.
+        #[arg(long)]
+        export: Option<String>,
     },
 }
 
@@ -262,6 +266,7 @@ fn main() -> ExitCode {
             log_dir,
             chunking,
             no_pipelining,
+            export,
         } => runtime().and_then(|rt| {
             rt.block_on(smtpbind::demo::capture_command(
                 smtpbind::demo::CaptureArgs {
@@ -273,6 +278,7 @@ fn main() -> ExitCode {
                     log_dir,
                     chunking,
                     no_pipelining,
+                    export,
                 },
                 shutdown_signal(&rt),
             ))
