@@ -55,49 +55,53 @@ fn csv_error(e: &csv::Error, header_line: u64) -> ParseError {
     }
 }
 
+fn no_column(line: u64, found: &[&str]) -> ParseError {
+    ParseError {
+        line,
+        column: 0,
+        message: format!(
+            "no MessageId column (a message trace CSV has MessageId or message_id; found: {})",
+            if found.is_empty() {
+                "nothing".to_string()
+            } else {
+                found.join(", ")
+            }
+        ),
+    }
+}
+
 /// Reads a trace; `on_id` gets each row's key and line.
 pub fn read(r: &mut dyn BufRead, on_id: &mut OnId<'_>) -> Result<EventStats, ParseError> {
-    // Windows PowerShell's Export-Csv writes `#TYPE <type name>` first.
-    let head = r.fill_buf().map_err(|e| ParseError {
-        line: 1,
-        column: 0,
-        message: format!("read error: {e}"),
-    })?;
-    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-    let offset = if head.starts_with(b"#TYPE") {
-        let mut skipped = Vec::new();
-        (&mut *r)
-            .take(64 * 1024)
-            .read_until(b'\n', &mut skipped)
-            .map_err(|e| ParseError {
-                line: 1,
-                column: 0,
-                message: format!("read error: {e}"),
-            })?;
+    // Windows PowerShell's Export-Csv writes `#TYPE <type name>` first:
+    // the first line is read whole (bounded) to tell, then given back.
+    let mut first = Vec::new();
+    (&mut *r)
+        .take(64 * 1024)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| ParseError {
+            line: 1,
+            column: 0,
+            message: format!("read error: {e}"),
+        })?;
+    let unmarked = first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first);
+    let offset = if unmarked.starts_with(b"#TYPE") {
+        if !first.ends_with(b"\n") {
+            return Err(no_column(1, &[]));
+        }
+        first.clear();
         1
     } else {
         0
     };
-    let mut reader = csv::ReaderBuilder::new().from_reader(r);
+    let mut reader = csv::ReaderBuilder::new().from_reader(std::io::Cursor::new(first).chain(r));
+    let header_line = 1 + offset;
     let headers = reader
         .headers()
-        .map_err(|e| csv_error(&e, 1 + offset))?
+        .map_err(|e| csv_error(&e, header_line))?
         .clone();
-    let header_line = 1 + offset;
     let Some(column) = headers.iter().position(is_message_id_column) else {
         let found: Vec<&str> = headers.iter().take(20).collect();
-        return Err(ParseError {
-            line: header_line,
-            column: 0,
-            message: format!(
-                "no MessageId column (a message trace CSV has MessageId or message_id; found: {})",
-                if found.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    found.join(", ")
-                }
-            ),
-        });
+        return Err(no_column(header_line, &found));
     };
     let mut stats = EventStats::default();
     let mut record = csv::StringRecord::new();
@@ -148,6 +152,12 @@ mod tests {
         let report = "origin_timestamp_utc,sender_address,message_id,network_message_id\n\
 2026-12-07T01:00:00Z,a@acme.example,<m2@acme.example>,1341ac7b\n";
         assert_eq!(ids(report).expect("ok")[0].0, "m2@acme.example");
+        // PowerShell 7's Export-Csv: no #TYPE line; a BOM from -Encoding utf8BOM.
+        let bom = "\u{feff}\"MessageId\",\"Status\"\n\"<m3@acme.example>\",\"Delivered\"\n";
+        assert_eq!(
+            ids(bom).expect("ok"),
+            [("m3@acme.example".to_string(), Some(2))]
+        );
     }
 
     #[test]
