@@ -55,7 +55,7 @@ fn csv_error(e: &csv::Error, header_line: u64) -> ParseError {
     }
 }
 
-fn no_column(line: u64, found: &[&str]) -> ParseError {
+fn no_column(line: u64, found: &[String]) -> ParseError {
     ParseError {
         line,
         column: 0,
@@ -72,27 +72,36 @@ fn no_column(line: u64, found: &[&str]) -> ParseError {
 
 /// Reads a trace; `on_id` gets each row's key and line.
 pub fn read(r: &mut dyn BufRead, on_id: &mut OnId<'_>) -> Result<EventStats, ParseError> {
-    // Windows PowerShell's Export-Csv writes `#TYPE <type name>` first:
-    // the first line is read whole (bounded) to tell, then given back.
-    let mut first = Vec::new();
-    (&mut *r)
-        .take(64 * 1024)
-        .read_until(b'\n', &mut first)
-        .map_err(|e| ParseError {
-            line: 1,
-            column: 0,
-            message: format!("read error: {e}"),
-        })?;
+    // Windows PowerShell's Export-Csv writes `#TYPE <type name>` first, and
+    // a BOM with -Encoding UTF8: the first line (and, after a #TYPE line,
+    // the header line) is read whole (bounded), stripped of BOMs — so that
+    // the csv reader never sees one, whatever its reads — and given back.
+    let read_line = |r: &mut dyn BufRead, line: u64| -> Result<Vec<u8>, ParseError> {
+        let mut buf = Vec::new();
+        r.take(64 * 1024)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| ParseError {
+                line,
+                column: 0,
+                message: format!("read error: {e}"),
+            })?;
+        let mut start = 0;
+        while buf[start..].starts_with(b"\xef\xbb\xbf") {
+            start += 3;
+        }
+        buf.drain(..start);
+        Ok(buf)
+    };
+    let mut first = read_line(&mut *r, 1)?;
     if first.is_empty() {
         // Export-Csv given no rows writes an empty file: no messages.
         return Ok(EventStats::default());
     }
-    let unmarked = first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first);
-    let offset = if unmarked.starts_with(b"#TYPE") {
+    let offset = if first.starts_with(b"#TYPE") {
         if !first.ends_with(b"\n") {
             return Err(no_column(1, &[]));
         }
-        first.clear();
+        first = read_line(&mut *r, 2)?;
         1
     } else {
         0
@@ -104,7 +113,11 @@ pub fn read(r: &mut dyn BufRead, on_id: &mut OnId<'_>) -> Result<EventStats, Par
         .map_err(|e| csv_error(&e, header_line))?
         .clone();
     let Some(column) = headers.iter().position(is_message_id_column) else {
-        let found: Vec<&str> = headers.iter().take(20).collect();
+        let found: Vec<String> = headers
+            .iter()
+            .take(20)
+            .map(|h| h.escape_debug().to_string())
+            .collect();
         return Err(no_column(header_line, &found));
     };
     let mut stats = EventStats::default();
