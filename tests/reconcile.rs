@@ -134,7 +134,9 @@ fn fleet(shape: ExportShape) -> Run {
         p.set("tenant", "bravo")
             .set("credential.secret_dir", b_secret.display().to_string())
             .set("credential.pins", yaml_list(&[&pin(KEY_B)]))
-            .set("senders", yaml_list(&["*@bravo.example"]));
+            .set("senders", yaml_list(&["*@bravo.example"]))
+            // No header gate: the Message-ID is read by the scan alone.
+            .set("header_from", "ignore");
     });
 
     // Tenant A's mailer: one message with a Message-ID, one without.
@@ -200,6 +202,13 @@ fn fleet(shape: ExportShape) -> Run {
     }
     assert_eq!(relayed[0]["message_id"], "<inv-1@acme.example>");
     assert_eq!(relayed[1]["message_id"], Value::Null);
+    let relayed_b: Vec<Value> = b
+        .events("message")
+        .into_iter()
+        .filter(|v| v["result"] == "relayed")
+        .collect();
+    assert_eq!(relayed_b.len(), 1, "{relayed_b:?}");
+    assert_eq!(relayed_b[0]["message_id"], "<b-1@bravo.example>");
     a.assert_no_secrets();
     b.assert_no_secrets();
 
