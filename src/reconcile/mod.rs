@@ -16,7 +16,8 @@
 //! report       text and JSON
 //! ```
 //!
-//! Memory is the audit index (≈ 60 bytes per relayed message) plus the
+//! Memory is the audit index (≈ 120–170 bytes per relayed message,
+//! bench/reconcile.sh) plus the
 //! distinct unbound ids; the events are streamed, one at a time.
 
 use std::io::Write;
