@@ -40,7 +40,8 @@ impl Interner {
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
-        let id = self.names.len() as u32;
+        // Distinct credentials and tenants: a few per fleet (saturates, never wraps).
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
         self.names.push(s.into());
         self.ids.insert(s.into(), id);
         id
@@ -102,7 +103,7 @@ impl AuditIndex {
     /// Starts reading another audit input; its index for [`Self::add_line`].
     pub fn add_file(&mut self, name: &str) -> u32 {
         self.files.push(name.to_string());
-        (self.files.len() - 1) as u32
+        u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX)
     }
 
     /// One audit line (`line` is 1-based). Err: why it is not an audit line.
@@ -136,7 +137,9 @@ impl AuditIndex {
         };
         let keys = self.keys_of(&l);
         entry.keyed = !keys.is_empty();
-        let index = self.entries.len() as u32;
+        let Ok(index) = u32::try_from(self.entries.len()) else {
+            return Err("more than 4 294 967 295 relayed messages in one run".into());
+        };
         let mut fresh = !entry.keyed;
         for key in keys {
             match self.keys.get(key) {

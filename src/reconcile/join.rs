@@ -95,7 +95,8 @@ impl<'a> Join<'a> {
     /// One provider event of `account` naming `key`; `place` says where it
     /// was read (for an unbound example).
     pub fn event(&mut self, account: usize, key: &str, place: impl FnOnce() -> String) {
-        let tag = (account + 1) as u16;
+        // `run` refuses more than u16::MAX - 1 accounts.
+        let tag = u16::try_from(account + 1).unwrap_or(u16::MAX);
         let found = (!key.is_empty()).then(|| self.index.lookup(key)).flatten();
         let Some(i) = found else {
             if !key.is_empty() {
@@ -159,7 +160,8 @@ impl<'a> Join<'a> {
                 let t = &mut self.tallies[owner];
                 t.audit_only += 1;
                 if t.audit_only_entries.len() < MAX_EXAMPLES {
-                    t.audit_only_entries.push(i as u32);
+                    t.audit_only_entries
+                        .push(u32::try_from(i).unwrap_or(u32::MAX));
                 }
             }
         }
