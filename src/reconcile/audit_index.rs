@@ -112,7 +112,12 @@ impl AuditIndex {
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let l: Line<'_> = serde_json::from_slice(text).map_err(|e| {
+        // The object may follow a prefix a log pipeline added: `kubectl logs
+        // --timestamps`, a CRI log file's `<time> stdout F `.
+        let Some(open) = text.iter().position(|&b| b == b'{') else {
+            return Err("not an audit line (a JSON object per line)".into());
+        };
+        let l: Line<'_> = serde_json::from_slice(&text[open..]).map_err(|e| {
             let t = e.to_string();
             let t = t
                 .rfind(" at line ")
@@ -288,6 +293,23 @@ mod tests {
         assert_eq!(ix.entries.len(), 1);
         assert_eq!(ix.duplicates, 1);
         assert!(ix.entries[0].conflict);
+    }
+
+    #[test]
+    fn a_log_pipelines_prefix_is_skipped() {
+        let mut ix = AuditIndex::new(Provider::Ses);
+        let f = ix.add_file("a");
+        let l = line("aaa", "\"S1\"", "null", "relayed");
+        ix.add_line(
+            f,
+            1,
+            format!("2026-12-07T01:00:00.123456789Z stdout F {l}").as_bytes(),
+        )
+        .expect("CRI");
+        ix.add_line(f, 2, format!("2026-12-07T01:00:00.123Z {l}").as_bytes())
+            .expect("kubectl --timestamps");
+        assert_eq!(ix.relayed, 2);
+        assert_eq!(ix.duplicates, 1);
     }
 
     #[test]
