@@ -35,7 +35,8 @@ pub fn key(message_id: &str) -> &str {
 }
 
 /// The line of a record: the header's line plus its record number (csv's
-/// own line count is off by one on CRLF files; trace rows are one line).
+/// own line count is off by one on CRLF files; trace rows are one line —
+/// a lone CR ends a row too, as the csv reader has it, and counts as one).
 fn csv_error(e: &csv::Error, header_line: u64) -> ParseError {
     let line = e
         .position()
@@ -189,6 +190,10 @@ mod tests {
         assert_eq!(ids("").expect("an empty export"), []);
         let e = ids("#TYPE x").unwrap_err();
         assert!(e.message.contains("no MessageId column"), "{e}");
+        // A lone CR ends a row (the csv reader's rule): rows, not LF lines.
+        let mut r: &[u8] = b"MessageId\n<a@b>\r<c@d>\r\n\xff\n";
+        let e = read(&mut r, &mut |_, _| {}).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
         let mut bad = b"MessageId\n<a@b>\n".to_vec();
         bad.extend_from_slice(b"\xff\xfe\n");
         let mut r: &[u8] = &bad;
