@@ -38,8 +38,14 @@ fn message_id(record: Record) -> Result<String, String> {
         ) => Ok(id),
         (Some(_), _) => Err("SES event record without mail.messageId".into()),
         (None, Some(inner)) => {
-            let inner: Record = serde_json::from_str(&inner)
-                .map_err(|e| format!("SNS Message is not an SES event record: {e}"))?;
+            // The inner error's own position (within the string) is left
+            // out: serde_json would take it for the file's.
+            let inner: Record = serde_json::from_str(&inner).map_err(|e| {
+                format!(
+                    "SNS Message is not an SES event record: {}",
+                    ParseError::json(&e).message
+                )
+            })?;
             match inner.mail {
                 Some(Mail {
                     message_id: Some(id),
@@ -106,6 +112,11 @@ mod tests {
         assert!(e.message.contains("without mail.messageId"), "{e}");
         let e = ids("{\"Message\":\"nope\"}").unwrap_err();
         assert!(e.message.contains("SNS Message"), "{e}");
+        // Found by the fuzz target: the inner string's position must not
+        // become the file's (line 2 of a one-line file).
+        let e = ids("[[null,\"[[\\n,0\"]]").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(!e.message.contains(" at line "), "{e}");
         let e = ids("{\"mail\":{\"messageId\":7}}").unwrap_err();
         assert!(e.message.contains("invalid type"), "{e}");
     }
