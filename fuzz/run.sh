@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 runs=${1:-10000000}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(data header command policy reply envelope)
+[ ${#targets[@]} -gt 0 ] || targets=(data header command policy reply envelope reconcile)
 max_time=${MAX_TIME:-1020}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 

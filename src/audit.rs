@@ -168,6 +168,13 @@ pub struct MessageEvent<'a> {
     pub recipients: usize,
     pub bytes: u64,
     pub reply: &'a str,
+    /// The id in the upstream's final 250 reply (`queued as …`, SES's
+    /// message id, Microsoft 365's `<…>`): what the provider's activity
+    /// names this message by (§13). None unless relayed with one.
+    pub upstream_id: Option<&'a str>,
+    /// The message's `Message-ID` header, as written (bounded, see
+    /// `smtp::header::MessageIdScan`).
+    pub message_id: Option<&'a str>,
     pub reason: Option<Reason>,
 }
 
@@ -200,6 +207,8 @@ impl log::Fields for MessageFields<'_> {
         log::push_field(out, "recipients", &m.recipients);
         log::push_field(out, "bytes", &m.bytes);
         log::push_str_field(out, "reply", Some(m.reply));
+        log::push_str_field(out, "upstream_id", m.upstream_id);
+        log::push_str_field(out, "message_id", m.message_id);
         log::push_str_field(out, "reason", m.reason.map(Reason::as_str));
     }
 }
@@ -304,6 +313,8 @@ mod tests {
             recipients: 2,
             bytes: 1234,
             reply: "451 4.3.0 \"busy\"",
+            upstream_id: None,
+            message_id: Some("<m1@acme.example>"),
             reason: Some(Reason::BareLf),
         };
         let i = info();
@@ -337,6 +348,8 @@ mod tests {
                 "recipients",
                 "bytes",
                 "reply",
+                "upstream_id",
+                "message_id",
                 "reason"
             ]
         );
@@ -348,6 +361,8 @@ mod tests {
         assert_eq!(v["bytes"], 1234);
         assert_eq!(v["reply"], "451 4.3.0 \"busy\"");
         assert_eq!(v["reason"], "bare_lf");
+        assert_eq!(v["upstream_id"], Value::Null);
+        assert_eq!(v["message_id"], "<m1@acme.example>");
     }
 
     /// The hand-written message line is the serde-derived one, byte for
@@ -386,6 +401,8 @@ mod tests {
                         recipients: usize::MAX,
                         bytes: u64::MAX,
                         reply,
+                        upstream_id: Some(odd),
+                        message_id: (reply.is_empty()).then_some(odd),
                         reason,
                     };
                     let fields = MessageFields {

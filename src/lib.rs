@@ -36,6 +36,7 @@
 //!            the rules of §8 in webhook/rules, one function per rule
 //! platform_pin  rule 7: the upstream (and token URL, CAs) the platform pinned;
 //!            a policy that names another is not ready
+//! reconcile  `smtpbind reconcile`: provider activity exports joined with the audit (§13)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -53,6 +54,7 @@ pub mod log;
 pub mod platform_pin;
 pub mod policy;
 pub mod rate;
+pub mod reconcile;
 pub mod runtime;
 pub mod server;
 pub mod session;

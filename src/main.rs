@@ -100,6 +100,28 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Prove, per provider account, that every message the provider recorded
+    /// came from a sidecar holding that account's pin: join the provider's
+    /// activity export with the sidecars' audit lines (contract §13). Reads
+    /// files only. Exit 0 clean, 1 on a foreign or unbound message, 2 on bad input.
+    Reconcile {
+        /// sendgrid | ses | m365: the format of the --events files.
+        #[arg(long)]
+        provider: String,
+        /// ACCOUNT=FILE: one provider account's export (SendGrid Event Webhook
+        /// JSON, SES event records, Microsoft 365 message trace CSV); `-` is stdin, gzip accepted.
+        #[arg(long = "events", required = true, num_args = 1.., value_name = "ACCOUNT=FILE")]
+        events: Vec<String>,
+        /// The sidecars' audit (JSON lines); `-` is stdin, gzip accepted.
+        #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+        audit: Vec<String>,
+        /// ACCOUNT=sha256:PIN: a credential of that account (repeat for a rotation's two pins).
+        #[arg(long = "account", required = true, num_args = 1.., value_name = "ACCOUNT=sha256:PIN")]
+        accounts: Vec<String>,
+        /// text (for people) or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Run the capture upstream alone (a recording SMTP server with STARTTLS
     /// and AUTH), for the pod simulation and the kind harness.
     Capture {
@@ -127,6 +149,10 @@ enum Cmd {
         /// Do not offer PIPELINING (a legacy provider).
         #[arg(long)]
         no_pipelining: bool,
+        /// Play a provider for `reconcile`: sendgrid | ses | m365 — its 250
+        /// reply's shape, and its activity export per account in --log-dir.
+        #[arg(long)]
+        export: Option<String>,
     },
 }
 
@@ -136,8 +162,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            // reconcile's bad input is exit 2 (§13): 1 means "found something".
+            let bad_input = if std::env::args().nth(1).as_deref() == Some("reconcile") {
+                2
+            } else {
+                1
+            };
             return if e.use_stderr() {
-                ExitCode::from(1)
+                ExitCode::from(bad_input)
             } else {
                 ExitCode::SUCCESS
             };
@@ -149,6 +181,21 @@ fn main() -> ExitCode {
     );
     let result = match cli.command {
         Cmd::Check { files, credentials } => return check(&files, credentials),
+        Cmd::Reconcile {
+            provider,
+            events,
+            audit,
+            accounts,
+            format,
+        } => {
+            return reconcile(&smtpbind::reconcile::Options {
+                provider,
+                events,
+                audit,
+                accounts,
+                format,
+            })
+        }
         Cmd::Fingerprint { file } => match fingerprint(&file) {
             Ok(pin) => {
                 println!("{pin}");
@@ -223,6 +270,7 @@ fn main() -> ExitCode {
             log_dir,
             chunking,
             no_pipelining,
+            export,
         } => runtime().and_then(|rt| {
             rt.block_on(smtpbind::demo::capture_command(
                 smtpbind::demo::CaptureArgs {
@@ -234,6 +282,7 @@ fn main() -> ExitCode {
                     log_dir,
                     chunking,
                     no_pipelining,
+                    export,
                 },
                 shutdown_signal(&rt),
             ))
@@ -307,6 +356,27 @@ fn shutdown_signal(rt: &tokio::runtime::Runtime) -> impl std::future::Future<Out
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
+        }
+    }
+}
+
+/// `smtpbind reconcile`: the report on stdout; exit 0 clean, 1 on a
+/// foreign or unbound message, 2 on bad input (the error on stderr).
+fn reconcile(opts: &smtpbind::reconcile::Options) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = smtpbind::reconcile::run(opts, &mut out);
+    let flushed = std::io::Write::flush(&mut out);
+    match (result, flushed) {
+        (Ok(o), Ok(())) if o.clean => ExitCode::SUCCESS,
+        (Ok(_), Ok(())) => ExitCode::from(1),
+        (Ok(_), Err(e)) => {
+            eprintln!("smtpbind reconcile: stdout: {e}");
+            ExitCode::from(2)
+        }
+        (Err(e), _) => {
+            eprintln!("smtpbind reconcile: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -3,6 +3,7 @@
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::export::{self, Accepted};
 use super::session::{Conn, Io};
 use super::{lock, Captured};
 
@@ -57,16 +58,37 @@ impl Conn {
         let reply = if let Some(r) = &self.config.faults.eod_reply {
             format!("{r}\r\n")
         } else {
-            let (queue_id, account) = {
+            let (seq, account) = {
                 let mut rec = lock(&self.rec);
                 rec.seq += 1;
-                (format!("CAP{:06}", rec.seq), self.account.clone())
+                (rec.seq, self.account.clone())
             };
             let account = account?;
+            let mail_from = self.mail_from.clone().unwrap_or_default();
+            let shape = self.config.export;
+            let accepted = Accepted {
+                seq,
+                mail_from: &mail_from,
+                rcpt_to: &self.rcpts,
+                data: &data,
+            };
+            let (queue_id, reply) = match shape {
+                Some(shape) => export::accept(shape, &accepted),
+                None => {
+                    let id = format!("CAP{seq:06}");
+                    let reply = format!("250 2.0.0 Ok: queued as {id}\r\n");
+                    (id, reply)
+                }
+            };
+            if let (Some(shape), Some(dir)) = (shape, &self.config.log_dir) {
+                let bytes = export::record(shape, &account.name, &queue_id, &accepted);
+                let _held = lock(&self.rec);
+                export::append(shape, dir, &account.name, &bytes);
+            }
             let msg = Captured {
                 account: account.name.clone(),
                 username: account.username.clone(),
-                mail_from: self.mail_from.clone().unwrap_or_default(),
+                mail_from,
                 mail_line: self.mail_line.clone(),
                 rcpt_to: self.rcpts.clone(),
                 bytes: data.len(),
@@ -78,7 +100,7 @@ impl Conn {
             };
             self.log(&msg);
             lock(&self.rec).messages.push(msg);
-            format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
+            reply
         };
         self.mail_from = None;
         self.rcpts.clear();

@@ -24,9 +24,11 @@ use crate::certs::Pki;
 
 mod auth;
 mod chunking;
+mod export;
 mod message;
 mod session;
 
+pub use export::ExportShape;
 use session::Conn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,9 @@ pub struct CaptureConfig {
     /// Offer CHUNKING (RFC 3030, BDAT) like Gmail and Microsoft 365; off by
     /// default: the capture stands in for SendGrid, which does not.
     pub chunking: bool,
+    /// Play this provider (§13): its 250 reply's shape, and its activity
+    /// export written to `log_dir` (see `export`).
+    pub export: Option<ExportShape>,
 }
 
 impl CaptureConfig {
@@ -107,6 +112,7 @@ impl CaptureConfig {
             log_dir: None,
             oauth: None,
             chunking: false,
+            export: None,
         }
     }
 }

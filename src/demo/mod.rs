@@ -200,6 +200,9 @@ pub struct CaptureArgs {
     pub chunking: bool,
     /// Do not offer PIPELINING.
     pub no_pipelining: bool,
+    /// Play a provider for `reconcile`: sendgrid | ses | m365 (its 250
+    /// reply and its activity export in --log-dir).
+    pub export: Option<String>,
 }
 
 /// `smtpbind capture`: the capture upstream alone, until `shutdown`.
@@ -238,6 +241,14 @@ pub async fn capture_command(
     config.log_dir = args.log_dir;
     config.chunking = args.chunking;
     config.faults.no_pipelining = args.no_pipelining;
+    config.export = match args.export.as_deref() {
+        None => None,
+        Some(s) => Some(crate::capture::ExportShape::parse(s).ok_or_else(|| {
+            Error::Usage(format!(
+                "--export: expected sendgrid, ses or m365, got {s:?}"
+            ))
+        })?),
+    };
     let server = CaptureServer::start(config)
         .await
         .map_err(|e| Error::Runtime(format!("capture: {e}")))?;

@@ -9,8 +9,11 @@ use super::{Flow, Outcome, Session, MAX_HEADER_BYTES, WIRE_BATCH};
 use crate::audit::{self, MessageEvent, MessageResult, Reason};
 use crate::policy::{BareLf, HeaderFrom};
 use crate::smtp::data::{BareLineEndings, DotStuffer};
-use crate::smtp::header::{for_each_sender_address, header_section_wellformed, Gate, HeaderGate};
+use crate::smtp::header::{
+    for_each_sender_address, header_section_wellformed, Gate, HeaderGate, MessageIdScan,
+};
 use crate::smtp::reply::{local, Reply};
+use crate::smtp::upstream_id::upstream_id;
 use crate::upstream::UpstreamError;
 
 /// The message being received, by DATA or BDAT: its policy state and its
@@ -20,6 +23,8 @@ pub(super) struct Inbound {
     pub(super) max: u64,
     /// Buffers the header section until From is checked (`header_from: enforce`).
     pub(super) gate: Option<HeaderGate>,
+    /// The Message-ID header, for the audit event (§13).
+    pub(super) message_id: MessageIdScan,
     pub(super) stuffer: DotStuffer,
     pub(super) wire: Vec<u8>,
     pub(super) size: u64,
@@ -76,6 +81,10 @@ impl Session {
             max: policy.limits.max_message_bytes,
             gate: (policy.header_from == HeaderFrom::Enforce)
                 .then(|| HeaderGate::with_buffer(MAX_HEADER_BYTES, gate_buf)),
+            message_id: MessageIdScan::with_buffer(
+                MAX_HEADER_BYTES,
+                std::mem::take(&mut self.spare.message_id),
+            ),
             stuffer: DotStuffer::new(),
             wire: std::mem::take(&mut self.spare.wire),
             size: 0,
@@ -111,6 +120,8 @@ impl Session {
                     recipients: tx.accepted,
                     bytes: msg.size,
                     reply: &reply,
+                    upstream_id: None,
+                    message_id: msg.message_id.message_id(),
                     reason: None,
                 },
             );
@@ -145,6 +156,8 @@ impl Session {
                     recipients: tx.accepted,
                     bytes: msg.size,
                     reply: &reply.last_line(),
+                    upstream_id: None,
+                    message_id: msg.message_id.message_id(),
                     reason: Some(Reason::MessageTooLarge),
                 },
             );
@@ -184,6 +197,9 @@ impl Session {
         if msg.refusal.is_some() {
             content.clear();
             return;
+        }
+        if !msg.message_id.done() {
+            msg.message_id.push(content);
         }
         let forward = match msg.gate.as_mut() {
             Some(g) => {
@@ -339,6 +355,7 @@ impl Session {
             mut wire,
             chunked,
             owed,
+            message_id,
             ..
         } = msg;
         let Some(tx) = self.tx.take() else {
@@ -419,9 +436,14 @@ impl Session {
                 recipients: tx.accepted,
                 bytes: size,
                 reply: &line,
+                upstream_id: (result == MessageResult::Relayed)
+                    .then(|| upstream_id(&line))
+                    .flatten(),
+                message_id: message_id.message_id(),
                 reason,
             },
         );
+        spare::keep(&mut self.spare.message_id, message_id.into_buffer());
         spare::keep_string(&mut self.spare.audit_reply, line);
         spare::keep_string(&mut self.spare.sender_domain, tx.sender_domain);
         Self::queue_reply(&mut self.slots, &mut self.out, &reply);

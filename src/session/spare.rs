@@ -12,7 +12,8 @@ use crate::smtp::reply::Reply;
 /// Largest buffer kept for the next message (capacity, bytes): the same
 /// bound as the command read buffer's (`line::KEEP_CAPACITY`). Messages of
 /// a few KiB reuse every buffer; a larger one allocates as it always did,
-/// and between messages a session keeps at most 3 × 4 KiB of them.
+/// and between messages a session keeps at most 3 × 4 KiB of them (plus
+/// the Message-ID scan's line buffer, at most 4 KiB, usually under 100 bytes).
 pub(super) const KEEP: usize = 4 * 1024;
 
 #[derive(Default)]
@@ -31,6 +32,8 @@ pub(super) struct Spare {
     pub(super) sender_domain: String,
     /// A header sender address being checked.
     pub(super) address: String,
+    /// The Message-ID scan's buffer.
+    pub(super) message_id: Vec<u8>,
 }
 
 /// Gives `buf` back to `slot`, cleared, unless it grew past [`KEEP`] (then

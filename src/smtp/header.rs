@@ -30,7 +30,9 @@ use mail_parser::{Addr, Address, HeaderName, MessageParser};
 use std::borrow::Cow;
 
 mod gate;
+mod message_id;
 pub use gate::{Gate, HeaderGate};
+pub use message_id::{parse_id, MessageIdScan, MAX_ID as MAX_MESSAGE_ID};
 
 /// Why the header From could not be turned into addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ pub mod header;
 pub mod line;
 pub mod reply;
 pub mod sasl;
+pub mod upstream_id;
 
 /// Longest command line we accept from a client, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
