@@ -23,9 +23,10 @@
 //! telemetry  Prometheus metrics; the info series (credential, policy, ready,
 //!            certificate expiry) rendered from the state in force per scrape
 //! app        process wiring: watchers, signals, drain
-//! capture    the recording upstream used by `demo`, `capture` and the tests
-//! issuer     the OAuth token endpoint used by `demo --xoauth2` and the tests
-//! demo       the one-command local demo
+//! demo       tooling, not the product: the one-command local demo and its
+//!            stand-ins — demo::capture (the recording upstream of `demo`,
+//!            `capture` and the tests) and demo::issuer (the OAuth token
+//!            endpoint of `demo --xoauth2` and the tests)
 //! watch      inotify + polling of kubelet-mounted files (shared)
 //! tls_mount  a serving pair from a kubernetes.io/tls mount, reloaded on swap
 //!            (shared by the webhook and client_tls); tls_validity reads
@@ -43,13 +44,11 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
-pub mod capture;
 pub mod certs;
 pub mod client_tls;
 pub mod credential;
 pub mod demo;
 pub mod identity;
-pub mod issuer;
 pub mod log;
 pub mod platform_pin;
 pub mod policy;

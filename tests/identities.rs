@@ -54,7 +54,7 @@ struct OAuth {
 fn oauth_setup(
     lifetime: Duration,
     flow: &str,
-    faults: impl FnOnce(&mut smtpbind::capture::Faults) + Send + 'static,
+    faults: impl FnOnce(&mut smtpbind::demo::capture::Faults) + Send + 'static,
     configure: impl FnOnce(&mut PolicySpec),
 ) -> OAuth {
     let idp = Idp::start(lifetime);
@@ -365,7 +365,7 @@ fn ses_relays_with_the_derived_password() {
     );
     let account_password = derived.clone();
     let up = Upstream::start(move |c| {
-        c.accounts.push(smtpbind::capture::Account {
+        c.accounts.push(smtpbind::demo::capture::Account {
             name: "ses-acme".into(),
             username: AKID.into(),
             password: account_password,

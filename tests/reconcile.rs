@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use smtpbind::capture::ExportShape;
+use smtpbind::demo::capture::ExportShape;
 use support::*;
 
 /// One message through `addr` authenticated with `password`; the final reply.

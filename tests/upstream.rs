@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use smtpbind::capture::CaptureTls;
+use smtpbind::demo::capture::CaptureTls;
 use support::*;
 
 /// Opens a transaction and returns the reply to MAIL (where the upstream is opened).

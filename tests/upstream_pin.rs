@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use smtpbind::capture::CaptureTls;
+use smtpbind::demo::capture::CaptureTls;
 use support::*;
 
 /// The provider, the sidecar pinned to it, and the tenant's collectors.

@@ -12,6 +12,8 @@
 //!
 //! `smtpbind capture` runs the same capture upstream on its own.
 
+pub mod capture;
+pub mod issuer;
 mod xoauth2;
 pub use xoauth2::run_xoauth2;
 
@@ -22,8 +24,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::app::RunOptions;
-use crate::capture::{Account, CaptureConfig, CaptureServer, CaptureTls};
 use crate::credential::Credential;
+use crate::demo::capture::{Account, CaptureConfig, CaptureServer, CaptureTls};
 use crate::policy::Pin;
 use crate::{log, Error};
 
@@ -243,7 +245,7 @@ pub async fn capture_command(
     config.faults.no_pipelining = args.no_pipelining;
     config.export = match args.export.as_deref() {
         None => None,
-        Some(s) => Some(crate::capture::ExportShape::parse(s).ok_or_else(|| {
+        Some(s) => Some(crate::demo::capture::ExportShape::parse(s).ok_or_else(|| {
             Error::Usage(format!(
                 "--export: expected sendgrid, ses or m365, got {s:?}"
             ))

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{demo_key, io_err, serve_sidecar, write_kubelet_secret};
-use crate::capture::{CaptureConfig, CaptureServer};
-use crate::issuer::{Issuer, IssuerConfig, OAuthClient};
+use crate::demo::capture::{CaptureConfig, CaptureServer};
+use crate::demo::issuer::{Issuer, IssuerConfig, OAuthClient};
 use crate::policy::Pin;
 use crate::{log, Error};
 

@@ -419,7 +419,7 @@ async fn refresh_timer(source: Weak<TokenSource>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::issuer::{Issuer, IssuerConfig, OAuthClient};
+    use crate::demo::issuer::{Issuer, IssuerConfig, OAuthClient};
     use crate::policy::OAuth2Flow;
 
     struct Setup {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use smtpbind::issuer::{Issuer, IssuerConfig, OAuthClient, ServiceAccountClient, Tokens};
+use smtpbind::demo::issuer::{Issuer, IssuerConfig, OAuthClient, ServiceAccountClient, Tokens};
 
 /// Microsoft 365 app registration: the Secret's `username` (client id) and
 /// `password` (client secret).
@@ -80,7 +80,7 @@ impl Idp {
             service_accounts: vec![ServiceAccountClient {
                 account: GOOGLE_ACCOUNT.into(),
                 client_email: SA_EMAIL.into(),
-                public_key: smtpbind::issuer::rsa_public_key(&sa_pem).expect("public key"),
+                public_key: smtpbind::demo::issuer::rsa_public_key(&sa_pem).expect("public key"),
             }],
         };
         let issuer = rt.block_on(Issuer::start(config)).expect("issuer");

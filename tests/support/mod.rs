@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod idp;
 
-use smtpbind::capture::{Account, CaptureConfig, CaptureServer, Captured};
+use smtpbind::demo::capture::{Account, CaptureConfig, CaptureServer, Captured};
 
 /// Tenant A's provider key (mounted in the sidecar under test).
 pub const KEY_A: &str = "SG.tenantA-9f3c1e7d-secret-key";

@@ -91,7 +91,7 @@ pub struct CaptureConfig {
     /// Append one JSON line per message to `<dir>/<account>.jsonl`.
     pub log_dir: Option<PathBuf>,
     /// Offer `AUTH XOAUTH2` and check its tokens against this issuer.
-    pub oauth: Option<crate::issuer::Tokens>,
+    pub oauth: Option<crate::demo::issuer::Tokens>,
     /// Offer CHUNKING (RFC 3030, BDAT) like Gmail and Microsoft 365; off by
     /// default: the capture stands in for SendGrid, which does not.
     pub chunking: bool,

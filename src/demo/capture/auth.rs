@@ -112,7 +112,7 @@ impl Conn {
                 Err(_) => Next::Close,
             };
         }
-        let error = crate::issuer::XOAUTH2_ERROR_CHALLENGE;
+        let error = crate::demo::issuer::XOAUTH2_ERROR_CHALLENGE;
         if self
             .challenge(&format!("334 {error}\r\n"), io)
             .await
