@@ -208,53 +208,31 @@ fn harden_ops(ops: &mut Vec<PatchOperation>, field: &str, i: usize, c: &Containe
         );
         return;
     };
+    let sc_path = ["spec", field, &index, "securityContext"];
+    let at = |tail: &[&'static str]| -> Vec<&str> {
+        sc_path
+            .iter()
+            .copied()
+            .chain(tail.iter().copied())
+            .collect()
+    };
     if sc.allow_privilege_escalation.is_none() {
-        add(
-            ops,
-            &[
-                "spec",
-                field,
-                &index,
-                "securityContext",
-                "allowPrivilegeEscalation",
-            ],
-            &false,
-        );
+        add(ops, &at(&["allowPrivilegeEscalation"]), &false);
     }
-    let caps = ["spec", field, &index, "securityContext", "capabilities"];
     match sc.capabilities.as_ref().map(|c| c.drop.as_deref()) {
-        None => add(ops, &caps, &json!({ "drop": REQUIRED_DROPS })),
-        Some(None) => add(
+        None => add(
             ops,
-            &[
-                "spec",
-                field,
-                &index,
-                "securityContext",
-                "capabilities",
-                "drop",
-            ],
-            &REQUIRED_DROPS,
+            &at(&["capabilities"]),
+            &json!({ "drop": REQUIRED_DROPS }),
         ),
+        Some(None) => add(ops, &at(&["capabilities", "drop"]), &REQUIRED_DROPS),
         Some(Some(drops)) if drops.iter().any(|d| d == "ALL") => {}
         Some(Some(drops)) => {
             for d in REQUIRED_DROPS
                 .iter()
                 .filter(|d| !drops.iter().any(|x| x == *d))
             {
-                add(
-                    ops,
-                    &[
-                        "spec",
-                        field,
-                        &index,
-                        "securityContext",
-                        "capabilities",
-                        "drop",
-                        "-",
-                    ],
-                    d,
-                );
+                add(ops, &at(&["capabilities", "drop", "-"]), d);
             }
         }
     }
