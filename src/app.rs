@@ -113,10 +113,6 @@ fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialSt
     state
 }
 
-fn pin_of(state: &CredentialState) -> Option<Pin> {
-    state.ready().map(|c| c.pin())
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|error| Error::Bind {
         addr: addr.to_string(),
@@ -138,14 +134,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     let cred_state = load_credential(&policy, opts.pins.as_deref());
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
-    let mut runtime = Runtime::new(policy.clone(), pin_of(&cred_state))?;
-    if let Some(reason) = refusal(&policy, opts.pins.as_deref()) {
-        runtime.refuse(reason);
-    }
-    let runtime = Arc::new(runtime);
+    let refused = refusal(&policy, opts.pins.as_deref());
+    let runtime = Arc::new(Runtime::new(policy.clone(), cred_state, refused)?);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
-    let (cred_tx, cred_rx) = watch::channel(cred_state);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
 
     if let Some(listen) = opts.listen {
@@ -179,7 +171,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let readiness = Arc::new(Readiness::default());
     let admin = Admin {
         readiness: readiness.clone(),
-        credentials: cred_rx.clone(),
+        credentials: {
+            let rx = runtime_rx.clone();
+            Arc::new(move || rx.borrow().credential.clone())
+        },
         metrics,
         info: info.clone(),
         client_tls: client_tls.clone(),
@@ -193,23 +188,21 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         opts.policy_path.clone(),
         policy_text.into_bytes(),
         runtime_tx,
-        cred_tx,
         (policy.credential.secret_dir.clone(), cred_fingerprint),
         opts.pins.clone(),
         info,
     ));
 
-    let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
+    let channels_runtime = runtime_rx.clone();
     let channels = Channels {
         runtime: runtime_rx,
-        credentials: cred_rx,
         phase: phase_rx,
     };
     let addrs = server::addresses(&listeners);
     let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
     let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
     readiness.set_listener_bound();
-    prewarm(&channels_runtime, &channels_cred);
+    prewarm(&channels_runtime.borrow());
     log::info(
         "listening",
         json!({
@@ -247,15 +240,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 }
 
 /// Watches the mounted Secret and the policy file. A changed credential is
-/// pin-checked; the pool keeps only connections of the credential in force
-/// (set before the new credential is published, so no session can reuse an
-/// old one). A changed policy is validated and applied to new sessions; an
-/// invalid one is refused and the last good policy stays.
+/// pin-checked and published with the policy in force as one new snapshot;
+/// a changed policy is validated and published with the credential
+/// re-read for it; an invalid one is refused and the last good one stays.
 async fn watch_files(
     policy_path: PathBuf,
     policy_loaded: Vec<u8>,
     runtime_tx: watch::Sender<Arc<Runtime>>,
-    cred_tx: watch::Sender<CredentialState>,
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
     pins: Option<Arc<PlatformPins>>,
     info: Arc<telemetry::Info>,
@@ -281,7 +272,7 @@ async fn watch_files(
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
             policy_bytes = bytes;
-            reload_policy(&policy_path, &runtime_tx, &cred_tx, pins.as_deref(), &info);
+            reload_policy(&policy_path, &runtime_tx, pins.as_deref(), &info);
             let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
             if dir != secret_dir {
                 secret_dir = dir;
@@ -295,22 +286,27 @@ async fn watch_files(
             cred_fingerprint = fp;
             let policy = runtime_tx.borrow().policy.clone();
             let state = load_credential(&policy, pins.as_deref());
-            runtime_tx.borrow().pool.set_current(pin_of(&state));
-            cred_tx.send_replace(state);
-            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
+            let next = runtime_tx.borrow().rotate(state);
+            publish(&runtime_tx, next);
         }
     }
 }
 
+/// Publishes `next` whole — policy, connector, pool and credential in one
+/// `send_replace` — and retires the snapshot it replaces.
+fn publish(runtime_tx: &watch::Sender<Arc<Runtime>>, next: Runtime) {
+    let next = Arc::new(next);
+    tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&next)));
+    let previous = runtime_tx.send_replace(next.clone());
+    previous.retire();
+    prewarm(&next);
+}
+
 /// One upstream connection opened ahead of the first session, for the
-/// credential in force now (see `upstream::warm`).
-fn prewarm(
-    runtime: &watch::Receiver<Arc<Runtime>>,
-    credentials: &watch::Receiver<CredentialState>,
-) {
-    if let CredentialState::Ready(cred) = &*credentials.borrow() {
-        let rt = runtime.borrow().clone();
-        tokio::spawn(crate::upstream::warm::prewarm(rt, cred.clone()));
+/// credential of `rt` (see `upstream::warm`).
+fn prewarm(rt: &Arc<Runtime>) {
+    if let CredentialState::Ready(cred) = &rt.credential {
+        tokio::spawn(crate::upstream::warm::prewarm(rt.clone(), cred.clone()));
     }
 }
 
@@ -324,7 +320,6 @@ fn secret_fingerprint(dir: &Path) -> Option<(Pin, Pin)> {
 fn reload_policy(
     path: &Path,
     runtime_tx: &watch::Sender<Arc<Runtime>>,
-    cred_tx: &watch::Sender<CredentialState>,
     pins: Option<&PlatformPins>,
     info: &telemetry::Info,
 ) {
@@ -352,21 +347,14 @@ fn reload_policy(
         let state = pin_refusal(&new, pins).unwrap_or_else(|| {
             CredentialState::from_load(Credential::load_for(&new.credential, true))
         });
-        let mut rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
-        if let Some(reason) = refusal(&rt.policy, pins) {
-            rt.refuse(reason);
-        }
-        Ok((rt, state, text))
+        let refused = refusal(&new, pins);
+        let rt = Runtime::succeed(new, state, refused, &runtime_tx.borrow())?;
+        Ok((rt, text))
     });
     match result {
-        Ok((rt, state, text)) => {
+        Ok((rt, text)) => {
             info.set_policy(text.as_bytes());
-            runtime_tx.borrow().pool.set_current(None);
-            let rt = Arc::new(rt);
-            tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&rt)));
-            runtime_tx.send_replace(rt);
-            cred_tx.send_replace(state);
-            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
+            publish(runtime_tx, rt);
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
             log::info(
                 "policy",

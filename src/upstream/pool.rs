@@ -4,11 +4,12 @@
 //! and, for XOAUTH2, the mailbox (`user=`) it authenticated as: two
 //! credentials with the same username (`apikey`) never share a connection.
 //! A token refresh keeps the pooled connections; a gap without a usable
-//! token drops them (`Connection::is_stale`). On rotation [`Pool::set_current`] closes every idle
-//! connection of any other pin before a session can use the new credential;
-//! connections are also dropped after any error (sessions simply don't check
-//! them back in), when idle longer than the limit, or when the server closed
-//! or spoke while idle.
+//! token drops them (`Connection::is_stale`). A pool belongs to one published
+//! snapshot (`crate::runtime`) and keeps the connections of that snapshot's
+//! pin only ([`Pool::set_current`] at build; `None` when retired);
+//! connections are also dropped after any error (sessions simply don't
+//! check them back in), when idle longer than the limit, or when the server
+//! closed or spoke while idle.
 //!
 //! [`Pool::acquire`] is how a session gets a connection: an idle one, else
 //! room under the cap (`upstream.max_connections`, see [`super::limit`]) to
