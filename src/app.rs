@@ -17,6 +17,7 @@ use crate::client_tls::ClientTls;
 use crate::credential::{Credential, CredentialState};
 use crate::platform_pin::PlatformPins;
 use crate::policy::{self, Pin, Policy};
+use crate::process::Process;
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
 use crate::{log, telemetry, Error};
@@ -87,11 +88,15 @@ fn refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<String> {
     Some(format!("upstream pin: {violation}"))
 }
 
-fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialState {
+fn load_credential(
+    policy: &Policy,
+    pins: Option<&PlatformPins>,
+    process: &Process,
+) -> CredentialState {
     if let Some(refused) = pin_refusal(policy, pins) {
         return refused;
     }
-    let result = Credential::load_for(&policy.credential, true);
+    let result = Credential::load_for(&policy.credential, Some(&process.tokens));
     let state = CredentialState::from_load(result);
     match &state {
         CredentialState::Ready(c) => {
@@ -132,10 +137,12 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     info.set_policy(policy_text.as_bytes());
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
-    let cred_state = load_credential(&policy, opts.pins.as_deref());
+    // The process-lifetime state (rate bucket, token sources), built once.
+    let process = Arc::new(Process::default());
+    let cred_state = load_credential(&policy, opts.pins.as_deref(), &process);
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
     let refused = refusal(&policy, opts.pins.as_deref());
-    let runtime = Arc::new(Runtime::new(policy.clone(), cred_state, refused)?);
+    let runtime = Arc::new(Runtime::new(policy.clone(), cred_state, refused, process)?);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -284,8 +291,11 @@ async fn watch_files(
         let fp = secret_fingerprint(&secret_dir);
         if fp != cred_fingerprint {
             cred_fingerprint = fp;
-            let policy = runtime_tx.borrow().policy.clone();
-            let state = load_credential(&policy, pins.as_deref());
+            let (policy, process) = {
+                let rt = runtime_tx.borrow();
+                (rt.policy.clone(), rt.process.clone())
+            };
+            let state = load_credential(&policy, pins.as_deref(), &process);
             let next = runtime_tx.borrow().rotate(state);
             publish(&runtime_tx, next);
         }
@@ -345,7 +355,8 @@ fn reload_policy(
         // Re-check the credential against the new pins, and the policy
         // against the platform's (rule 7: a tenant editing its ConfigMap).
         let state = pin_refusal(&new, pins).unwrap_or_else(|| {
-            CredentialState::from_load(Credential::load_for(&new.credential, true))
+            let process = runtime_tx.borrow().process.clone();
+            CredentialState::from_load(Credential::load_for(&new.credential, Some(&process.tokens)))
         });
         let refused = refusal(&new, pins);
         let rt = Runtime::succeed(new, state, refused, &runtime_tx.borrow())?;

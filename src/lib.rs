@@ -52,6 +52,7 @@ pub mod identity;
 pub mod log;
 pub mod platform_pin;
 pub mod policy;
+pub mod process;
 pub mod rate;
 pub mod reconcile;
 pub mod runtime;

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 
 use crate::credential::CredentialState;
 use crate::policy::{Pin, Policy};
+use crate::process::Process;
+use crate::rate::RateLimiter;
 use crate::upstream::limit::Limiter;
 use crate::upstream::pool::Pool;
 use crate::upstream::Connector;
@@ -30,6 +32,10 @@ pub struct Runtime {
     /// The credential as sessions of this snapshot use it: `NotReady` when
     /// the policy is refused by the platform's pin (rule 7).
     pub credential: CredentialState,
+    /// `limits.rate`: the process's bucket for this policy's rate.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// What lives as long as the process (rate buckets, token sources).
+    pub process: Arc<Process>,
     /// What the last upstream EHLO said of SMTPUTF8 (learned per policy;
     /// until a connection was made it is not offered).
     upstream_smtputf8: AtomicBool,
@@ -44,9 +50,10 @@ impl Runtime {
         policy: Policy,
         credential: CredentialState,
         refused: Option<String>,
+        process: Arc<Process>,
     ) -> Result<Runtime, crate::Error> {
         let limiter = Limiter::new(policy.upstream.max_connections);
-        Runtime::build(policy, credential, refused, limiter)
+        Runtime::build(policy, credential, refused, limiter, process)
     }
 
     /// The publication of a reloaded policy: the process's count of upstream
@@ -60,7 +67,13 @@ impl Runtime {
     ) -> Result<Runtime, crate::Error> {
         let limiter = previous.pool.limiter().clone();
         limiter.set_cap(policy.upstream.max_connections);
-        Runtime::build(policy, credential, refused, limiter)
+        Runtime::build(
+            policy,
+            credential,
+            refused,
+            limiter,
+            previous.process.clone(),
+        )
     }
 
     /// The publication of a rotated credential under the same policy: the
@@ -75,6 +88,8 @@ impl Runtime {
             connector: self.connector.clone(),
             pool,
             credential,
+            rate: self.rate.clone(),
+            process: self.process.clone(),
             upstream_smtputf8: AtomicBool::new(self.upstream_offers_smtputf8()),
             refused: self.refused.clone(),
         }
@@ -85,16 +100,20 @@ impl Runtime {
         credential: CredentialState,
         refused: Option<String>,
         limiter: Arc<Limiter>,
+        process: Arc<Process>,
     ) -> Result<Runtime, crate::Error> {
         let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
         let pool = Pool::for_policy(&policy, limiter);
         let credential = gated(credential, refused.as_deref());
         pool.set_current(pin_of(&credential));
+        let rate = process.rate_limiter(policy.limits.rate);
         Ok(Runtime {
             policy: Arc::new(policy),
             connector: Arc::new(connector),
             pool,
             credential,
+            rate,
+            process,
             upstream_smtputf8: AtomicBool::new(false),
             refused,
         })
@@ -185,10 +204,17 @@ mod tests {
         let cred = Arc::new(Credential::from_parts("u", "p"));
         let ready = CredentialState::Ready(cred.clone());
         let addr = listener.local_addr().expect("addr");
-        let open = Runtime::new(policy(addr), ready.clone(), None).expect("runtime");
+        let open =
+            Runtime::new(policy(addr), ready.clone(), None, Default::default()).expect("runtime");
         assert!(matches!(open.credential, CredentialState::Ready(_)));
         let reason = "upstream pin: upstream.address is not the platform's".to_string();
-        let rt = Runtime::new(policy(addr), ready.clone(), Some(reason)).expect("runtime");
+        let rt = Runtime::new(
+            policy(addr),
+            ready.clone(),
+            Some(reason),
+            Default::default(),
+        )
+        .expect("runtime");
         for rt in [&rt, &rt.rotate(ready)] {
             match &rt.credential {
                 CredentialState::NotReady(_, r) => assert!(r.starts_with("upstream pin: ")),

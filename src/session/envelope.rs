@@ -65,7 +65,7 @@ impl Session {
             return self.refuse(Reason::LogStalled, local::log_stalled(), json!({}));
         }
         // limits.rate (§10): counted here, before anything goes upstream.
-        if !crate::rate::admit(self.rt.policy.limits.rate).await {
+        if !crate::rate::admit(self.rt.rate.as_deref()).await {
             self.reply(crate::rate::refused_reply());
             return Flow::Continue;
         }
