@@ -125,8 +125,38 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-/// Runs until `shutdown` resolves, then drains and returns.
+/// Runs until `shutdown` resolves, then drains and returns:
+/// [`build`], then [`App::serve`].
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    build(opts).await?.serve(shutdown).await
+}
+
+/// A process built and bound, not serving yet: what [`build`] returns.
+/// Its listeners accept (the kernel queues clients) from the moment it
+/// exists; sessions start with [`App::serve`].
+pub struct App {
+    /// The addresses bound (port 0 resolved).
+    pub bound: Bound,
+    opts: RunOptions,
+    policy: Policy,
+    policy_text: String,
+    cred_fingerprint: Option<(Pin, Pin)>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    info: Arc<telemetry::Info>,
+    drain: Duration,
+    runtime_tx: watch::Sender<Arc<Runtime>>,
+    runtime_rx: watch::Receiver<Arc<Runtime>>,
+    phase_tx: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    client_tls: Option<Arc<ClientTls>>,
+    listeners: Vec<server::Listener>,
+    admin_listener: TcpListener,
+}
+
+/// Parses the policy, loads the credential, publishes the first snapshot
+/// and binds the SMTP and admin listeners: every start-up failure (exit
+/// codes 1 and 2) happens here, before anything is served.
+pub async fn build(opts: RunOptions) -> Result<App, Error> {
     // The text the policy was loaded from is the watcher's baseline, so an
     // edit made right after start is never mistaken for the original.
     let policy_text = policy::read(&opts.policy_path)?;
@@ -175,75 +205,115 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             .map_err(|e| Error::Runtime(e.to_string()))?,
     };
 
-    let readiness = Arc::new(Readiness::default());
-    let admin = Admin {
-        readiness: readiness.clone(),
-        credentials: {
-            let rx = runtime_rx.clone();
-            Arc::new(move || rx.borrow().credential.clone())
-        },
+    Ok(App {
+        bound,
+        opts,
+        policy,
+        policy_text,
+        cred_fingerprint,
         metrics,
-        info: info.clone(),
-        client_tls: client_tls.clone(),
-    };
-    let mut admin_stop = phase_rx.clone();
-    let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
-        let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
-    }));
-
-    let watcher = tokio::spawn(watch_files(
-        opts.policy_path.clone(),
-        policy_text.into_bytes(),
-        runtime_tx,
-        (policy.credential.secret_dir.clone(), cred_fingerprint),
-        opts.pins.clone(),
         info,
-    ));
+        drain,
+        runtime_tx,
+        runtime_rx,
+        phase_tx,
+        phase_rx,
+        client_tls,
+        listeners,
+        admin_listener,
+    })
+}
 
-    let channels_runtime = runtime_rx.clone();
-    let channels = Channels {
-        runtime: runtime_rx,
-        phase: phase_rx,
-    };
-    let addrs = server::addresses(&listeners);
-    let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
-    let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
-    readiness.set_listener_bound();
-    prewarm(&channels_runtime.borrow());
-    log::info(
-        "listening",
-        json!({
-            "addr": bound.smtp.to_string(),
-            "listeners": addrs,
-            "admin": bound.admin.to_string(),
-            "upstream": policy.upstream.address,
-            "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
-            "version": env!("CARGO_PKG_VERSION"),
-            "workers": tokio::runtime::Handle::current().metrics().num_workers(),
-        }),
-    );
+impl App {
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let App {
+            bound,
+            opts,
+            policy,
+            policy_text,
+            cred_fingerprint,
+            metrics,
+            info,
+            drain,
+            runtime_tx,
+            runtime_rx,
+            phase_tx,
+            phase_rx,
+            client_tls,
+            listeners,
+            admin_listener,
+        } = self;
+        let readiness = Arc::new(Readiness::default());
+        let admin = Admin {
+            readiness: readiness.clone(),
+            credentials: {
+                let rx = runtime_rx.clone();
+                Arc::new(move || rx.borrow().credential.clone())
+            },
+            metrics,
+            info: info.clone(),
+            client_tls: client_tls.clone(),
+        };
+        let mut admin_stop = phase_rx.clone();
+        let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
+            let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
+        }));
 
-    shutdown.await;
-    readiness.set_shutting_down();
-    let _ = phase_tx.send(Phase::Draining);
-    log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
-    let closing = async {
-        tokio::time::sleep(drain).await;
+        let watcher = tokio::spawn(watch_files(
+            opts.policy_path.clone(),
+            policy_text.into_bytes(),
+            runtime_tx,
+            (policy.credential.secret_dir.clone(), cred_fingerprint),
+            opts.pins.clone(),
+            info,
+        ));
+
+        let channels_runtime = runtime_rx.clone();
+        let channels = Channels {
+            runtime: runtime_rx,
+            phase: phase_rx,
+        };
+        let addrs = server::addresses(&listeners);
+        let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
+        let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
+        readiness.set_listener_bound();
+        prewarm(&channels_runtime.borrow());
+        log::info(
+            "listening",
+            json!({
+                "addr": bound.smtp.to_string(),
+                "listeners": addrs,
+                "admin": bound.admin.to_string(),
+                "upstream": policy.upstream.address,
+                "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
+                "version": env!("CARGO_PKG_VERSION"),
+                "workers": tokio::runtime::Handle::current().metrics().num_workers(),
+            }),
+        );
+
+        shutdown.await;
+        readiness.set_shutting_down();
+        let _ = phase_tx.send(Phase::Draining);
+        log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
+        let closing = async {
+            tokio::time::sleep(drain).await;
+            let _ = phase_tx.send(Phase::Closing);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = closing => {}
+            _ = server => {}
+        }
         let _ = phase_tx.send(Phase::Closing);
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = closing => {}
-        _ = server => {}
+        watcher.abort();
+        if let Some(t) = tls_watch {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        log::info("stopped", json!({}));
+        Ok(())
     }
-    let _ = phase_tx.send(Phase::Closing);
-    watcher.abort();
-    if let Some(t) = tls_watch {
-        t.abort();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-    log::info("stopped", json!({}));
-    Ok(())
 }
 
 /// Watches the mounted Secret and the policy file. A changed credential is

@@ -67,7 +67,7 @@ pub mod upstream;
 pub mod watch;
 pub mod webhook;
 
-pub use app::{run, RunOptions};
+pub use app::{build, run, App, Bound, RunOptions};
 
 /// Errors at the process boundary; `exit_code` maps them to the contract's
 /// exit codes (1 invalid input, 2 runtime failure).
