@@ -19,7 +19,9 @@
 //! the recent peak of connections in use (see [`Pool::burst_size`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::limit::{Limiter, Slot};
 use super::Connection;
@@ -140,7 +142,7 @@ impl Pool {
         if let Some(conn) = self.checkout(pin).await {
             return Acquired::Pooled(conn);
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         let mut waited = false;
         loop {
             let freed = self.limiter.freed();
@@ -152,7 +154,7 @@ impl Pool {
                 }
                 return Acquired::Pooled(conn);
             }
-            let past = tokio::time::Instant::now() >= deadline;
+            let past = Instant::now() >= deadline;
             {
                 let mut inner = self.lock();
                 if inner.warming == 0 || past {
