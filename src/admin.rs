@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::credential::CredentialState;
 
@@ -94,10 +94,15 @@ impl AcceptBackoff {
     }
 }
 
+/// How the admin endpoint reads the credential state in force: from the
+/// one published snapshot (`app`), or a test's channel.
+pub type CredentialView = Arc<dyn Fn() -> CredentialState + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Admin {
     pub readiness: Arc<Readiness>,
-    pub credentials: watch::Receiver<CredentialState>,
+    /// The credential state of the snapshot in force (read per request).
+    pub credentials: CredentialView,
     pub metrics: Option<PrometheusHandle>,
     /// The info series (§12), rendered from the state in force at each scrape.
     pub info: Arc<crate::telemetry::Info>,
@@ -127,7 +132,7 @@ impl Admin {
         match path {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
-                let state = self.credentials.borrow().clone();
+                let state = (self.credentials)();
                 match self.readiness.check(&state) {
                     Ok(()) => text(StatusCode::OK, "ready\n".into()),
                     Err(reason) => text(
@@ -138,7 +143,7 @@ impl Admin {
             }
             "/metrics" => match &self.metrics {
                 Some(handle) => {
-                    let credential = self.credentials.borrow().clone();
+                    let credential = (self.credentials)();
                     let pin = credential.ready().map(|c| c.pin());
                     let info = self.info.render(crate::telemetry::Scrape {
                         credential: pin.as_ref(),
@@ -252,13 +257,14 @@ impl Admin {
 mod tests {
     use super::*;
     use crate::credential::Credential;
+    use tokio::sync::watch;
 
     fn admin(state: CredentialState) -> (Admin, watch::Sender<CredentialState>) {
         let (tx, rx) = watch::channel(state);
         (
             Admin {
                 readiness: Arc::new(Readiness::default()),
-                credentials: rx,
+                credentials: Arc::new(move || rx.borrow().clone()),
                 metrics: None,
                 info: Arc::new(crate::telemetry::Info::new("t")),
                 client_tls: None,

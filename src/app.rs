@@ -17,6 +17,7 @@ use crate::client_tls::ClientTls;
 use crate::credential::{Credential, CredentialState};
 use crate::platform_pin::PlatformPins;
 use crate::policy::{self, Pin, Policy};
+use crate::process::Process;
 use crate::runtime::{Channels, Phase, Runtime};
 use crate::server;
 use crate::{log, telemetry, Error};
@@ -87,11 +88,15 @@ fn refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<String> {
     Some(format!("upstream pin: {violation}"))
 }
 
-fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialState {
+fn load_credential(
+    policy: &Policy,
+    pins: Option<&PlatformPins>,
+    process: &Process,
+) -> CredentialState {
     if let Some(refused) = pin_refusal(policy, pins) {
         return refused;
     }
-    let result = Credential::load_for(&policy.credential, true);
+    let result = Credential::load_for(&policy.credential, Some(&process.tokens));
     let state = CredentialState::from_load(result);
     match &state {
         CredentialState::Ready(c) => {
@@ -113,10 +118,6 @@ fn load_credential(policy: &Policy, pins: Option<&PlatformPins>) -> CredentialSt
     state
 }
 
-fn pin_of(state: &CredentialState) -> Option<Pin> {
-    state.ready().map(|c| c.pin())
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|error| Error::Bind {
         addr: addr.to_string(),
@@ -124,8 +125,38 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-/// Runs until `shutdown` resolves, then drains and returns.
+/// Runs until `shutdown` resolves, then drains and returns:
+/// [`build`], then [`App::serve`].
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    build(opts).await?.serve(shutdown).await
+}
+
+/// A process built and bound, not serving yet: what [`build`] returns.
+/// Its listeners accept (the kernel queues clients) from the moment it
+/// exists; sessions start with [`App::serve`].
+pub struct App {
+    /// The addresses bound (port 0 resolved).
+    pub bound: Bound,
+    opts: RunOptions,
+    policy: Policy,
+    policy_text: String,
+    cred_fingerprint: Option<(Pin, Pin)>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    info: Arc<telemetry::Info>,
+    drain: Duration,
+    runtime_tx: watch::Sender<Arc<Runtime>>,
+    runtime_rx: watch::Receiver<Arc<Runtime>>,
+    phase_tx: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    client_tls: Option<Arc<ClientTls>>,
+    listeners: Vec<server::Listener>,
+    admin_listener: TcpListener,
+}
+
+/// Parses the policy, loads the credential, publishes the first snapshot
+/// and binds the SMTP and admin listeners: every start-up failure (exit
+/// codes 1 and 2) happens here, before anything is served.
+pub async fn build(opts: RunOptions) -> Result<App, Error> {
     // The text the policy was loaded from is the watcher's baseline, so an
     // edit made right after start is never mistaken for the original.
     let policy_text = policy::read(&opts.policy_path)?;
@@ -136,16 +167,14 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     info.set_policy(policy_text.as_bytes());
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
-    let cred_state = load_credential(&policy, opts.pins.as_deref());
+    // The process-lifetime state (rate bucket, token sources), built once.
+    let process = Arc::new(Process::default());
+    let cred_state = load_credential(&policy, opts.pins.as_deref(), &process);
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
-    let mut runtime = Runtime::new(policy.clone(), pin_of(&cred_state))?;
-    if let Some(reason) = refusal(&policy, opts.pins.as_deref()) {
-        runtime.refuse(reason);
-    }
-    let runtime = Arc::new(runtime);
+    let refused = refusal(&policy, opts.pins.as_deref());
+    let runtime = Arc::new(Runtime::new(policy.clone(), cred_state, refused, process)?);
     tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&runtime)));
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
-    let (cred_tx, cred_rx) = watch::channel(cred_state);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
 
     if let Some(listen) = opts.listen {
@@ -176,86 +205,125 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             .map_err(|e| Error::Runtime(e.to_string()))?,
     };
 
-    let readiness = Arc::new(Readiness::default());
-    let admin = Admin {
-        readiness: readiness.clone(),
-        credentials: cred_rx.clone(),
+    Ok(App {
+        bound,
+        opts,
+        policy,
+        policy_text,
+        cred_fingerprint,
         metrics,
-        info: info.clone(),
-        client_tls: client_tls.clone(),
-    };
-    let mut admin_stop = phase_rx.clone();
-    let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
-        let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
-    }));
-
-    let watcher = tokio::spawn(watch_files(
-        opts.policy_path.clone(),
-        policy_text.into_bytes(),
-        runtime_tx,
-        cred_tx,
-        (policy.credential.secret_dir.clone(), cred_fingerprint),
-        opts.pins.clone(),
         info,
-    ));
+        drain,
+        runtime_tx,
+        runtime_rx,
+        phase_tx,
+        phase_rx,
+        client_tls,
+        listeners,
+        admin_listener,
+    })
+}
 
-    let (channels_runtime, channels_cred) = (runtime_rx.clone(), cred_rx.clone());
-    let channels = Channels {
-        runtime: runtime_rx,
-        credentials: cred_rx,
-        phase: phase_rx,
-    };
-    let addrs = server::addresses(&listeners);
-    let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
-    let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
-    readiness.set_listener_bound();
-    prewarm(&channels_runtime, &channels_cred);
-    log::info(
-        "listening",
-        json!({
-            "addr": bound.smtp.to_string(),
-            "listeners": addrs,
-            "admin": bound.admin.to_string(),
-            "upstream": policy.upstream.address,
-            "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
-            "version": env!("CARGO_PKG_VERSION"),
-            "workers": tokio::runtime::Handle::current().metrics().num_workers(),
-        }),
-    );
+impl App {
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let App {
+            bound,
+            opts,
+            policy,
+            policy_text,
+            cred_fingerprint,
+            metrics,
+            info,
+            drain,
+            runtime_tx,
+            runtime_rx,
+            phase_tx,
+            phase_rx,
+            client_tls,
+            listeners,
+            admin_listener,
+        } = self;
+        let readiness = Arc::new(Readiness::default());
+        let admin = Admin {
+            readiness: readiness.clone(),
+            credentials: {
+                let rx = runtime_rx.clone();
+                Arc::new(move || rx.borrow().credential.clone())
+            },
+            metrics,
+            info: info.clone(),
+            client_tls: client_tls.clone(),
+        };
+        let mut admin_stop = phase_rx.clone();
+        let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
+            let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
+        }));
 
-    shutdown.await;
-    readiness.set_shutting_down();
-    let _ = phase_tx.send(Phase::Draining);
-    log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
-    let closing = async {
-        tokio::time::sleep(drain).await;
+        let watcher = tokio::spawn(watch_files(
+            opts.policy_path.clone(),
+            policy_text.into_bytes(),
+            runtime_tx,
+            (policy.credential.secret_dir.clone(), cred_fingerprint),
+            opts.pins.clone(),
+            info,
+        ));
+
+        let channels_runtime = runtime_rx.clone();
+        let channels = Channels {
+            runtime: runtime_rx,
+            phase: phase_rx,
+        };
+        let addrs = server::addresses(&listeners);
+        let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
+        let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
+        readiness.set_listener_bound();
+        prewarm(&channels_runtime.borrow());
+        log::info(
+            "listening",
+            json!({
+                "addr": bound.smtp.to_string(),
+                "listeners": addrs,
+                "admin": bound.admin.to_string(),
+                "upstream": policy.upstream.address,
+                "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
+                "version": env!("CARGO_PKG_VERSION"),
+                "workers": tokio::runtime::Handle::current().metrics().num_workers(),
+            }),
+        );
+
+        shutdown.await;
+        readiness.set_shutting_down();
+        let _ = phase_tx.send(Phase::Draining);
+        log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
+        let closing = async {
+            tokio::time::sleep(drain).await;
+            let _ = phase_tx.send(Phase::Closing);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = closing => {}
+            _ = server => {}
+        }
         let _ = phase_tx.send(Phase::Closing);
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = closing => {}
-        _ = server => {}
+        watcher.abort();
+        if let Some(t) = tls_watch {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        log::info("stopped", json!({}));
+        Ok(())
     }
-    let _ = phase_tx.send(Phase::Closing);
-    watcher.abort();
-    if let Some(t) = tls_watch {
-        t.abort();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-    log::info("stopped", json!({}));
-    Ok(())
 }
 
 /// Watches the mounted Secret and the policy file. A changed credential is
-/// pin-checked; the pool keeps only connections of the credential in force
-/// (set before the new credential is published, so no session can reuse an
-/// old one). A changed policy is validated and applied to new sessions; an
-/// invalid one is refused and the last good policy stays.
+/// pin-checked and published with the policy in force as one new snapshot;
+/// a changed policy is validated and published with the credential
+/// re-read for it; an invalid one is refused and the last good one stays.
 async fn watch_files(
     policy_path: PathBuf,
     policy_loaded: Vec<u8>,
     runtime_tx: watch::Sender<Arc<Runtime>>,
-    cred_tx: watch::Sender<CredentialState>,
     (mut secret_dir, mut cred_fingerprint): (PathBuf, Option<(Pin, Pin)>),
     pins: Option<Arc<PlatformPins>>,
     info: Arc<telemetry::Info>,
@@ -281,7 +349,7 @@ async fn watch_files(
         let bytes = std::fs::read(&policy_path).ok();
         if bytes.is_some() && bytes != policy_bytes {
             policy_bytes = bytes;
-            reload_policy(&policy_path, &runtime_tx, &cred_tx, pins.as_deref(), &info);
+            reload_policy(&policy_path, &runtime_tx, pins.as_deref(), &info);
             let dir = runtime_tx.borrow().policy.credential.secret_dir.clone();
             if dir != secret_dir {
                 secret_dir = dir;
@@ -293,24 +361,32 @@ async fn watch_files(
         let fp = secret_fingerprint(&secret_dir);
         if fp != cred_fingerprint {
             cred_fingerprint = fp;
-            let policy = runtime_tx.borrow().policy.clone();
-            let state = load_credential(&policy, pins.as_deref());
-            runtime_tx.borrow().pool.set_current(pin_of(&state));
-            cred_tx.send_replace(state);
-            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
+            let (policy, process) = {
+                let rt = runtime_tx.borrow();
+                (rt.policy.clone(), rt.process.clone())
+            };
+            let state = load_credential(&policy, pins.as_deref(), &process);
+            let next = runtime_tx.borrow().rotate(state);
+            publish(&runtime_tx, next);
         }
     }
 }
 
+/// Publishes `next` whole — policy, connector, pool and credential in one
+/// `send_replace` — and retires the snapshot it replaces.
+fn publish(runtime_tx: &watch::Sender<Arc<Runtime>>, next: Runtime) {
+    let next = Arc::new(next);
+    tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&next)));
+    let previous = runtime_tx.send_replace(next.clone());
+    previous.retire();
+    prewarm(&next);
+}
+
 /// One upstream connection opened ahead of the first session, for the
-/// credential in force now (see `upstream::warm`).
-fn prewarm(
-    runtime: &watch::Receiver<Arc<Runtime>>,
-    credentials: &watch::Receiver<CredentialState>,
-) {
-    if let CredentialState::Ready(cred) = &*credentials.borrow() {
-        let rt = runtime.borrow().clone();
-        tokio::spawn(crate::upstream::warm::prewarm(rt, cred.clone()));
+/// credential of `rt` (see `upstream::warm`).
+fn prewarm(rt: &Arc<Runtime>) {
+    if let CredentialState::Ready(cred) = &rt.credential {
+        tokio::spawn(crate::upstream::warm::prewarm(rt.clone(), cred.clone()));
     }
 }
 
@@ -324,7 +400,6 @@ fn secret_fingerprint(dir: &Path) -> Option<(Pin, Pin)> {
 fn reload_policy(
     path: &Path,
     runtime_tx: &watch::Sender<Arc<Runtime>>,
-    cred_tx: &watch::Sender<CredentialState>,
     pins: Option<&PlatformPins>,
     info: &telemetry::Info,
 ) {
@@ -350,23 +425,17 @@ fn reload_policy(
         // Re-check the credential against the new pins, and the policy
         // against the platform's (rule 7: a tenant editing its ConfigMap).
         let state = pin_refusal(&new, pins).unwrap_or_else(|| {
-            CredentialState::from_load(Credential::load_for(&new.credential, true))
+            let process = runtime_tx.borrow().process.clone();
+            CredentialState::from_load(Credential::load_for(&new.credential, Some(&process.tokens)))
         });
-        let mut rt = Runtime::succeed(new, pin_of(&state), &runtime_tx.borrow())?;
-        if let Some(reason) = refusal(&rt.policy, pins) {
-            rt.refuse(reason);
-        }
-        Ok((rt, state, text))
+        let refused = refusal(&new, pins);
+        let rt = Runtime::succeed(new, state, refused, &runtime_tx.borrow())?;
+        Ok((rt, text))
     });
     match result {
-        Ok((rt, state, text)) => {
+        Ok((rt, text)) => {
             info.set_policy(text.as_bytes());
-            runtime_tx.borrow().pool.set_current(None);
-            let rt = Arc::new(rt);
-            tokio::spawn(crate::upstream::warm::reaper(Arc::downgrade(&rt)));
-            runtime_tx.send_replace(rt);
-            cred_tx.send_replace(state);
-            prewarm(&runtime_tx.subscribe(), &cred_tx.subscribe());
+            publish(runtime_tx, rt);
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
             log::info(
                 "policy",

@@ -98,11 +98,14 @@ impl Credential {
     }
 
     /// [`Credential::load`] plus what the policy's mechanism derives from
-    /// it: the SES password, or the XOAUTH2 token source (its refresh timer
-    /// started when `start`; without, no network is touched).
-    pub fn load_for(policy: &CredentialPolicy, start: bool) -> Result<Credential, CredentialError> {
+    /// it: the SES password, or the XOAUTH2 token source (started and
+    /// shared through `sources` when given; without, no network is touched).
+    pub fn load_for(
+        policy: &CredentialPolicy,
+        sources: Option<&crate::identity::TokenSources>,
+    ) -> Result<Credential, CredentialError> {
         let mut cred = Self::load(&policy.secret_dir, &policy.pins)?;
-        cred.upstream = UpstreamAuth::prepare(policy, &cred.username, &cred.password, start)?;
+        cred.upstream = UpstreamAuth::prepare(policy, &cred.username, &cred.password, sources)?;
         Ok(cred)
     }
 

@@ -404,7 +404,7 @@ fn check(files: &[PathBuf], credentials: bool) -> ExitCode {
                         eprintln!("{}: client.tls.cert_dir: {e}", file.display());
                     }
                     // Pin, and for jwt_bearer the key parses (no network).
-                    match Credential::load_for(&p.credential, false) {
+                    match Credential::load_for(&p.credential, None) {
                         Ok(c) if ok => println!(
                             "{}: ok (tenant {}, credential {})",
                             file.display(),

@@ -6,9 +6,11 @@
 //! else it reserves the next one and waits for it — unless that wait would
 //! exceed `max_wait`, then it is refused at once (`451 4.7.0`) and takes
 //! nothing. Reservations queue in order, so over any window `T` at most
-//! `burst + rate * T` MAILs go on. Each replica has its own bucket.
+//! `burst + rate * T` MAILs go on. Each replica has its own bucket, held by
+//! the process-lifetime [`crate::process::Process`] and carried in each
+//! snapshot (`Runtime::rate`).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,6 +40,11 @@ impl RateLimiter {
             policy,
             state: Mutex::new((f64::from(policy.burst), Instant::now())),
         }
+    }
+
+    /// The rate this bucket enforces.
+    pub fn policy(&self) -> RatePolicy {
+        self.policy
     }
 
     /// Decides without waiting: `Ok(wait)` with the token reserved, or
@@ -83,40 +90,23 @@ impl RateLimiter {
     }
 }
 
-/// The process's bucket for `policy`: kept across policy reloads while the
-/// rate is unchanged, replaced (full) when it changes.
-pub fn limiter(policy: RatePolicy) -> Arc<RateLimiter> {
-    static CURRENT: OnceLock<Mutex<Option<Arc<RateLimiter>>>> = OnceLock::new();
-    let mut current = CURRENT
-        .get_or_init(|| Mutex::new(None))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    match &*current {
-        Some(l) if l.policy == policy => l.clone(),
-        _ => {
-            let l = Arc::new(RateLimiter::new(policy));
-            *current = Some(l.clone());
-            l
-        }
-    }
-}
-
 /// The reply to a MAIL over the rate.
 pub fn refused_reply() -> crate::smtp::reply::Reply {
     crate::smtp::reply::Reply::new(451, "4.7.0 sending rate exceeded, try again later")
 }
 
 /// For the session's MAIL: `true` to go on, `false` to answer `451 4.7.0`.
-pub async fn admit(policy: Option<RatePolicy>) -> bool {
-    match policy {
+pub async fn admit(limiter: Option<&RateLimiter>) -> bool {
+    match limiter {
         None => true,
-        Some(p) => limiter(p).acquire().await != Admission::Refused,
+        Some(l) => l.acquire().await != Admission::Refused,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn policy(rate: f64, burst: u32, max_wait_ms: u64) -> RatePolicy {
         RatePolicy {
@@ -188,14 +178,5 @@ mod tests {
         assert!(admitted <= 5 + 100 + 2, "{admitted}");
         assert!(admitted >= 100, "{admitted}");
         assert!(refused > 0);
-    }
-
-    #[test]
-    fn one_bucket_per_rate() {
-        let a = limiter(policy(3.0, 3, 10));
-        let b = limiter(policy(3.0, 3, 10));
-        assert!(Arc::ptr_eq(&a, &b));
-        let c = limiter(policy(4.0, 3, 10));
-        assert!(!Arc::ptr_eq(&a, &c));
     }
 }

@@ -1,8 +1,14 @@
-//! The state shared by the listener, the sessions and the process wiring:
-//! the [`Runtime`] built from one policy (replaced whole on reload), the
-//! process [`Phase`], and the watch [`Channels`] each session takes one
-//! snapshot of. Its own module so that `server` and `session` both depend
-//! on it and not on each other.
+//! The state shared by the listener, the sessions and the process wiring.
+//!
+//! A [`Runtime`] is one whole, immutable publication: the policy, the
+//! connector built from it, the pool that holds connections of exactly one
+//! credential pin, and the credential state as sessions may use it (rule 7
+//! already applied). The process publishes each next value with one
+//! `send_replace` on one watch channel; a session takes one snapshot at
+//! connect and swaps it only at a transaction boundary (AUTH, MAIL), so a
+//! policy and a credential of two different publications never meet.
+//! Its own module so that `server` and `session` both depend on it and not
+//! on each other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,84 +16,122 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::credential::CredentialState;
-use crate::policy::Policy;
+use crate::policy::{Pin, Policy};
+use crate::process::Process;
+use crate::rate::RateLimiter;
 use crate::upstream::limit::Limiter;
 use crate::upstream::pool::Pool;
 use crate::upstream::Connector;
 
-/// Everything built from one policy. Replaced whole on reload; a session
-/// keeps the snapshot it started with.
+/// One publication: everything a session needs, built together.
 pub struct Runtime {
-    pub policy: Policy,
-    pub connector: Connector,
+    pub policy: Arc<Policy>,
+    pub connector: Arc<Connector>,
+    /// Keeps connections of [`Runtime::credential`]'s pin only, fixed at build.
     pub pool: Pool,
-    /// What the last upstream EHLO said of SMTPUTF8 (learned per policy
-    /// snapshot; until a connection was made it is not offered).
+    /// The credential as sessions of this snapshot use it: `NotReady` when
+    /// the policy is refused by the platform's pin (rule 7).
+    pub credential: CredentialState,
+    /// `limits.rate`: the process's bucket for this policy's rate.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// What lives as long as the process (rate buckets, token sources).
+    pub process: Arc<Process>,
+    /// What the last upstream EHLO said of SMTPUTF8 (learned per policy;
+    /// until a connection was made it is not offered).
     upstream_smtputf8: AtomicBool,
     /// Rule 7: why this policy may not use the credential (it breaks the
-    /// platform's pin). Tied to the runtime, not only to the credential
-    /// state, so that no session or warm-up holding this snapshot ever
-    /// connects, whatever order the watch channels are updated in.
+    /// platform's pin); no session or warm-up of this snapshot connects.
     refused: Option<String>,
 }
 
 impl Runtime {
+    /// The first publication of the process.
     pub fn new(
         policy: Policy,
-        current_pin: Option<crate::policy::Pin>,
+        credential: CredentialState,
+        refused: Option<String>,
+        process: Arc<Process>,
     ) -> Result<Runtime, crate::Error> {
         let limiter = Limiter::new(policy.upstream.max_connections);
-        Runtime::with_limiter(policy, current_pin, limiter)
+        Runtime::build(policy, credential, refused, limiter, process)
     }
 
-    /// The runtime of a reloaded policy: the process's count of upstream
+    /// The publication of a reloaded policy: the process's count of upstream
     /// connections (and the demand it remembers) carries over, so
     /// connections still held by sessions of `previous` count against the cap.
     pub fn succeed(
         policy: Policy,
-        current_pin: Option<crate::policy::Pin>,
+        credential: CredentialState,
+        refused: Option<String>,
         previous: &Runtime,
     ) -> Result<Runtime, crate::Error> {
         let limiter = previous.pool.limiter().clone();
         limiter.set_cap(policy.upstream.max_connections);
-        Runtime::with_limiter(policy, current_pin, limiter)
+        Runtime::build(
+            policy,
+            credential,
+            refused,
+            limiter,
+            previous.process.clone(),
+        )
     }
 
-    fn with_limiter(
+    /// The publication of a rotated credential under the same policy: the
+    /// policy, connector and what was learned of the upstream are kept; the
+    /// pool is new (it keeps only `credential`'s connections).
+    pub fn rotate(&self, credential: CredentialState) -> Runtime {
+        let pool = Pool::for_policy(&self.policy, self.pool.limiter().clone());
+        let credential = gated(credential, self.refused.as_deref());
+        pool.set_current(pin_of(&credential));
+        Runtime {
+            policy: self.policy.clone(),
+            connector: self.connector.clone(),
+            pool,
+            credential,
+            rate: self.rate.clone(),
+            process: self.process.clone(),
+            upstream_smtputf8: AtomicBool::new(self.upstream_offers_smtputf8()),
+            refused: self.refused.clone(),
+        }
+    }
+
+    fn build(
         policy: Policy,
-        current_pin: Option<crate::policy::Pin>,
+        credential: CredentialState,
+        refused: Option<String>,
         limiter: Arc<Limiter>,
+        process: Arc<Process>,
     ) -> Result<Runtime, crate::Error> {
         let connector = Connector::new(&policy.upstream, policy.credential.mechanism)?;
         let pool = Pool::for_policy(&policy, limiter);
-        pool.set_current(current_pin);
+        let credential = gated(credential, refused.as_deref());
+        pool.set_current(pin_of(&credential));
+        let rate = process.rate_limiter(policy.limits.rate);
         Ok(Runtime {
-            policy,
-            connector,
+            policy: Arc::new(policy),
+            connector: Arc::new(connector),
             pool,
+            credential,
+            rate,
+            process,
             upstream_smtputf8: AtomicBool::new(false),
-            refused: None,
+            refused,
         })
     }
 
-    /// Marks this runtime's policy as refused by the platform's pin.
-    pub fn refuse(&mut self, reason: String) {
-        self.refused = Some(reason);
+    /// Closes the idle connections of a snapshot no longer in force (the
+    /// sessions still holding it keep theirs until their next boundary).
+    pub fn retire(&self) {
+        self.pool.set_current(None);
     }
 
     pub fn refused(&self) -> Option<&str> {
         self.refused.as_deref()
     }
 
-    /// `state` as a session of this runtime may use it: not ready while the
-    /// policy is refused (rule 7).
-    pub fn gate(&self, state: CredentialState) -> CredentialState {
-        match &self.refused {
-            Some(reason) => {
-                CredentialState::NotReady(crate::audit::Reason::UpstreamNotPinned, reason.clone())
-            }
-            None => state,
-        }
+    /// The pin of the credential of this snapshot, if it has a usable one.
+    pub fn pin(&self) -> Option<Pin> {
+        pin_of(&self.credential)
     }
 
     /// Records what a freshly connected upstream offered.
@@ -102,6 +146,20 @@ impl Runtime {
     }
 }
 
+/// `state` as a session may use it: not ready while the policy is refused (rule 7).
+fn gated(state: CredentialState, refused: Option<&str>) -> CredentialState {
+    match refused {
+        Some(reason) => {
+            CredentialState::NotReady(crate::audit::Reason::UpstreamNotPinned, reason.to_string())
+        }
+        None => state,
+    }
+}
+
+fn pin_of(state: &CredentialState) -> Option<Pin> {
+    state.ready().map(|c| c.pin())
+}
+
 /// Process lifecycle, published to sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -112,11 +170,11 @@ pub enum Phase {
     Closing,
 }
 
-/// Shared channels the listener hands to each session.
+/// Shared channels the listener hands to each session: the one channel
+/// of whole snapshots and the process phase.
 #[derive(Clone)]
 pub struct Channels {
     pub runtime: watch::Receiver<Arc<Runtime>>,
-    pub credentials: watch::Receiver<CredentialState>,
     pub phase: watch::Receiver<Phase>,
 }
 
@@ -125,18 +183,17 @@ mod tests {
     use super::*;
     use crate::credential::Credential;
 
-    fn runtime(upstream: std::net::SocketAddr) -> Runtime {
+    fn policy(upstream: std::net::SocketAddr) -> Policy {
         let text = format!(
             "version: 1\ntenant: acme\nupstream:\n  address: \"{upstream}\"\n  tls: none\n  insecure: true\n\
              credential:\n  secret_dir: /nonexistent\n  mechanism: none\n  pins: [\"{}\"]\n\
              client:\n  auth: none\nsenders: [\"*@acme.example\"]\n",
             crate::policy::Pin::of(b"p")
         );
-        let policy = match crate::policy::parse(&text, std::path::Path::new("p.yaml")) {
+        match crate::policy::parse(&text, std::path::Path::new("p.yaml")) {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
-        };
-        Runtime::new(policy, None).expect("runtime")
+        }
     }
 
     #[tokio::test]
@@ -144,14 +201,25 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let mut rt = runtime(listener.local_addr().expect("addr"));
         let cred = Arc::new(Credential::from_parts("u", "p"));
         let ready = CredentialState::Ready(cred.clone());
-        assert!(matches!(rt.gate(ready.clone()), CredentialState::Ready(_)));
-        rt.refuse("upstream pin: upstream.address is not the platform's".into());
-        match rt.gate(ready) {
-            CredentialState::NotReady(_, r) => assert!(r.starts_with("upstream pin: ")),
-            CredentialState::Ready(_) => panic!("a refused runtime let the credential through"),
+        let addr = listener.local_addr().expect("addr");
+        let open =
+            Runtime::new(policy(addr), ready.clone(), None, Default::default()).expect("runtime");
+        assert!(matches!(open.credential, CredentialState::Ready(_)));
+        let reason = "upstream pin: upstream.address is not the platform's".to_string();
+        let rt = Runtime::new(
+            policy(addr),
+            ready.clone(),
+            Some(reason),
+            Default::default(),
+        )
+        .expect("runtime");
+        for rt in [&rt, &rt.rotate(ready)] {
+            match &rt.credential {
+                CredentialState::NotReady(_, r) => assert!(r.starts_with("upstream pin: ")),
+                CredentialState::Ready(_) => panic!("a refused runtime let the credential through"),
+            }
         }
         let rt = Arc::new(rt);
         let err = crate::upstream::warm::acquire(&rt, &cred).await.err();

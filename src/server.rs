@@ -138,7 +138,7 @@ pub async fn serve(
                     stream,
                     peer.to_string(),
                     rt,
-                    channels.credentials.clone(),
+                    channels.runtime.clone(),
                     channels.phase.clone(),
                     session_id(),
                     Entry { tls: tls.clone(), implicit },

@@ -1,5 +1,5 @@
 //! TLS toward the local mailer (contract §11): the serving pair from a
-//! `kubernetes.io/tls` mount reloaded on the kubelet's swap ([`crate::tls_mount`],
+//! `kubernetes.io/tls` mount reloaded on the kubelet's swap (`crate::tls_mount`,
 //! shared with the webhook), a rustls server configuration (TLS 1.2 and
 //! 1.3 only), and the plain-or-TLS client stream ([`stream`]).
 

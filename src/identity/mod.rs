@@ -82,14 +82,14 @@ impl fmt::Debug for UpstreamAuth {
 
 impl UpstreamAuth {
     /// Builds the upstream material for a pinned credential (`username`,
-    /// `password` as mounted). XOAUTH2 starts its refresh timer when
-    /// `start` is set and a runtime is running; without, nothing touches
-    /// the network (`smtpbind check --credentials`).
+    /// `password` as mounted). XOAUTH2 starts its refresh timer, shared
+    /// through `sources`, when `sources` is given and a runtime is running;
+    /// without, nothing touches the network (`smtpbind check --credentials`).
     pub fn prepare(
         policy: &CredentialPolicy,
         username: &str,
         password: &str,
-        start: bool,
+        sources: Option<&TokenSources>,
     ) -> Result<UpstreamAuth, IdentityError> {
         match (policy.mechanism, &policy.ses, &policy.oauth2) {
             (Mechanism::Ses, Some(ses), _) => {
@@ -106,15 +106,15 @@ impl UpstreamAuth {
                     }
                 };
                 let source = TokenSource::new(oauth2, grant)?;
-                if !start {
+                let Some(sources) = sources else {
                     return Ok(UpstreamAuth::XOAuth2(Arc::new(source)));
-                }
+                };
                 let key = SourceKey {
                     pin: crate::policy::Pin::of(password.as_bytes()),
                     username: crate::policy::Pin::of(username.as_bytes()),
                     oauth2: oauth2.clone(),
                 };
-                Ok(UpstreamAuth::XOAuth2(shared_source(key, source)))
+                Ok(UpstreamAuth::XOAuth2(sources.shared(key, source)))
             }
             _ => Ok(UpstreamAuth::Mounted),
         }
@@ -139,28 +139,32 @@ struct SourceKey {
     oauth2: crate::policy::OAuth2Policy,
 }
 
-/// The running token source for `key` if one is alive (a policy reload
-/// that leaves the credential and its `oauth2` section as they were keeps
-/// the token in hand — and readiness — instead of fetching anew), else
-/// `fresh`, started.
-fn shared_source(key: SourceKey, fresh: TokenSource) -> Arc<TokenSource> {
-    type Live = Vec<(SourceKey, std::sync::Weak<TokenSource>)>;
-    static LIVE: std::sync::OnceLock<std::sync::Mutex<Live>> = std::sync::OnceLock::new();
-    let mut live = LIVE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    live.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(source) = live
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return source;
+/// The process's running token sources, by what they are for: part of the
+/// process-lifetime state (`crate::process`), not a global.
+#[derive(Default)]
+pub struct TokenSources {
+    live: std::sync::Mutex<Vec<(SourceKey, std::sync::Weak<TokenSource>)>>,
+}
+
+impl TokenSources {
+    /// The running token source for `key` if one is alive (a policy reload
+    /// that leaves the credential and its `oauth2` section as they were keeps
+    /// the token in hand — and readiness — instead of fetching anew), else
+    /// `fresh`, started.
+    fn shared(&self, key: SourceKey, fresh: TokenSource) -> Arc<TokenSource> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(source) = live
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return source;
+        }
+        let source = fresh.start();
+        live.push((key, Arc::downgrade(&source)));
+        source
     }
-    let source = fresh.start();
-    live.push((key, Arc::downgrade(&source)));
-    source
 }
 
 /// The XOAUTH2 initial response: `base64("user=" user "\x01auth=Bearer " token "\x01\x01")`.
@@ -190,6 +194,7 @@ mod tests {
 
     #[test]
     fn one_token_source_per_credential_and_section() {
+        let sources = TokenSources::default();
         let policy = |user: &str| CredentialPolicy {
             secret_dir: "/s".into(),
             mechanism: Mechanism::XOAuth2,
@@ -204,18 +209,21 @@ mod tests {
             }),
             ses: None,
         };
-        let source =
-            |p: &CredentialPolicy, secret: &str| match UpstreamAuth::prepare(p, "id", secret, true)
-            {
-                Ok(UpstreamAuth::XOAuth2(s)) => s,
-                other => panic!("{other:?}"),
-            };
+        let source = |p: &CredentialPolicy, secret: &str| match UpstreamAuth::prepare(
+            p,
+            "id",
+            secret,
+            Some(&sources),
+        ) {
+            Ok(UpstreamAuth::XOAuth2(s)) => s,
+            other => panic!("{other:?}"),
+        };
         let a = source(&policy("a@x"), "secret-1");
         assert!(Arc::ptr_eq(&a, &source(&policy("a@x"), "secret-1")));
         assert!(!Arc::ptr_eq(&a, &source(&policy("b@x"), "secret-1")));
         assert!(!Arc::ptr_eq(&a, &source(&policy("a@x"), "secret-2")));
         // Not started (check --credentials): never shared.
-        match UpstreamAuth::prepare(&policy("a@x"), "id", "secret-1", false) {
+        match UpstreamAuth::prepare(&policy("a@x"), "id", "secret-1", None) {
             Ok(UpstreamAuth::XOAuth2(s)) => assert!(!Arc::ptr_eq(&a, &s)),
             other => panic!("{other:?}"),
         }

@@ -72,9 +72,10 @@ impl Session {
             Err(sasl::SaslError::Authzid) => return self.auth_failed(None),
             Err(_) => return self.bad_command(local::auth_malformed()),
         };
-        // `password: mounted` compares with the credential mounted now, not
+        // `password: mounted` compares with the credential in force now, not
         // the one this session saw when it connected.
-        let state = self.rt.gate(self.credentials.borrow().clone());
+        self.take_snapshot();
+        let state = self.rt.credential.clone();
         let cred = match state {
             CredentialState::Ready(cred) => cred,
             CredentialState::NotReady(..) => {

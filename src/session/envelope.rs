@@ -24,6 +24,8 @@ impl Session {
         if self.tx.is_some() {
             return self.bad_command(local::nested_mail());
         }
+        // A transaction boundary: the snapshot in force now, whole.
+        self.take_snapshot();
         if mail.smtputf8 && !self.smtputf8_offered {
             return self.bad_command(local::parameter("SMTPUTF8"));
         }
@@ -63,7 +65,7 @@ impl Session {
             return self.refuse(Reason::LogStalled, local::log_stalled(), json!({}));
         }
         // limits.rate (§10): counted here, before anything goes upstream.
-        if !crate::rate::admit(self.rt.policy.limits.rate).await {
+        if !crate::rate::admit(self.rt.rate.as_deref()).await {
             self.reply(crate::rate::refused_reply());
             return Flow::Continue;
         }
@@ -146,7 +148,7 @@ impl Session {
     }
 
     pub(super) fn refresh_credential(&mut self) -> Result<(), Flow> {
-        let state = self.rt.gate(self.credentials.borrow().clone());
+        let state = self.rt.credential.clone();
         match state {
             // XOAUTH2: nothing is relayed without a usable token, pooled
             // connections included (§9).

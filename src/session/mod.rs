@@ -135,8 +135,10 @@ pub struct Entry {
 pub struct Session {
     io: ClientStream,
     entry: Entry,
+    /// The snapshot in force for this session: taken at connect, swapped
+    /// only at a transaction boundary (AUTH, MAIL; see [`Session::take_snapshot`]).
     rt: Arc<Runtime>,
-    credentials: watch::Receiver<CredentialState>,
+    snapshots: watch::Receiver<Arc<Runtime>>,
     phase: watch::Receiver<Phase>,
     /// The credential this session's upstream work uses (refreshed at MAIL).
     cred: Option<Arc<Credential>>,
@@ -176,7 +178,7 @@ impl Session {
         io: TcpStream,
         peer: String,
         rt: Arc<Runtime>,
-        credentials: watch::Receiver<CredentialState>,
+        snapshots: watch::Receiver<Arc<Runtime>>,
         mut phase: watch::Receiver<Phase>,
         id: String,
         entry: Entry,
@@ -193,7 +195,7 @@ impl Session {
             io: ClientStream::Plain(io),
             entry,
             rt,
-            credentials,
+            snapshots,
             cred: None,
             info,
             inbuf: LineBuffer::new(),
@@ -214,6 +216,28 @@ impl Session {
             phase_change: read::next_phase_change(&mut phase),
             phase,
         }
+    }
+
+    /// Swaps to the snapshot published last, whole (policy, connector,
+    /// pool and credential of one publication), at a transaction boundary
+    /// only: never while a transaction or a pipelined upstream reply is
+    /// open. The upstream connection of the old snapshot goes back to its
+    /// pool (which closes it once that snapshot is retired).
+    pub(super) fn take_snapshot(&mut self) {
+        if self.tx.is_some() || !self.slots.is_empty() || self.bdat.is_some() {
+            return;
+        }
+        let next = self.snapshots.borrow_and_update().clone();
+        if Arc::ptr_eq(&next, &self.rt) {
+            return;
+        }
+        if let Some(conn) = self.upstream.take() {
+            if let Some(conn) = self.rt.pool.checkin(conn) {
+                tokio::spawn(conn.quit());
+            }
+        }
+        self.info.upstream = next.connector.address().to_string();
+        self.rt = next;
     }
 
     /// Runs the session to its end and returns how it ended.
@@ -243,7 +267,7 @@ impl Session {
                 return outcome;
             }
         }
-        let state = self.rt.gate(self.credentials.borrow().clone());
+        let state = self.rt.credential.clone();
         match state {
             // XOAUTH2: pinned is not enough, a usable token must be held (§9).
             CredentialState::Ready(cred) if cred.usable().is_ok() => {

@@ -4,11 +4,12 @@
 //! and, for XOAUTH2, the mailbox (`user=`) it authenticated as: two
 //! credentials with the same username (`apikey`) never share a connection.
 //! A token refresh keeps the pooled connections; a gap without a usable
-//! token drops them (`Connection::is_stale`). On rotation [`Pool::set_current`] closes every idle
-//! connection of any other pin before a session can use the new credential;
-//! connections are also dropped after any error (sessions simply don't check
-//! them back in), when idle longer than the limit, or when the server closed
-//! or spoke while idle.
+//! token drops them (`Connection::is_stale`). A pool belongs to one published
+//! snapshot (`crate::runtime`) and keeps the connections of that snapshot's
+//! pin only ([`Pool::set_current`] at build; `None` when retired);
+//! connections are also dropped after any error (sessions simply don't
+//! check them back in), when idle longer than the limit, or when the server
+//! closed or spoke while idle.
 //!
 //! [`Pool::acquire`] is how a session gets a connection: an idle one, else
 //! room under the cap (`upstream.max_connections`, see [`super::limit`]) to
@@ -18,7 +19,9 @@
 //! the recent peak of connections in use (see [`Pool::burst_size`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::limit::{Limiter, Slot};
 use super::Connection;
@@ -139,7 +142,7 @@ impl Pool {
         if let Some(conn) = self.checkout(pin).await {
             return Acquired::Pooled(conn);
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         let mut waited = false;
         loop {
             let freed = self.limiter.freed();
@@ -151,7 +154,7 @@ impl Pool {
                 }
                 return Acquired::Pooled(conn);
             }
-            let past = tokio::time::Instant::now() >= deadline;
+            let past = Instant::now() >= deadline;
             {
                 let mut inner = self.lock();
                 if inner.warming == 0 || past {

@@ -171,6 +171,46 @@ pub fn pin(password: &str) -> String {
     smtpbind::policy::Pin::of(password.as_bytes()).to_string()
 }
 
+/// The files of a sidecar for tenant A in front of `upstream` (see
+/// [`Sidecar::start`]): its directory, policy file and Secret directory.
+pub fn tenant_a(
+    upstream: SocketAddr,
+    ca_pem: &str,
+    configure: impl FnOnce(&mut PolicySpec),
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_dir = dir.path().join("secret");
+    write_secret(&secret_dir, "apikey", KEY_A);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).expect("ca");
+    let mut spec = PolicySpec(serde_yaml::Value::Mapping(Default::default()));
+    spec.set("version", 1)
+        .set("tenant", "acme")
+        .set("upstream.address", upstream.to_string())
+        .set("upstream.tls", "starttls")
+        .set("upstream.ca_file", ca.display().to_string())
+        .set("upstream.server_name", "localhost")
+        .set("upstream.connect_timeout", "3s")
+        .set("upstream.reply_timeout", "5s")
+        // No connection ahead of demand, so "nothing reached the
+        // upstream" means exactly that (tests/hardening.rs tests prewarm).
+        .set("upstream.reuse.prewarm", 0)
+        .set("credential.secret_dir", secret_dir.display().to_string())
+        .set("credential.pins", yaml_list(&[&pin(KEY_A)]))
+        .set("client.auth", "required")
+        .set(
+            "client.accept",
+            serde_yaml::from_str::<serde_yaml::Value>("[{username: apikey, password: mounted}]")
+                .expect("yaml"),
+        )
+        .set("senders", yaml_list(&["*@acme.example", "<>"]))
+        .set("header_from", "enforce");
+    configure(&mut spec);
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(&policy_path, spec.yaml()).expect("policy");
+    (dir, policy_path, secret_dir)
+}
+
 /// The real binary, started on port 0.
 pub struct Sidecar {
     pub child: Child,
@@ -211,38 +251,7 @@ impl Sidecar {
         configure: impl FnOnce(&mut PolicySpec),
         wrap: impl FnOnce(Command) -> Command,
     ) -> Sidecar {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secret_dir = dir.path().join("secret");
-        write_secret(&secret_dir, "apikey", KEY_A);
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, ca_pem).expect("ca");
-        let mut spec = PolicySpec(serde_yaml::Value::Mapping(Default::default()));
-        spec.set("version", 1)
-            .set("tenant", "acme")
-            .set("upstream.address", upstream.to_string())
-            .set("upstream.tls", "starttls")
-            .set("upstream.ca_file", ca.display().to_string())
-            .set("upstream.server_name", "localhost")
-            .set("upstream.connect_timeout", "3s")
-            .set("upstream.reply_timeout", "5s")
-            // No connection ahead of demand, so "nothing reached the
-            // upstream" means exactly that (tests/hardening.rs tests prewarm).
-            .set("upstream.reuse.prewarm", 0)
-            .set("credential.secret_dir", secret_dir.display().to_string())
-            .set("credential.pins", yaml_list(&[&pin(KEY_A)]))
-            .set("client.auth", "required")
-            .set(
-                "client.accept",
-                serde_yaml::from_str::<serde_yaml::Value>(
-                    "[{username: apikey, password: mounted}]",
-                )
-                .expect("yaml"),
-            )
-            .set("senders", yaml_list(&["*@acme.example", "<>"]))
-            .set("header_from", "enforce");
-        configure(&mut spec);
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&policy_path, spec.yaml()).expect("policy");
+        let (dir, policy_path, secret_dir) = tenant_a(upstream, ca_pem, configure);
         let cmd = wrap(Self::command(&policy_path, &[]));
         Self::spawn_command(dir, policy_path, secret_dir, cmd)
     }
