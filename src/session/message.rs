@@ -446,7 +446,8 @@ impl Session {
         spare::keep(&mut self.spare.message_id, message_id.into_buffer());
         spare::keep_string(&mut self.spare.audit_reply, line);
         spare::keep_string(&mut self.spare.sender_domain, tx.sender_domain);
-        Self::queue_reply(&mut self.slots, &mut self.out, &reply);
+        spare::keep_envelope(&mut self.spare.envelope, tx.envelope);
+        self.pipe.reply_ref(&reply, &mut self.out);
         spare::keep_reply(&mut self.spare.reply, reply);
         Flow::Continue
     }

@@ -22,10 +22,10 @@ mod ehlo;
 mod envelope;
 mod message;
 mod read;
+mod settle;
 mod spare;
 mod starttls;
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ use crate::runtime::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError};
 use crate::smtp::data::LineEndingFilter;
 use crate::smtp::line::{Line, LineBuffer, COMMAND_READ};
+use crate::smtp::pipeline::Pipeline;
 use crate::smtp::reply::{local, Reply};
 use crate::smtp::MAX_COMMAND_LINE;
 use crate::upstream::{Connection, UpstreamError};
@@ -108,20 +109,22 @@ enum Flow {
 /// An open transaction.
 struct Transaction {
     sender_domain: String,
+    /// The envelope as written upstream (pipelining upstreams): MAIL, then
+    /// every RCPT not refused — what a replacement connection is given.
+    envelope: Vec<String>,
+    /// MAIL was answered locally and is not written upstream yet: it goes
+    /// with the first RCPT the policy allows.
+    mail_deferred: bool,
+    /// The connection came from the pool and the envelope was not replayed
+    /// yet: if it is found dead before DATA, the envelope is replayed on a
+    /// new one, invisibly to the client (§4).
+    replayable: bool,
     /// RCPTs that passed local policy (the `max_per_message` count).
     recipients: usize,
     /// RCPTs the upstream accepted.
     accepted: usize,
     /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
     smtputf8: bool,
-}
-
-/// A reply owed to the client, in order: ready now, or the reply to a
-/// command pipelined to the upstream and not read yet.
-enum Slot {
-    Ready(Reply),
-    Mail,
-    Rcpt,
 }
 
 /// Where a session came from: TLS toward the mailer when the policy has
@@ -159,7 +162,7 @@ pub struct Session {
     upstream: Option<Connection>,
     tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
-    slots: VecDeque<Slot>,
+    pipe: Pipeline,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
     /// The read deadline's timer, armed once per session and moved only
@@ -208,7 +211,7 @@ impl Session {
             errors: 0,
             upstream: None,
             tx: None,
-            slots: VecDeque::new(),
+            pipe: Pipeline::default(),
             bdat: None,
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
             phase_change: read::next_phase_change(&mut phase),
@@ -317,89 +320,17 @@ impl Session {
 
     /// Queues a reply for the client, after any still owed by the upstream.
     fn reply(&mut self, reply: Reply) {
-        if self.slots.is_empty() {
-            reply.write_to(&mut self.out);
-        } else {
-            self.slots.push_back(Slot::Ready(reply));
-        }
+        self.pipe.reply(reply, &mut self.out);
     }
 
     /// [`Session::reply`] for a one-line reply of static text (built only
     /// if it must wait behind replies owed).
     fn reply_static(&mut self, (code, text): (u16, &'static str)) {
-        if self.slots.is_empty() {
+        if self.pipe.is_empty() {
             Reply::write_one(&mut self.out, code, text);
         } else {
-            self.slots.push_back(Slot::Ready(Reply::new(code, text)));
+            self.pipe.reply(Reply::new(code, text), &mut self.out);
         }
-    }
-
-    /// [`Session::reply`] for a reply lent by the upstream connection:
-    /// written out, or copied only when it must wait behind replies owed.
-    fn queue_reply(slots: &mut VecDeque<Slot>, out: &mut Vec<u8>, reply: &Reply) {
-        if slots.is_empty() {
-            reply.write_to(out);
-        } else {
-            slots.push_back(Slot::Ready(reply.clone()));
-        }
-    }
-
-    /// Reads the upstream's replies to every pipelined command, in order,
-    /// applies them to the transaction and queues them for the client.
-    async fn settle(&mut self) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let mut failed: Option<UpstreamError> = None;
-        if let Some(conn) = self.upstream.as_mut() {
-            if let Err(e) = conn.flush().await {
-                failed = Some(e);
-            }
-        }
-        while let Some(slot) = self.slots.pop_front() {
-            let kind = match slot {
-                Slot::Ready(reply) => {
-                    reply.write_to(&mut self.out);
-                    continue;
-                }
-                kind => kind,
-            };
-            let out = &mut self.out;
-            let result = match (failed.is_some(), self.upstream.as_mut()) {
-                // Lent by the connection: written out, never copied.
-                (false, Some(conn)) => conn.reply().await.map(|reply| {
-                    reply.write_to(out);
-                    reply.is_positive()
-                }),
-                _ => Err(UpstreamError::Closed),
-            };
-            match result {
-                Ok(positive) => match kind {
-                    Slot::Mail if !positive => {
-                        self.tx = None;
-                        if let Some(conn) = self.upstream.as_mut() {
-                            conn.set_clean(true);
-                        }
-                    }
-                    Slot::Rcpt if positive => {
-                        if let Some(tx) = self.tx.as_mut() {
-                            tx.accepted += 1;
-                        }
-                    }
-                    _ => {}
-                },
-                Err(e) => {
-                    if failed.is_none() {
-                        self.log_upstream_error(&e);
-                        failed = Some(e);
-                    }
-                    self.upstream = None;
-                    self.tx = None;
-                    local::upstream_failed().write_to(&mut self.out);
-                }
-            }
-        }
-        self.release_upstream();
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -496,7 +427,7 @@ impl Session {
         }
     }
 
-    fn log_upstream_error(&self, e: &UpstreamError) {
+    pub(super) fn log_upstream_error(&self, e: &UpstreamError) {
         crate::log::warn(
             "upstream_error",
             json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
