@@ -16,10 +16,10 @@ impl Session {
     /// MAIL FROM: the typed path is checked against `senders` and the
     /// upstream command is written from it (never from the client's bytes).
     pub(super) async fn mail(&mut self, mail: MailFrom<'_>) -> Flow {
-        if !self.greeted {
+        if !self.greeted() {
             return self.bad_command(local::need_ehlo());
         }
-        if !self.bound {
+        if !self.bound() {
             return self.refuse(Reason::AuthRequired, local::auth_required(), json!({}));
         }
         if self.tx.is_some() {

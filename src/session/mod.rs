@@ -37,7 +37,6 @@ use tokio::time::Instant;
 use crate::audit::{self, Reason, SessionInfo};
 use crate::client_tls::{ClientStream, ClientTls};
 use crate::credential::{Credential, CredentialState};
-use crate::policy::ClientAuth;
 use crate::runtime::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError};
 use crate::smtp::data::LineEndingFilter;
@@ -100,6 +99,20 @@ fn forget_secret(line: &mut Vec<u8>) {
     }
 }
 
+/// Where a session stands between commands (issue 23 item 3): greeting and
+/// binding are one value, so "bound but never greeted" or "greeted and
+/// still bound after STARTTLS" cannot be represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No EHLO/HELO yet, or again after STARTTLS (nothing learnt before
+    /// TLS counts, the binding included).
+    Connected,
+    /// Greeted, not bound to an identity: AUTH comes next.
+    Greeted,
+    /// Greeted and bound (by AUTH, or `client.auth: none`): MAIL may follow.
+    Bound,
+}
+
 /// What a handler tells the ingest loop.
 enum Flow {
     Continue,
@@ -153,10 +166,9 @@ pub struct Session {
     /// Buffers kept from one message to the next (bounded).
     spare: spare::Spare,
     out: Vec<u8>,
-    greeted: bool,
+    stage: Stage,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
     smtputf8_offered: bool,
-    bound: bool,
     auth_failures: u32,
     errors: u32,
     upstream: Option<Connection>,
@@ -204,9 +216,8 @@ impl Session {
             upline: String::new(),
             spare: spare::Spare::default(),
             out: Vec::with_capacity(1024),
-            greeted: false,
+            stage: Stage::Connected,
             smtputf8_offered: false,
-            bound: false,
             auth_failures: 0,
             errors: 0,
             upstream: None,
@@ -264,9 +275,6 @@ impl Session {
                 return Outcome::Rejected;
             }
         }
-        if self.rt.policy.client.auth == ClientAuth::None {
-            self.bound = true;
-        }
         self.reply(local::greeting(&self.rt.policy.upstream.ehlo_name));
         // A whole command must arrive within `command_timeout`: the deadline
         // starts when the session waits for a command and is not extended by
@@ -316,6 +324,14 @@ impl Session {
                 Err(outcome) => return outcome,
             }
         }
+    }
+
+    fn greeted(&self) -> bool {
+        self.stage != Stage::Connected
+    }
+
+    fn bound(&self) -> bool {
+        self.stage == Stage::Bound
     }
 
     /// Queues a reply for the client, after any still owed by the upstream.
