@@ -34,7 +34,10 @@ fn refused_mail_answers_every_rcpt(refusal: &str) {
     // One command at a time: seen at the first RCPT and the later ones.
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let [mail, first, second] = envelope_one_by_one(&mut c);
-    assert!(mail.starts_with("250 2.1.0"), "MAIL answered locally: {mail}");
+    assert!(
+        mail.starts_with("250 2.1.0"),
+        "MAIL answered locally: {mail}"
+    );
     assert_eq!(first, want);
     assert_eq!(second, want);
     assert_eq!(c.cmd("DATA"), "554 5.5.1 no valid recipients\r\n");
