@@ -338,7 +338,7 @@ impl Session {
     pub(super) async fn reset_transaction(&mut self) {
         self.tx = None;
         if let Some((msg, _)) = self.bdat.take() {
-            if msg.upstream_open {
+            if msg.upstream.open() {
                 // Mid-DATA upstream: only dropping it keeps the message unsent.
                 self.upstream = None;
             }
