@@ -5,7 +5,10 @@
 //! handler per verb); AUTH binds the session to an identity allowed by the
 //! policy (`binding`); MAIL takes an upstream connection — from the pool,
 //! keyed by the credential's pin, or newly authenticated with the mounted
-//! credential — and the envelope is relayed command by command; DATA is
+//! credential — and the envelope is relayed: to an upstream with
+//! PIPELINING, MAIL is answered locally and written with the first RCPT, and
+//! the replies are matched in order by `smtp::pipeline` (`settle`, which also
+//! replays the envelope when a pooled connection is found dead); DATA is
 //! decoded, policy-checked (bare line endings, size, header From) and
 //! streamed to the upstream (as DATA, or as BDAT chunks when it offers
 //! CHUNKING and PIPELINING), whose final reply is what the client sees.
