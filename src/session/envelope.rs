@@ -299,19 +299,18 @@ impl Session {
             let Some(tx) = self.tx.as_mut() else {
                 return Flow::Continue;
             };
-            let mut sent = Ok(());
-            if std::mem::take(&mut tx.mail_deferred) {
+            let sent = if std::mem::take(&mut tx.mail_deferred) {
                 conn.set_clean(false);
                 self.pipe.expect(Sent::Mail);
-                if let Some(mail) = tx.envelope.first() {
-                    sent = conn.write(mail.as_bytes()).await;
-                }
-            }
+                // MAIL and the first RCPT in one write (one segment).
+                let mut both = tx.envelope.first().cloned().unwrap_or_default();
+                both.push_str(line);
+                conn.write(both.as_bytes()).await
+            } else {
+                conn.write(line.as_bytes()).await
+            };
             self.pipe.expect(Sent::Rcpt);
             tx.envelope.push(line.clone());
-            if sent.is_ok() {
-                sent = conn.write(line.as_bytes()).await;
-            }
             if let Err(e) = sent {
                 // Answered (or replayed) at the next settle.
                 self.log_upstream_error(&e);
