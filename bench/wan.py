@@ -9,7 +9,7 @@
       sends (the 220 greeting) reaches the client 2 RTT after connect(), as
       over a real link (SYN, SYN-ACK, ACK + greeting).
 
-  wan.py measure --paths JSON [--rounds 5] [--seq 20] [--conc 8] [--per-client 5]
+  wan.py measure --paths JSON [--rounds 5] [--seq 20] [--conc 8] [--per-client 5] [--pipelining]
       The legacy client: one message per session, no client pipelining:
       connect, 220, EHLO, [STARTTLS, EHLO, AUTH when the path says so, or AUTH
       on loopback], MAIL, RCPT, DATA, the message, QUIT. Measures connect -> the
@@ -141,6 +141,9 @@ def _message(rcpt, size):
     return head + body_line * n + b".\r\n"
 
 
+PIPELINING = False  # --pipelining: the client pipelines MAIL, RCPT and DATA (RFC 2920)
+
+
 async def session(path, rcpt, size, tls_ctx, steps=None):
     """One legacy session; returns (seconds connect->250 after data, wall time at connect).
     With `steps` (a list), appends (step, seconds since connect) after each step."""
@@ -169,12 +172,22 @@ async def session(path, rcpt, size, tls_ctx, steps=None):
             tok = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
             await _cmd(reader, writer, "AUTH PLAIN " + tok, 235)
             mark("AUTH")
-        await _cmd(reader, writer, "MAIL FROM:<app@acme.example>", 250)
-        mark("MAIL")
-        await _cmd(reader, writer, "RCPT TO:<%s>" % rcpt, 250)
-        mark("RCPT")
-        await _cmd(reader, writer, "DATA", 354)
-        mark("DATA")
+        if PIPELINING:
+            # A pipelining mailer (nodemailer, Postfix's smtp client): the
+            # envelope and DATA in one write, then their three replies.
+            writer.write(("MAIL FROM:<app@acme.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % rcpt).encode())
+            for want in (250, 250, 354):
+                code, lines = await _reply(reader)
+                if code != want:
+                    raise SmtpError("pipelined envelope -> %s" % lines)
+            mark("MAIL+RCPT+DATA")
+        else:
+            await _cmd(reader, writer, "MAIL FROM:<app@acme.example>", 250)
+            mark("MAIL")
+            await _cmd(reader, writer, "RCPT TO:<%s>" % rcpt, 250)
+            mark("RCPT")
+            await _cmd(reader, writer, "DATA", 354)
+            mark("DATA")
         writer.write(_message(rcpt, size))
         code, lines = await _reply(reader)
         if code != 250:
@@ -424,7 +437,12 @@ def main():
     t.add_argument("--n", type=int, default=5)
     t.add_argument("--size", type=int, default=1024)
     t.add_argument("--rtt-ms", type=float, default=40.0)
+    for sp in (m, t):
+        sp.add_argument("--pipelining", action="store_true",
+                        help="the client pipelines MAIL, RCPT and DATA in one write")
     a = ap.parse_args()
+    global PIPELINING
+    PIPELINING = bool(getattr(a, "pipelining", False))
     if a.cmd == "trace":
         asyncio.run(trace_main(a))
     elif a.cmd == "link":

@@ -35,7 +35,8 @@
 # BASELINE_BIN (another smtpbind binary, e.g. the build before a change: adds a
 # pooled path `smtpbind-baseline` measured in the same run); BURST_STAGGER_MS
 # (also a burst of CONC sessions started this far apart, after another COLD_WAIT);
-# CLIENTTLS=0 skips the client.tls path.
+# CLIENTTLS=0 skips the client.tls path; CLIENT_PIPELINING=1 makes the client
+# pipeline MAIL, RCPT and DATA in one write (nodemailer's and Postfix's way).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -260,11 +261,13 @@ echo "client.tls: $CLIENT_TLS"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (benchmark processes at nice $NICE)"
 echo "load: 1 KiB-ish messages ($SIZE bytes), $ROUNDS rounds; per path per round: a burst of $CONC (not counted), $SEQ sequential sessions, $CONC clients x $PER_CLIENT sessions"
 
+CLIENT_ARGS=()
+[ "${CLIENT_PIPELINING:-0}" = 1 ] && CLIENT_ARGS=(--pipelining) && echo "client: pipelines MAIL, RCPT and DATA (CLIENT_PIPELINING=1)"
 "${N[@]}" python3 "$HERE/wan.py" trace --paths "$PATHS" --ca "$WORK/ca.pem" --n "${TRACE_N:-5}" --size "$SIZE" \
-  --rtt-ms "$((DELAY_MS * 2))"
+  --rtt-ms "$((DELAY_MS * 2))" "${CLIENT_ARGS[@]}"
 "${N[@]}" python3 "$HERE/wan.py" measure --paths "$PATHS" --ca "$WORK/ca.pem" --rounds "$ROUNDS" \
   --seq "$SEQ" --conc "$CONC" --per-client "$PER_CLIENT" --size "$SIZE" \
-  --rtt-ms "$((DELAY_MS * 2))" --cold-wait "${COLD_WAIT:-0}" --burst-stagger-ms "${BURST_STAGGER_MS:-0}" --json-out "$WORK/result.json"
+  --rtt-ms "$((DELAY_MS * 2))" --cold-wait "${COLD_WAIT:-0}" --burst-stagger-ms "${BURST_STAGGER_MS:-0}" --json-out "$WORK/result.json" "${CLIENT_ARGS[@]}"
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 sb_metrics() { # NAME ADMIN-PORT

@@ -4,7 +4,7 @@
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{binding, Flow, Outcome, Session, MAX_AUTH_FAILURES};
+use super::{binding, Flow, Outcome, Session, Stage, MAX_AUTH_FAILURES};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
 use crate::policy::ClientAuth;
@@ -18,10 +18,10 @@ impl Session {
         if self.rt.policy.client.auth == ClientAuth::None {
             return self.bad_command(local::auth_not_offered());
         }
-        if !self.greeted {
+        if !self.greeted() {
             return self.bad_command(local::need_ehlo());
         }
-        if self.bound {
+        if self.bound() {
             return self.bad_command(local::already_authenticated());
         }
         if self.tx.is_some() {
@@ -90,7 +90,7 @@ impl Session {
             &identity.username,
             identity.password.as_bytes(),
         ) {
-            self.bound = true;
+            self.stage = Stage::Bound;
             self.info.client_identity = Some(identity.username.clone());
             self.reply(local::auth_ok());
             Flow::Continue

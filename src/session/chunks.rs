@@ -11,7 +11,7 @@
 //! receives a LAST for that message. The client sees 250 only when every
 //! chunk reply was 2xx and the LAST reply is 250.
 
-use super::message::{Inbound, Refusal};
+use super::message::{Inbound, Refusal, Upstream};
 use super::Session;
 use crate::audit::MessageResult;
 use crate::policy::Chunking;
@@ -41,7 +41,11 @@ impl Session {
         let head = format!("BDAT {}\r\n", msg.wire.len());
         // From here the upstream holds part of this message: an abort must
         // drop the connection.
-        msg.upstream_open = true;
+        let owed = match msg.upstream {
+            Upstream::Chunks { owed, .. } => owed,
+            _ => 0,
+        };
+        msg.upstream = Upstream::Chunks { open: true, owed };
         let sent = match conn.write(head.as_bytes()).await {
             Ok(()) => conn.write(&msg.wire).await,
             Err(e) => Err(e),
@@ -51,12 +55,18 @@ impl Session {
             self.lose_upstream_mid_message(msg, &e);
             return;
         }
-        msg.owed += 1;
+        msg.upstream = Upstream::Chunks {
+            open: true,
+            owed: owed + 1,
+        };
         loop {
             let Some(conn) = self.upstream.as_mut() else {
                 return;
             };
-            let got = if msg.owed >= MAX_OWED {
+            let Upstream::Chunks { owed, .. } = msg.upstream else {
+                return;
+            };
+            let got = if owed >= MAX_OWED {
                 // Bounded: wait for the oldest reply before sending more.
                 match conn.flush().await {
                     Ok(()) => conn.read_reply().await.map(Some),
@@ -68,7 +78,10 @@ impl Session {
             match got {
                 Ok(None) => return,
                 Ok(Some(reply)) => {
-                    msg.owed -= 1;
+                    msg.upstream = Upstream::Chunks {
+                        open: true,
+                        owed: owed.saturating_sub(1),
+                    };
                     if !(200..300).contains(&reply.code) {
                         self.upstream = None;
                         msg.refusal = Some(Refusal::Upstream(reply));

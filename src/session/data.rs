@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::{Inbound, Refusal};
+use super::message::{Inbound, Refusal, Upstream};
 use super::{spare, Flow, Outcome, Session, READ_CHUNK};
 use crate::runtime::Phase;
 use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
@@ -150,7 +150,7 @@ impl Session {
     /// the first message bytes are forwarded: the upstream's round trip
     /// overlaps the client sending its message.
     pub(super) async fn early_data(&mut self, msg: &mut Inbound) {
-        if msg.chunked {
+        if msg.upstream.chunked() {
             // BDAT upstream: no DATA, no 354 to wait for.
             return;
         }
@@ -159,8 +159,7 @@ impl Session {
         };
         match conn.send(b"DATA\r\n").await {
             Ok(()) => {
-                msg.upstream_open = true;
-                msg.data_reply_pending = true;
+                msg.upstream = Upstream::DataSent;
             }
             Err(e) => {
                 self.lose_upstream_mid_message(msg, &e);

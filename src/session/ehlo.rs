@@ -1,13 +1,19 @@
 //! EHLO and HELO: a fresh start, and what smtpbind offers the client.
 
-use super::{Flow, Session};
+use super::{Flow, Session, Stage};
 use crate::policy::ClientAuth;
 use crate::smtp::reply::Reply;
 
 impl Session {
     pub(super) async fn ehlo(&mut self, extended: bool) -> Flow {
         self.reset_transaction().await;
-        self.greeted = true;
+        if self.stage == Stage::Connected {
+            self.stage = if self.rt.policy.client.auth == ClientAuth::None {
+                Stage::Bound
+            } else {
+                Stage::Greeted
+            };
+        }
         self.smtputf8_offered = false;
         let name = self.rt.policy.upstream.ehlo_name.clone();
         if !extended {

@@ -4,10 +4,11 @@
 
 use serde_json::json;
 
-use super::{Flow, Outcome, Session, Slot, Transaction};
+use super::{Flow, Outcome, Session, Transaction};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
 use crate::smtp::envelope::{Body, MailFrom, RcptTo, ReversePath};
+use crate::smtp::pipeline::Sent;
 use crate::smtp::reply::{local, Reply};
 use crate::upstream::{Connection, UpstreamError};
 
@@ -15,10 +16,10 @@ impl Session {
     /// MAIL FROM: the typed path is checked against `senders` and the
     /// upstream command is written from it (never from the client's bytes).
     pub(super) async fn mail(&mut self, mail: MailFrom<'_>) -> Flow {
-        if !self.greeted {
+        if !self.greeted() {
             return self.bad_command(local::need_ehlo());
         }
-        if !self.bound {
+        if !self.bound() {
             return self.refuse(Reason::AuthRequired, local::auth_required(), json!({}));
         }
         if self.tx.is_some() {
@@ -74,8 +75,11 @@ impl Session {
         if let Err(flow) = self.refresh_credential() {
             return flow;
         }
-        // A pooled connection the server closed while idle is only found out
-        // when the first command fails: then retry once on a new connection.
+        // Without PIPELINING upstream, a pooled connection the server closed
+        // while idle is only found out when MAIL fails: then retry once on a
+        // new connection. With it, MAIL is answered here and goes upstream
+        // with the first RCPT; a dead pooled connection is replaced there
+        // (`settle`).
         for attempt in 0..2 {
             if let Err(reply) = self.upstream_connection().await {
                 self.reply(reply);
@@ -100,30 +104,38 @@ impl Session {
             let line = &mut self.upline;
             mail.write_command(conn.capabilities().size.is_some(), line);
             let reused = conn.take_reused();
-            conn.set_clean(false);
-            if conn.capabilities().pipelining && !reused {
-                // Answered at the next settle (before the client's output is
-                // flushed, or before a command that needs the outcome).
-                if let Err(e) = conn.write(line.as_bytes()).await {
-                    self.upstream_lost(&e);
-                    return Flow::Continue;
-                }
-                self.slots.push_back(Slot::Mail);
+            if conn.capabilities().pipelining {
+                // §4 "Round trips": the policy allowed it, the upstream
+                // hears it with the first RCPT and its refusal becomes the
+                // answer to the RCPTs.
+                let mut envelope = std::mem::take(&mut self.spare.envelope);
+                envelope.clear();
+                envelope.push(line.clone());
+                self.pipe.new_transaction();
                 self.tx = Some(Transaction {
                     sender_domain,
+                    envelope,
+                    mail_deferred: true,
+                    replayable: reused,
                     recipients: 0,
                     accepted: 0,
                     smtputf8: mail.smtputf8,
                 });
+                self.reply(local::sender_ok());
                 return Flow::Continue;
             }
+            conn.set_clean(false);
             match conn.command_ref(line.as_bytes()).await {
                 Ok(reply) => {
                     let positive = reply.is_positive();
-                    Self::queue_reply(&mut self.slots, &mut self.out, reply);
+                    self.pipe.reply_ref(reply, &mut self.out);
                     if positive {
+                        self.pipe.new_transaction();
                         self.tx = Some(Transaction {
                             sender_domain,
+                            envelope: Vec::new(),
+                            mail_deferred: false,
+                            replayable: false,
                             recipients: 0,
                             accepted: 0,
                             smtputf8: mail.smtputf8,
@@ -219,7 +231,7 @@ impl Session {
     /// (`upstream.max_connections`), can count on it. With reuse off it
     /// keeps it until the session ends.
     pub(super) fn release_upstream(&mut self) {
-        if self.tx.is_some() || !self.slots.is_empty() || self.bdat.is_some() {
+        if self.tx.is_some() || !self.pipe.is_empty() || self.bdat.is_some() {
             return;
         }
         if !self.rt.pool.keeps_idle() {
@@ -272,6 +284,12 @@ impl Session {
             );
         }
         tx.recipients += 1;
+        if let Some(refusal) = self.pipe.mail_refusal() {
+            // The upstream refused MAIL: its refusal answers every RCPT.
+            let refusal = refusal.clone();
+            self.reply(refusal);
+            return Flow::Continue;
+        }
         let Some(conn) = self.upstream.as_mut() else {
             self.tx = None;
             self.reply(local::upstream_failed());
@@ -280,11 +298,26 @@ impl Session {
         let line = &mut self.upline;
         rcpt.write_command(line);
         if conn.capabilities().pipelining {
-            if let Err(e) = conn.write(line.as_bytes()).await {
-                self.upstream_lost(&e);
+            let Some(tx) = self.tx.as_mut() else {
                 return Flow::Continue;
+            };
+            let sent = if std::mem::take(&mut tx.mail_deferred) {
+                conn.set_clean(false);
+                self.pipe.expect(Sent::Mail);
+                // MAIL and the first RCPT in one write (one segment).
+                let mut both = tx.envelope.first().cloned().unwrap_or_default();
+                both.push_str(line);
+                conn.write(both.as_bytes()).await
+            } else {
+                conn.write(line.as_bytes()).await
+            };
+            self.pipe.expect(Sent::Rcpt);
+            tx.envelope.push(line.clone());
+            if let Err(e) = sent {
+                // Answered (or replayed) at the next settle.
+                self.log_upstream_error(&e);
+                self.upstream = None;
             }
-            self.slots.push_back(Slot::Rcpt);
             return Flow::Continue;
         }
         match conn.command(line.as_bytes()).await {
@@ -306,7 +339,7 @@ impl Session {
     pub(super) async fn reset_transaction(&mut self) {
         self.tx = None;
         if let Some((msg, _)) = self.bdat.take() {
-            if msg.upstream_open {
+            if msg.upstream.open() {
                 // Mid-DATA upstream: only dropping it keeps the message unsent.
                 self.upstream = None;
             }

@@ -29,16 +29,40 @@ pub(super) struct Inbound {
     pub(super) wire: Vec<u8>,
     pub(super) size: u64,
     pub(super) refusal: Option<Refusal>,
-    /// DATA was sent upstream: it is (or is about to be) receiving this
-    /// message, so an abort must drop the connection, never send an end.
-    pub(super) upstream_open: bool,
-    /// DATA was sent ahead (while the client sends its first bytes) and its
-    /// reply is not read yet.
-    pub(super) data_reply_pending: bool,
-    /// Relayed upstream as BDAT chunks (raw), not DATA (see `chunks`).
-    pub(super) chunked: bool,
-    /// BDAT upstream: chunk replies not read yet.
-    pub(super) owed: usize,
+    /// Where the upstream stands with this message (issue 23 item 3: one
+    /// value for what were four flags).
+    pub(super) upstream: Upstream,
+}
+
+/// The upstream's side of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upstream {
+    /// DATA upstream, not sent (or refused: no message is being received).
+    DataIdle,
+    /// DATA sent ahead while the client sends its first bytes; its 354 is
+    /// not read yet.
+    DataSent,
+    /// The upstream answered 354 and is receiving this message.
+    DataOpen,
+    /// BDAT upstream (raw chunks, see `chunks`): `open` once a chunk went
+    /// out, `owed` chunk replies not read yet.
+    Chunks { open: bool, owed: usize },
+}
+
+impl Upstream {
+    /// The upstream is (or is about to be) receiving this message: an
+    /// abort must drop the connection, never send an end.
+    pub(super) fn open(self) -> bool {
+        match self {
+            Upstream::DataIdle => false,
+            Upstream::DataSent | Upstream::DataOpen => true,
+            Upstream::Chunks { open, .. } => open,
+        }
+    }
+
+    pub(super) fn chunked(self) -> bool {
+        matches!(self, Upstream::Chunks { .. })
+    }
 }
 
 /// Why a message was not relayed (decided while streaming DATA).
@@ -89,10 +113,14 @@ impl Session {
             wire: std::mem::take(&mut self.spare.wire),
             size: 0,
             refusal: None,
-            upstream_open: false,
-            data_reply_pending: false,
-            chunked,
-            owed: 0,
+            upstream: if chunked {
+                Upstream::Chunks {
+                    open: false,
+                    owed: 0,
+                }
+            } else {
+                Upstream::DataIdle
+            },
         }
     }
 
@@ -107,7 +135,7 @@ impl Session {
             Outcome::Timeout => local::timeout().last_line(),
             _ => "(client closed the connection mid-message)".to_string(),
         };
-        if msg.upstream_open {
+        if msg.upstream.open() {
             self.upstream = None;
         }
         self.bdat = None;
@@ -135,7 +163,7 @@ impl Session {
             return None;
         }
         let reply = local::message_too_large();
-        if msg.upstream_open {
+        if msg.upstream.open() {
             self.upstream = None;
         }
         self.bdat = None;
@@ -241,7 +269,7 @@ impl Session {
         // Without a gate every call forwards (an empty message too), so the
         // upstream's DATA is always opened by the end of the message.
         let Some(bytes) = forward else { return };
-        if msg.chunked {
+        if msg.upstream.chunked() {
             // BDAT upstream: raw content, a chunk once WIRE_BATCH is pending.
             msg.wire.extend_from_slice(&bytes);
             if msg.wire.len() >= WIRE_BATCH {
@@ -250,17 +278,17 @@ impl Session {
             self.give_back(content, bytes);
             return;
         }
-        if !msg.upstream_open {
+        if msg.upstream == Upstream::DataIdle {
             match self.upstream_data().await {
-                Ok(()) => msg.upstream_open = true,
+                Ok(()) => msg.upstream = Upstream::DataOpen,
                 Err(r) => {
                     msg.refusal = Some(r);
                     return;
                 }
             }
         }
-        if msg.data_reply_pending {
-            msg.data_reply_pending = false;
+        if msg.upstream == Upstream::DataSent {
+            msg.upstream = Upstream::DataOpen;
             let reply = match self.upstream.as_mut() {
                 // Copied only when it is not the expected 354.
                 Some(conn) => conn
@@ -273,7 +301,7 @@ impl Session {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     // Refused DATA: the upstream is not receiving a message.
-                    msg.upstream_open = false;
+                    msg.upstream = Upstream::DataIdle;
                     msg.refusal = Some(Refusal::Upstream(r));
                     return;
                 }
@@ -336,10 +364,10 @@ impl Session {
     /// final reply goes to the client, or the message is refused and the
     /// upstream connection (if it was receiving) is dropped mid-message.
     pub(super) async fn finish_message(&mut self, mut msg: Inbound) -> Flow {
-        let unopened = if msg.chunked {
-            msg.gate.is_some()
-        } else {
-            msg.data_reply_pending || !msg.upstream_open
+        let unopened = match msg.upstream {
+            Upstream::Chunks { .. } => msg.gate.is_some(),
+            Upstream::DataIdle | Upstream::DataSent => true,
+            Upstream::DataOpen => false,
         };
         if msg.refusal.is_none() && unopened {
             // Nothing was forwarded yet (cannot happen with the gate's
@@ -349,12 +377,10 @@ impl Session {
         }
         let Inbound {
             refusal,
-            upstream_open,
+            upstream,
             mut stuffer,
             size,
             mut wire,
-            chunked,
-            owed,
             message_id,
             ..
         } = msg;
@@ -363,7 +389,7 @@ impl Session {
         };
         let (result, reply, reason) = match refusal {
             Some(Refusal::Policy(reason, reply)) => {
-                if upstream_open {
+                if upstream.open() {
                     // Abort: the upstream never sees this message's end.
                     self.upstream = None;
                 }
@@ -380,7 +406,11 @@ impl Session {
                 self.upstream = None;
                 (MessageResult::Failed, local::upstream_failed(), None)
             }
-            None if chunked => {
+            None if upstream.chunked() => {
+                let owed = match upstream {
+                    Upstream::Chunks { owed, .. } => owed,
+                    _ => 0,
+                };
                 let (result, reply) = self.finish_chunks(owed, &wire).await;
                 (result, reply, None)
             }
@@ -446,7 +476,8 @@ impl Session {
         spare::keep(&mut self.spare.message_id, message_id.into_buffer());
         spare::keep_string(&mut self.spare.audit_reply, line);
         spare::keep_string(&mut self.spare.sender_domain, tx.sender_domain);
-        Self::queue_reply(&mut self.slots, &mut self.out, &reply);
+        spare::keep_envelope(&mut self.spare.envelope, tx.envelope);
+        self.pipe.reply_ref(&reply, &mut self.out);
         spare::keep_reply(&mut self.spare.reply, reply);
         Flow::Continue
     }

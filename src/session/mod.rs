@@ -5,7 +5,10 @@
 //! handler per verb); AUTH binds the session to an identity allowed by the
 //! policy (`binding`); MAIL takes an upstream connection — from the pool,
 //! keyed by the credential's pin, or newly authenticated with the mounted
-//! credential — and the envelope is relayed command by command; DATA is
+//! credential — and the envelope is relayed: to an upstream with
+//! PIPELINING, MAIL is answered locally and written with the first RCPT, and
+//! the replies are matched in order by `smtp::pipeline` (`settle`, which also
+//! replays the envelope when a pooled connection is found dead); DATA is
 //! decoded, policy-checked (bare line endings, size, header From) and
 //! streamed to the upstream (as DATA, or as BDAT chunks when it offers
 //! CHUNKING and PIPELINING), whose final reply is what the client sees.
@@ -22,10 +25,10 @@ mod ehlo;
 mod envelope;
 mod message;
 mod read;
+mod settle;
 mod spare;
 mod starttls;
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -37,11 +40,11 @@ use tokio::time::Instant;
 use crate::audit::{self, Reason, SessionInfo};
 use crate::client_tls::{ClientStream, ClientTls};
 use crate::credential::{Credential, CredentialState};
-use crate::policy::ClientAuth;
 use crate::runtime::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError};
 use crate::smtp::data::LineEndingFilter;
 use crate::smtp::line::{Line, LineBuffer, COMMAND_READ};
+use crate::smtp::pipeline::Pipeline;
 use crate::smtp::reply::{local, Reply};
 use crate::smtp::MAX_COMMAND_LINE;
 use crate::upstream::{Connection, UpstreamError};
@@ -99,6 +102,20 @@ fn forget_secret(line: &mut Vec<u8>) {
     }
 }
 
+/// Where a session stands between commands (issue 23 item 3): greeting and
+/// binding are one value, so "bound but never greeted" or "greeted and
+/// still bound after STARTTLS" cannot be represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No EHLO/HELO yet, or again after STARTTLS (nothing learnt before
+    /// TLS counts, the binding included).
+    Connected,
+    /// Greeted, not bound to an identity: AUTH comes next.
+    Greeted,
+    /// Greeted and bound (by AUTH, or `client.auth: none`): MAIL may follow.
+    Bound,
+}
+
 /// What a handler tells the ingest loop.
 enum Flow {
     Continue,
@@ -108,20 +125,22 @@ enum Flow {
 /// An open transaction.
 struct Transaction {
     sender_domain: String,
+    /// The envelope as written upstream (pipelining upstreams): MAIL, then
+    /// every RCPT not refused — what a replacement connection is given.
+    envelope: Vec<String>,
+    /// MAIL was answered locally and is not written upstream yet: it goes
+    /// with the first RCPT the policy allows.
+    mail_deferred: bool,
+    /// The connection came from the pool and the envelope was not replayed
+    /// yet: if it is found dead before DATA, the envelope is replayed on a
+    /// new one, invisibly to the client (§4).
+    replayable: bool,
     /// RCPTs that passed local policy (the `max_per_message` count).
     recipients: usize,
     /// RCPTs the upstream accepted.
     accepted: usize,
     /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
     smtputf8: bool,
-}
-
-/// A reply owed to the client, in order: ready now, or the reply to a
-/// command pipelined to the upstream and not read yet.
-enum Slot {
-    Ready(Reply),
-    Mail,
-    Rcpt,
 }
 
 /// Where a session came from: TLS toward the mailer when the policy has
@@ -152,16 +171,15 @@ pub struct Session {
     /// Buffers kept from one message to the next (bounded).
     spare: spare::Spare,
     out: Vec<u8>,
-    greeted: bool,
+    stage: Stage,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
     smtputf8_offered: bool,
-    bound: bool,
     auth_failures: u32,
     errors: u32,
     upstream: Option<Connection>,
     tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
-    slots: VecDeque<Slot>,
+    pipe: Pipeline,
     /// A message arriving in BDAT chunks.
     bdat: Option<(message::Inbound, LineEndingFilter)>,
     /// The read deadline's timer, armed once per session and moved only
@@ -203,14 +221,13 @@ impl Session {
             upline: String::new(),
             spare: spare::Spare::default(),
             out: Vec::with_capacity(1024),
-            greeted: false,
+            stage: Stage::Connected,
             smtputf8_offered: false,
-            bound: false,
             auth_failures: 0,
             errors: 0,
             upstream: None,
             tx: None,
-            slots: VecDeque::new(),
+            pipe: Pipeline::default(),
             bdat: None,
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
             phase_change: read::next_phase_change(&mut phase),
@@ -285,9 +302,6 @@ impl Session {
                 return Outcome::Rejected;
             }
         }
-        if self.rt.policy.client.auth == ClientAuth::None {
-            self.bound = true;
-        }
         self.reply(local::greeting(&self.rt.policy.upstream.ehlo_name));
         // A whole command must arrive within `command_timeout`: the deadline
         // starts when the session waits for a command and is not extended by
@@ -339,91 +353,27 @@ impl Session {
         }
     }
 
+    fn greeted(&self) -> bool {
+        self.stage != Stage::Connected
+    }
+
+    fn bound(&self) -> bool {
+        self.stage == Stage::Bound
+    }
+
     /// Queues a reply for the client, after any still owed by the upstream.
     fn reply(&mut self, reply: Reply) {
-        if self.slots.is_empty() {
-            reply.write_to(&mut self.out);
-        } else {
-            self.slots.push_back(Slot::Ready(reply));
-        }
+        self.pipe.reply(reply, &mut self.out);
     }
 
     /// [`Session::reply`] for a one-line reply of static text (built only
     /// if it must wait behind replies owed).
     fn reply_static(&mut self, (code, text): (u16, &'static str)) {
-        if self.slots.is_empty() {
+        if self.pipe.is_empty() {
             Reply::write_one(&mut self.out, code, text);
         } else {
-            self.slots.push_back(Slot::Ready(Reply::new(code, text)));
+            self.pipe.reply(Reply::new(code, text), &mut self.out);
         }
-    }
-
-    /// [`Session::reply`] for a reply lent by the upstream connection:
-    /// written out, or copied only when it must wait behind replies owed.
-    fn queue_reply(slots: &mut VecDeque<Slot>, out: &mut Vec<u8>, reply: &Reply) {
-        if slots.is_empty() {
-            reply.write_to(out);
-        } else {
-            slots.push_back(Slot::Ready(reply.clone()));
-        }
-    }
-
-    /// Reads the upstream's replies to every pipelined command, in order,
-    /// applies them to the transaction and queues them for the client.
-    async fn settle(&mut self) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let mut failed: Option<UpstreamError> = None;
-        if let Some(conn) = self.upstream.as_mut() {
-            if let Err(e) = conn.flush().await {
-                failed = Some(e);
-            }
-        }
-        while let Some(slot) = self.slots.pop_front() {
-            let kind = match slot {
-                Slot::Ready(reply) => {
-                    reply.write_to(&mut self.out);
-                    continue;
-                }
-                kind => kind,
-            };
-            let out = &mut self.out;
-            let result = match (failed.is_some(), self.upstream.as_mut()) {
-                // Lent by the connection: written out, never copied.
-                (false, Some(conn)) => conn.reply().await.map(|reply| {
-                    reply.write_to(out);
-                    reply.is_positive()
-                }),
-                _ => Err(UpstreamError::Closed),
-            };
-            match result {
-                Ok(positive) => match kind {
-                    Slot::Mail if !positive => {
-                        self.tx = None;
-                        if let Some(conn) = self.upstream.as_mut() {
-                            conn.set_clean(true);
-                        }
-                    }
-                    Slot::Rcpt if positive => {
-                        if let Some(tx) = self.tx.as_mut() {
-                            tx.accepted += 1;
-                        }
-                    }
-                    _ => {}
-                },
-                Err(e) => {
-                    if failed.is_none() {
-                        self.log_upstream_error(&e);
-                        failed = Some(e);
-                    }
-                    self.upstream = None;
-                    self.tx = None;
-                    local::upstream_failed().write_to(&mut self.out);
-                }
-            }
-        }
-        self.release_upstream();
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -520,7 +470,7 @@ impl Session {
         }
     }
 
-    fn log_upstream_error(&self, e: &UpstreamError) {
+    pub(super) fn log_upstream_error(&self, e: &UpstreamError) {
         crate::log::warn(
             "upstream_error",
             json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),

@@ -34,6 +34,8 @@ pub(super) struct Spare {
     pub(super) address: String,
     /// The Message-ID scan's buffer.
     pub(super) message_id: Vec<u8>,
+    /// The envelope lines kept for a replay (the list, not its lines).
+    pub(super) envelope: Vec<String>,
 }
 
 /// Gives `buf` back to `slot`, cleared, unless it grew past [`KEEP`] (then
@@ -50,6 +52,14 @@ pub(super) fn keep_string(slot: &mut String, mut s: String) {
     if s.capacity() <= KEEP {
         s.clear();
         *slot = s;
+    }
+}
+
+/// [`keep`] for the envelope's list, while it holds a few lines' room.
+pub(super) fn keep_envelope(slot: &mut Vec<String>, mut lines: Vec<String>) {
+    if lines.capacity() <= 16 {
+        lines.clear();
+        *slot = lines;
     }
 }
 

@@ -10,9 +10,8 @@
 
 use serde_json::json;
 
-use super::{Flow, Outcome, Session};
+use super::{Flow, Outcome, Session, Stage};
 use crate::client_tls::ClientStream;
-use crate::policy::ClientAuth;
 use crate::smtp::line::LineBuffer;
 use crate::smtp::reply::local;
 
@@ -39,7 +38,7 @@ impl Session {
         if !self.offers_starttls() {
             return self.bad_command(local::starttls_not_offered());
         }
-        if !self.greeted {
+        if !self.greeted() {
             return self.bad_command(local::need_ehlo());
         }
         if self.tx.is_some() || self.bdat.is_some() {
@@ -56,9 +55,8 @@ impl Session {
         }
         // Nothing learnt before TLS counts.
         self.reset_transaction().await;
-        self.greeted = false;
+        self.stage = Stage::Connected;
         self.smtputf8_offered = false;
-        self.bound = self.rt.policy.client.auth == ClientAuth::None;
         self.info.client_identity = None;
         Flow::Continue
     }

@@ -7,6 +7,7 @@ pub mod data;
 pub mod envelope;
 pub mod header;
 pub mod line;
+pub mod pipeline;
 pub mod reply;
 pub mod sasl;
 pub mod upstream_id;

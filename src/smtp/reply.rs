@@ -128,6 +128,11 @@ pub mod local {
     pub fn bye() -> Reply {
         Reply::new(221, "2.0.0 bye")
     }
+    /// MAIL allowed by the policy, answered before the upstream saw it
+    /// (contract §4, "Round trips").
+    pub fn sender_ok() -> Reply {
+        Reply::new(250, "2.1.0 sender ok")
+    }
     pub fn ok() -> Reply {
         Reply::new(250, "2.0.0 ok")
     }

@@ -76,6 +76,10 @@ fn describe() {
         "Sessions that waited for an upstream connection, by result: pooled | opened | timeout"
     );
     describe_counter!(
+        "smtpbind_upstream_replays_total",
+        "Envelopes replayed on a new upstream connection: the pooled one died under them"
+    );
+    describe_counter!(
         "smtpbind_upstream_burst_warmups_total",
         "Cold bursts that opened upstream connections ahead of demand"
     );

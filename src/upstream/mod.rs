@@ -65,6 +65,10 @@ pub enum UpstreamError {
     Busy,
     #[error("{0}")]
     Unpinned(String),
+    /// A dead pooled connection's envelope, replayed on a new one, was
+    /// answered differently there (the last reply's line).
+    #[error("replayed envelope refused: {0}")]
+    ReplayRefused(String),
 }
 
 impl UpstreamError {

@@ -76,6 +76,15 @@ pub struct Faults {
     /// Replace the reply to the n-th BDAT chunk of a transaction (1-based):
     /// a refusal fails the transaction, later chunks are discarded.
     pub bdat_reply: Option<(usize, String)>,
+    /// A command arriving after the connection sat idle this long is
+    /// answered `421` and the connection closed: a provider whose idle
+    /// timeout is only noticed at the next command (nothing is sent while
+    /// idle, so a pool's liveness check cannot see it).
+    pub stale_after: Option<std::time::Duration>,
+    /// Close the connection, without a reply, when the n-th RCPT of the
+    /// connection (1-based, counted across its transactions) arrives: a
+    /// connection that dies under a pipelined envelope.
+    pub close_at_rcpt: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +159,8 @@ pub(crate) struct Record {
     pub(crate) messages: Vec<Captured>,
     pub(crate) auths: Vec<AuthAttempt>,
     pub(crate) connections: usize,
+    /// MAIL commands received, all connections.
+    pub(crate) mail_commands: usize,
     /// Every byte received outside TLS, all connections.
     pub(crate) plaintext: Vec<u8>,
     pub(crate) seq: u64,
@@ -243,6 +254,11 @@ impl CaptureServer {
     }
 
     /// Every byte any client sent outside TLS.
+    /// MAIL commands received (refused or not), all connections.
+    pub fn mail_commands(&self) -> usize {
+        lock(&self.record).mail_commands
+    }
+
     pub fn plaintext_bytes(&self) -> Vec<u8> {
         lock(&self.record).plaintext.clone()
     }

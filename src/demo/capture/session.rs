@@ -26,6 +26,10 @@ pub(super) struct Conn {
     pub(super) chunks: usize,
     /// BDAT: a chunk was refused; the rest of the transaction is discarded.
     pub(super) chunk_failed: bool,
+    /// When the last command arrived (the `stale_after` fault).
+    pub(super) last_command: std::time::Instant,
+    /// RCPTs received on this connection (the `close_at_rcpt` fault).
+    pub(super) rcpt_count: usize,
 }
 
 pub(super) enum Next {
@@ -54,6 +58,8 @@ impl Conn {
             chunked: Vec::new(),
             chunks: 0,
             chunk_failed: false,
+            last_command: std::time::Instant::now(),
+            rcpt_count: 0,
         }
     }
 
@@ -145,6 +151,14 @@ impl Conn {
         let upper = line.to_ascii_uppercase();
         let verb = upper.split_whitespace().next().unwrap_or("");
         let f = &self.config.faults;
+        if f.stale_after
+            .is_some_and(|idle| self.last_command.elapsed() >= idle)
+        {
+            let _ = io.write_all(b"421 4.4.2 idle timeout\r\n").await;
+            let _ = io.shutdown().await;
+            return Next::Close;
+        }
+        self.last_command = std::time::Instant::now();
         let reply: String = match verb {
             "EHLO" => {
                 let mut caps = vec![
@@ -197,6 +211,7 @@ impl Conn {
             }
             "AUTH" => return self.auth(line, io).await,
             "MAIL" => {
+                lock(&self.rec).mail_commands += 1;
                 if self.account.is_none() {
                     "530 5.7.0 authentication required\r\n".into()
                 } else if let Some(r) = &f.mail_reply {
@@ -210,6 +225,10 @@ impl Conn {
                 }
             }
             "RCPT" => {
+                self.rcpt_count += 1;
+                if f.close_at_rcpt == Some(self.rcpt_count) {
+                    return Next::Close;
+                }
                 if self.mail_from.is_none() {
                     "503 5.5.1 need MAIL\r\n".into()
                 } else if let Some(r) = &f.rcpt_reply {
