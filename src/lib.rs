@@ -26,7 +26,8 @@
 //! upstream   connect, STARTTLS / implicit TLS (rustls), AUTH (PLAIN, LOGIN,
 //!            XOAUTH2), pool keyed by pin (and the XOAUTH2 user)
 //! smtp       I/O-free protocol pieces: framing, commands, replies, DATA
-//!            codec, header From, SASL (public: the fuzz targets)
+//!            codec, header From, SASL, the pipelined-reply order (pipeline)
+//!            (public: the fuzz targets)
 //! admin      (crate) /healthz /readyz /metrics (hyper)
 //! audit, log JSON-lines audit events and logs on stdout (audit: crate)
 //! telemetry  (crate) Prometheus metrics; the info series rendered per scrape

@@ -241,7 +241,7 @@ impl Session {
     /// open. The upstream connection of the old snapshot goes back to its
     /// pool (which closes it once that snapshot is retired).
     pub(super) fn take_snapshot(&mut self) {
-        if self.tx.is_some() || !self.slots.is_empty() || self.bdat.is_some() {
+        if self.tx.is_some() || !self.pipe.is_empty() || self.bdat.is_some() {
             return;
         }
         let next = self.snapshots.borrow_and_update().clone();
