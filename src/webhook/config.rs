@@ -18,6 +18,7 @@
 //!       address: smtp.example.net:587
 //!       server_name: smtp.example.net   # optional
 //!     lockdown_ports: [25, 465, 587, 2525]   # optional, this default
+//!     token_url: https://login.example/token # optional: xoauth2's pinned token endpoint
 //! ```
 //!
 //! Extra optional key: `sidecar.image_pull_policy` (`Always`,
@@ -86,6 +87,9 @@ pub struct Tenant {
     pub upstream: Upstream,
     /// The ports the lock-down closes to everything but smtpbind.
     pub lockdown_ports: Vec<u16>,
+    /// Rule 7 for XOAUTH2 (optional): the sidecar's `SMTPBIND_TOKEN_URL_PIN`,
+    /// the only token endpoint its client secret may go to.
+    pub token_url: Option<String>,
 }
 
 /// The upstream a tenant's credential is pinned to (contract §8 rule 7).
@@ -299,7 +303,7 @@ tenants:
         let text = GOOD.replace("    credential_secret:", "    credentail_secret:");
         assert_eq!(
             errors(&text),
-            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`, `client_tls_secret`, `upstream`, `lockdown_ports`"]
+            ["w.yaml:9:5: tenants[0].credentail_secret: unknown field `credentail_secret`, expected one of `name`, `namespaces`, `credential_secret`, `policy_config_map`, `client_tls_secret`, `upstream`, `lockdown_ports`, `token_url`"]
         );
     }
 
@@ -338,6 +342,33 @@ tenants:
         ));
         assert!(e[6].starts_with("w.yaml:7:35: tenants[0].namespaces[2]: `ok` is listed twice"));
         assert!(e[7].starts_with("w.yaml:15:5: tenants[2].name: tenant `b` is listed twice"));
+    }
+
+    #[test]
+    fn token_url_pins_an_xoauth2_tenants_token_endpoint() {
+        let with = |url: &str| {
+            GOOD.replace(
+                "    upstream: {address: \"smtp.example.net:587\"}\n",
+                &format!("    upstream: {{address: \"smtp.example.net:587\"}}\n    token_url: \"{url}\"\n"),
+            )
+        };
+        let c = parse(&with("https://login.example/t/token"), Path::new("w.yaml")).expect("valid");
+        assert_eq!(
+            c.tenants[0].token_url.as_deref(),
+            Some("https://login.example/t/token")
+        );
+        assert_eq!(
+            parse(GOOD, Path::new("w.yaml")).expect("valid").tenants[0].token_url,
+            None
+        );
+        for bad in ["http://login.example/token", "https://login.example/a b"] {
+            let e = errors(&with(bad));
+            assert_eq!(e.len(), 1, "{e:#?}");
+            assert!(
+                e[0].contains("tenants[0].token_url: must be the https:// URL"),
+                "{e:#?}"
+            );
+        }
     }
 
     #[test]

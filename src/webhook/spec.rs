@@ -29,6 +29,8 @@ pub const POLICY_VOLUME: &str = "smtpbind-policy";
 pub const CREDENTIAL_VOLUME: &str = "smtpbind-credential";
 /// The sidecar's pin of its tenant's upstream (contract §8 rule 7).
 pub const UPSTREAM_PIN_ENV: &str = "SMTPBIND_UPSTREAM_PIN";
+/// Rule 7 for XOAUTH2: the token endpoint the client secret may go to.
+pub const TOKEN_URL_PIN_ENV: &str = "SMTPBIND_TOKEN_URL_PIN";
 /// The lock-down's comma-separated ports.
 pub const LOCKDOWN_PORTS_ENV: &str = "SMTPBIND_LOCKDOWN_PORTS";
 
@@ -138,6 +140,9 @@ impl Spec {
                 .push(self.client_tls_mount.clone());
         }
         set_env(&mut sidecar, UPSTREAM_PIN_ENV, tenant.upstream.pin());
+        if let Some(url) = &tenant.token_url {
+            set_env(&mut sidecar, TOKEN_URL_PIN_ENV, url.clone());
+        }
         sidecar
     }
 
@@ -209,6 +214,7 @@ mod tests {
                 server_name: Some("email-smtp.eu-west-1.amazonaws.com".into()),
             },
             lockdown_ports: vec![25, 465, 587, 2525, 2465, 2587],
+            token_url: None,
         };
         for round in 0..2 {
             let sidecar = spec.sidecar_for(&tenant);
@@ -251,6 +257,7 @@ mod tests {
             client_tls_secret: Some("acme-client-tls".into()),
             upstream: upstream(),
             lockdown_ports: vec![25, 587],
+            token_url: None,
         };
         let volumes = spec.volumes(&tenant);
         let tls = volumes
@@ -284,6 +291,18 @@ mod tests {
         let mut want = spec.sidecar.clone();
         set_env(&mut want, UPSTREAM_PIN_ENV, "smtp.example.net:587".into());
         assert_eq!(spec.sidecar_for(&without), want);
+        // An XOAUTH2 tenant: the token endpoint is pinned too (rule 7), or a
+        // pinned sidecar refuses its xoauth2 policy and stays not ready.
+        let xoauth2 = Tenant {
+            token_url: Some("https://login.example/t/oauth2/v2.0/token".into()),
+            ..without
+        };
+        set_env(
+            &mut want,
+            TOKEN_URL_PIN_ENV,
+            "https://login.example/t/oauth2/v2.0/token".into(),
+        );
+        assert_eq!(spec.sidecar_for(&xoauth2), want);
     }
 
     #[test]
@@ -325,6 +344,7 @@ mod tests {
             client_tls_secret: None,
             upstream: upstream(),
             lockdown_ports: vec![25, 465, 587, 2525, 2465, 2587],
+            token_url: None,
         };
         let volumes = spec.volumes(&tenant);
         assert_eq!(volumes.len(), 3);

@@ -18,6 +18,7 @@ pub(super) struct RawTenant {
     client_tls_secret: Option<String>,
     upstream: Option<RawUpstream>,
     lockdown_ports: Option<Vec<i64>>,
+    token_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +90,20 @@ pub(super) fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant, lockdown: bo
     }
     let upstream = upstream(v, i, raw.upstream);
     let lockdown_ports = lockdown_ports(v, i, raw.lockdown_ports, lockdown);
+    let token_url = raw.token_url;
+    if let Some(url) = &token_url {
+        // Rule 7 for XOAUTH2: where the client secret goes. Only a URL
+        // without spaces or controls over https: it becomes an env value.
+        if !url.starts_with("https://")
+            || url.len() > 2048
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            v.err(
+                &at("token_url"),
+                "must be the https:// URL of the tenant's token endpoint (rule 7: the only place its client secret may go)",
+            );
+        }
+    }
     Tenant {
         name,
         namespaces,
@@ -97,6 +112,7 @@ pub(super) fn tenant(v: &mut Located<'_>, i: usize, raw: RawTenant, lockdown: bo
         client_tls_secret,
         upstream,
         lockdown_ports,
+        token_url,
     }
 }
 

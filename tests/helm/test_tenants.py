@@ -76,6 +76,9 @@ def test_the_three_provider_example_renders_and_passes_check(tmp_path: Path) -> 
     assert by_name["initech"]["lockdown_ports"] == [25, 465, 587, 2465, 2587, 2525]
     assert "lockdown_ports" not in by_name["acme"]  # the webhook's default
     assert by_name["globex"]["upstream"] == {"address": "smtp.office365.com:587"}
+    # rule 7 for XOAUTH2: the token endpoint is pinned in the injected sidecar too
+    assert by_name["globex"]["token_url"] == globex["credential"]["oauth2"]["token_url"]
+    assert "token_url" not in by_name["acme"]
     assert by_name["initech"]["policy_config_map"] == "initech-smtpbind"
     out = check(tmp_path, "webhook-config.yaml", yaml.safe_dump(config))
     assert out.returncode == 0, out.stdout + out.stderr

@@ -66,6 +66,9 @@ tenants:
       {{- with $u.serverName }}
       server_name: {{ toRawJson . }}
       {{- end }}
+    {{- if and (eq (default "auto" $t.mechanism) "xoauth2") $t.oauth2 $t.oauth2.tokenUrl }}
+    token_url: {{ toRawJson $t.oauth2.tokenUrl }}
+    {{- end }}
     {{- if $v.egressLockdown.enabled }}
     {{- $ports := list }}
     {{- range splitList "," (include "smtpbind.lockdownPorts" $ctx) }}
