@@ -70,15 +70,7 @@ fn oauth_setup(
         _ => (CLIENT_ID, KEY_M.to_string()),
     };
     let (s, secrets) = sidecar_with_secret(&up, username, &password, |p| {
-        p.set("credential.mechanism", "xoauth2")
-            .set("credential.oauth2.flow", flow)
-            .set("credential.oauth2.token_url", idp.url())
-            .set(
-                "credential.oauth2.scope",
-                "https://outlook.office365.com/.default",
-            )
-            .set("credential.oauth2.user", MAILBOX)
-            .set("credential.oauth2.ca_file", ca.path().display().to_string());
+        xoauth2_policy(p, flow, idp.url(), ca.path().display().to_string());
         configure(p);
     });
     OAuth {

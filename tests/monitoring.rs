@@ -180,25 +180,18 @@ fn xoauth2_metrics() -> String {
     std::fs::write(ca.path(), &idp.issuer.ca_pem).expect("ca");
     let secrets = tempfile::tempdir().expect("tempdir");
     write_secret(secrets.path(), CLIENT_ID, KEY_M);
-    let accept = format!("[{{username: app, password: \"{}\"}}]", pin(KEY_P));
     let s = Sidecar::start(&up, |p| {
         p.set(
             "credential.secret_dir",
             secrets.path().display().to_string(),
         )
         .set("credential.pins", yaml_list(&[&pin(KEY_M)]))
-        .set("credential.mechanism", "xoauth2")
-        .set("credential.oauth2.flow", "client_credentials")
-        .set("credential.oauth2.token_url", idp.url())
-        .set(
-            "credential.oauth2.scope",
-            "https://outlook.office365.com/.default",
-        )
-        .set("credential.oauth2.user", MAILBOX)
-        .set("credential.oauth2.ca_file", ca.path().display().to_string())
-        .set(
-            "client.accept",
-            serde_yaml::from_str::<serde_yaml::Value>(&accept).expect("yaml"),
+        .set("client.accept", app_accept_digest());
+        xoauth2_policy(
+            p,
+            "client_credentials",
+            idp.url(),
+            ca.path().display().to_string(),
         );
     });
     assert!(s.wait_for(Duration::from_secs(5), |_| s.http_get("/readyz").0 == 200));

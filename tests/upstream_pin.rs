@@ -330,24 +330,12 @@ fn a_policy_edit_that_moves_the_token_endpoint_sends_the_client_secret_nowhere()
     let rogue_ca = file("rogue-ca.pem", &rogue.issuer.ca_pem);
     let secrets = dir.path().join("secret");
     write_secret(&secrets, CLIENT_ID, KEY_M);
-    let accept = format!("[{{username: app, password: \"{}\"}}]", pin(KEY_P));
     let configure = |p: &mut PolicySpec| {
         p.set("upstream.ca_file", platform_ca.clone())
             .set("credential.secret_dir", secrets.display().to_string())
             .set("credential.pins", yaml_list(&[&pin(KEY_M)]))
-            .set("credential.mechanism", "xoauth2")
-            .set("credential.oauth2.flow", "client_credentials")
-            .set("credential.oauth2.token_url", idp.url())
-            .set(
-                "credential.oauth2.scope",
-                "https://outlook.office365.com/.default",
-            )
-            .set("credential.oauth2.user", MAILBOX)
-            .set("credential.oauth2.ca_file", idp_ca.clone())
-            .set(
-                "client.accept",
-                serde_yaml::from_str::<serde_yaml::Value>(&accept).expect("yaml"),
-            );
+            .set("client.accept", app_accept_digest());
+        xoauth2_policy(p, "client_credentials", idp.url(), idp_ca.clone());
     };
     let pinned = |token_url: Option<String>| {
         let (pin, ca, idp_ca) = (pin_of(provider.addr()), platform_ca.clone(), idp_ca.clone());

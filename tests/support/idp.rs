@@ -26,6 +26,27 @@ pub const SA_EMAIL: &str = "relay@acme-mail.iam.gserviceaccount.com";
 pub const M365_ACCOUNT: &str = "m365-acme";
 pub const GOOGLE_ACCOUNT: &str = "google-acme";
 
+/// The XOAUTH2 part of a sidecar's policy (contract §9): `flow` against the
+/// token endpoint `token_url`, trusted through `ca_file`, sending as
+/// [`MAILBOX`] with the Microsoft 365 scope.
+pub fn xoauth2_policy(p: &mut super::PolicySpec, flow: &str, token_url: String, ca_file: String) {
+    p.set("credential.mechanism", "xoauth2")
+        .set("credential.oauth2.flow", flow)
+        .set("credential.oauth2.token_url", token_url)
+        .set(
+            "credential.oauth2.scope",
+            "https://outlook.office365.com/.default",
+        )
+        .set("credential.oauth2.user", MAILBOX)
+        .set("credential.oauth2.ca_file", ca_file);
+}
+
+/// `client.accept` for the app in the pod: username `app`, the digest of [`KEY_P`].
+pub fn app_accept_digest() -> serde_yaml::Value {
+    let accept = format!("[{{username: app, password: \"{}\"}}]", super::pin(KEY_P));
+    serde_yaml::from_str(&accept).expect("yaml")
+}
+
 pub struct Idp {
     pub issuer: Issuer,
     /// The service account's JSON key (the jwt_bearer Secret's `password`).
