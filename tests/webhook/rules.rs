@@ -374,6 +374,8 @@ fn changing_any_single_field_of_an_injected_container_makes_it_ordinary() {
         match verdict(|p| {
             if let Some(labels) = p["metadata"]["labels"].as_object_mut() {
                 labels.remove("smtpbind.dev/mailer");
+                // the label /mutate sets marks a sidecar pod too (rule 1)
+                labels.remove("smtpbind.dev/tenant");
             }
             change(&mut p["spec"]["initContainers"][index]);
         }) {
@@ -509,4 +511,35 @@ fn the_volumes_behind_the_injected_mounts_are_part_of_the_spec() {
             && why.contains("its volume \"smtpbind-credential\" is not the one /mutate adds"),
         "{why}"
     );
+}
+
+#[test]
+fn the_tenant_label_is_only_for_pods_running_their_tenants_sidecar() {
+    // An ordinary pod labelled as a sidecar pod (the PodMonitor would scrape
+    // whatever it serves on a port named `metrics` in a sidecar's name).
+    let plain = verdict(|p| {
+        let labels = p["metadata"]["labels"].as_object_mut().expect("labels");
+        labels.remove("smtpbind.dev/mailer");
+        labels.insert("smtpbind.dev/tenant".into(), "acme".into());
+        let init = p["spec"]["initContainers"].as_array_mut().expect("init");
+        init.retain(|c| c["name"] != "smtpbind" && c["name"] != "smtpbind-egress-lockdown");
+        let volumes = p["spec"]["volumes"].as_array_mut().expect("volumes");
+        volumes.retain(|v| v["secret"]["secretName"] != "acme-smtp");
+    });
+    let why = plain.expect("refused");
+    assert!(
+        why.starts_with("smtpbind rule 1") && why.contains("runs none"),
+        "{why}"
+    );
+    // The injected pod naming another tenant.
+    let other = verdict(|p| {
+        p["metadata"]["labels"]["smtpbind.dev/tenant"] = "beta".into();
+    });
+    let why = other.expect("refused");
+    assert!(
+        why.starts_with("smtpbind rule 1") && why.contains("names another tenant"),
+        "{why}"
+    );
+    // As /mutate leaves it: admitted.
+    assert_eq!(verdict(|_| {}), None);
 }

@@ -3,7 +3,7 @@
 //! lock-down as its first init container.
 
 use super::{Refusal, Subject};
-use crate::webhook::pod::{self, MAILER_LABEL};
+use crate::webhook::pod::{self, MAILER_LABEL, TENANT_LABEL};
 
 const TITLE: &str = "sidecar required";
 
@@ -27,6 +27,24 @@ pub fn sidecar_required(s: &Subject<'_>) -> Result<(), Refusal> {
             ),
             "annotate the pod smtpbind.dev/inject=true (and drop any sidecar of its own) so /mutate injects it",
         ));
+    }
+    // The label the PodMonitor scrapes by: only a pod running its tenant's
+    // injected sidecar may carry it, naming that tenant, or another pod could
+    // publish metrics (a pin, a readiness) in a sidecar's name.
+    if let Some(label) = pod::label(s.meta, TENANT_LABEL) {
+        let own = s.tenant.map(|t| t.name.as_str());
+        if s.injected.sidecar.is_none() || own != Some(label) {
+            return Err(Refusal::new(
+                1,
+                TITLE,
+                format!(
+                    "the pod carries the label {TENANT_LABEL}={label:?}, which marks a pod running the smtpbind sidecar{}, but {}",
+                    own.map(|t| format!(" of tenant {t:?}")).unwrap_or_default(),
+                    if s.injected.sidecar.is_none() { "runs none" } else { "names another tenant" }
+                ),
+                format!("remove the label {TENANT_LABEL}: /mutate sets it on the pods it injects"),
+            ));
+        }
     }
     if s.lockdown_configured() && s.injected.sidecar.is_some() && !s.injected.lockdown {
         let first = s
