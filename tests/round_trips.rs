@@ -130,3 +130,108 @@ fn a_pooled_connection_dying_under_the_pipelined_envelope_is_replayed() {
         metric(&body, "smtpbind_upstream_replays_total{tenant=\"acme\"}") == 1.0
     }));
 }
+
+/// MAIL, two RCPTs and DATA in one write (nodemailer's and Postfix's way).
+fn pipelined_envelope_and_data(c: &mut Raw) -> [String; 4] {
+    c.send(
+        format!(
+            "MAIL FROM:<{FROM}>\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+        )
+        .as_bytes(),
+    );
+    [c.reply(), c.reply(), c.reply(), c.reply()]
+}
+
+/// A provider with PIPELINING but not CHUNKING (SendGrid's shape): the
+/// message goes upstream by DATA.
+fn pipelining_only(c: &mut smtpbind::demo::capture::CaptureConfig) {
+    c.chunking = false;
+}
+
+#[test]
+fn a_pipelined_data_goes_upstream_behind_the_envelope() {
+    // Fault injection: the upstream answers MAIL and RCPT only once the
+    // next command arrives. A relay that waits for those replies before
+    // writing DATA never gets them (it times out with 451).
+    let up = Upstream::start(|c| {
+        pipelining_only(c);
+        c.faults.hold_envelope_replies = true;
+    });
+    let sidecar = Sidecar::start(&up, |_| {});
+    for n in 0..2 {
+        let mut c = Raw::authed(sidecar.smtp, KEY_A);
+        let [mail, a, b, data] = pipelined_envelope_and_data(&mut c);
+        assert!(mail.starts_with("250 2.1.0"), "session {n}: {mail}");
+        assert!(a.starts_with("250 2.1.5"), "session {n}: {a}");
+        assert!(b.starts_with("250 2.1.5"), "session {n}: {b}");
+        assert!(data.starts_with("354"), "session {n}: {data}");
+        c.send(message(FROM, &format!("n={n}")).as_bytes());
+        let r = c.cmd(".");
+        assert!(r.starts_with("250"), "session {n}: {r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    let msgs = wait_messages(&up, 2);
+    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
+    assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
+    assert_eq!(up.server.connections(), 1, "the second rode the pooled one");
+}
+
+#[test]
+fn a_pipelined_data_with_every_rcpt_refused_upstream_keeps_the_connection_in_step() {
+    // The upstream refuses every recipient, then DATA (503): the client
+    // gets the RCPT refusals and 554; the DATA reply is read, so RSET's
+    // reply is RSET's and the connection goes back to the pool.
+    let up = Upstream::start(|c| {
+        pipelining_only(c);
+        c.faults.rcpt_reply = Some("550 5.1.1 no such user".into());
+    });
+    let sidecar = Sidecar::start(&up, |_| {});
+    for n in 0..2 {
+        let mut c = Raw::authed(sidecar.smtp, KEY_A);
+        let [mail, a, b, data] = pipelined_envelope_and_data(&mut c);
+        assert!(mail.starts_with("250 2.1.0"), "session {n}: {mail}");
+        assert_eq!(a, "550 5.1.1 no such user\r\n", "session {n}");
+        assert_eq!(b, "550 5.1.1 no such user\r\n", "session {n}");
+        assert_eq!(data, "554 5.5.1 no valid recipients\r\n", "session {n}");
+        assert!(c.cmd("RSET").starts_with("250"));
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    assert!(up.messages().is_empty());
+    assert_eq!(up.server.mail_commands(), 2);
+    assert_eq!(
+        up.server.connections(),
+        1,
+        "RSET read its own reply: the connection stayed in step and pooled"
+    );
+}
+
+#[test]
+fn a_pooled_connection_dying_under_a_pipelined_envelope_and_data_is_replayed_with_data() {
+    // Dies at the connection's 3rd RCPT: the second session's second
+    // recipient, with DATA written behind it. The replacement gets MAIL,
+    // both RCPTs and DATA again; the provider records the message once.
+    let up = Upstream::start(|c| {
+        pipelining_only(c);
+        c.faults.close_at_rcpt = Some(4);
+    });
+    let sidecar = Sidecar::start(&up, |_| {});
+    for n in 0..2 {
+        let mut c = Raw::authed(sidecar.smtp, KEY_A);
+        for r in pipelined_envelope_and_data(&mut c) {
+            assert!(
+                r.starts_with("250") || r.starts_with("354"),
+                "session {n}: {r}"
+            );
+        }
+        c.send(message(FROM, &format!("n={n}")).as_bytes());
+        let r = c.cmd(".");
+        assert!(r.starts_with("250"), "session {n}: {r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    let msgs = wait_messages(&up, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(up.messages().len(), 2, "the replayed message once");
+    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
+    assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
+    assert_eq!(up.server.connections(), 2);
+}

@@ -14,13 +14,27 @@ use crate::smtp::reply::{local, Reply};
 impl Session {
     pub(super) async fn data(&mut self) -> Flow {
         if self.bdat.is_some() {
+            self.settle().await;
             return self.bad_command(local::bdat_in_progress());
         }
+        // A client that pipelined its envelope: DATA goes upstream behind
+        // the RCPTs still owed, one round trip for all (§4).
+        let pipelined = self.pipeline_data().await;
+        self.settle().await;
         if let Err(flow) = self.ready_for_message() {
+            if pipelined {
+                self.refuse_pipelined_data().await;
+            }
             return flow;
         }
         let mut msg = self.new_inbound();
-        self.early_data(&mut msg).await;
+        if pipelined && self.upstream.is_some() {
+            // Its 354 is read with the first message bytes, as for
+            // `early_data` (a replay wrote it again on the new connection).
+            msg.upstream = Upstream::DataSent;
+        } else {
+            self.early_data(&mut msg).await;
+        }
         self.reply_static(local::START_DATA);
         if self.flush().await.is_err() {
             return Flow::End(Outcome::Error);
@@ -144,6 +158,52 @@ impl Session {
             n -= take;
         }
         Ok(())
+    }
+
+    /// Writes DATA upstream (not flushed: [`Session::settle`] does) when the
+    /// client pipelined it behind RCPTs whose replies are still owed, so
+    /// that the upstream reads MAIL, RCPT and DATA in one round trip. Only
+    /// to a PIPELINING upstream taking DATA (not BDAT), and only when the
+    /// upstream has a transaction to put it in (a RCPT went out, MAIL was
+    /// not refused). A failed write leaves the connection to `settle`,
+    /// which replays the envelope, DATA included, or fails it.
+    async fn pipeline_data(&mut self) -> bool {
+        if self.pipe.owed_upstream() == 0 || self.pipe.mail_refusal().is_some() {
+            return false;
+        }
+        let chunking = self.upstream_chunking();
+        let (Some(tx), Some(conn)) = (self.tx.as_mut(), self.upstream.as_mut()) else {
+            return false;
+        };
+        if tx.mail_deferred || !conn.capabilities().pipelining || chunking {
+            return false;
+        }
+        tx.data_pipelined = true;
+        if let Err(e) = conn.write(b"DATA\r\n").await {
+            self.log_upstream_error(&e);
+            self.upstream = None;
+        }
+        true
+    }
+
+    /// The upstream's reply to a pipelined DATA when the client's DATA is
+    /// refused (no recipient accepted, the transaction lost): read and
+    /// dropped. A 354 there means the upstream would take a message for no
+    /// recipient the client was told of: the connection is dropped, so
+    /// nothing is ever ended on it.
+    async fn refuse_pipelined_data(&mut self) {
+        let Some(conn) = self.upstream.as_mut() else {
+            return;
+        };
+        match conn.reply().await {
+            Ok(r) if r.code != 354 => {}
+            Ok(_) => self.upstream = None,
+            Err(e) => {
+                self.log_upstream_error(&e);
+                self.upstream = None;
+            }
+        }
+        self.release_upstream();
     }
 
     /// Sends DATA upstream without waiting for its 354, which is read when

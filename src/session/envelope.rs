@@ -120,6 +120,7 @@ impl Session {
                     recipients: 0,
                     accepted: 0,
                     smtputf8: mail.smtputf8,
+                    data_pipelined: false,
                 });
                 self.reply(local::sender_ok());
                 return Flow::Continue;
@@ -139,6 +140,7 @@ impl Session {
                             recipients: 0,
                             accepted: 0,
                             smtputf8: mail.smtputf8,
+                            data_pipelined: false,
                         });
                     } else {
                         conn.set_clean(true);

@@ -8,7 +8,8 @@
 //! credential — and the envelope is relayed: to an upstream with
 //! PIPELINING, MAIL is answered locally and written with the first RCPT, and
 //! the replies are matched in order by `smtp::pipeline` (`settle`, which also
-//! replays the envelope when a pooled connection is found dead); DATA is
+//! replays the envelope when a pooled connection is found dead); a DATA the
+//! client pipelined behind its RCPTs is written behind them upstream; DATA is
 //! decoded, policy-checked (bare line endings, size, header From) and
 //! streamed to the upstream (as DATA, or as BDAT chunks when it offers
 //! CHUNKING and PIPELINING), whose final reply is what the client sees.
@@ -141,6 +142,10 @@ struct Transaction {
     accepted: usize,
     /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
     smtputf8: bool,
+    /// DATA was written behind the RCPTs still owed (the client pipelined
+    /// it): a replay writes it again, and its reply is read with the first
+    /// message bytes.
+    data_pipelined: bool,
 }
 
 /// Where a session came from: TLS toward the mailer when the policy has
@@ -430,9 +435,9 @@ impl Session {
         {
             return self.bad_command(local::starttls_first());
         }
-        // MAIL and RCPT may be pipelined to the upstream; every other
+        // MAIL, RCPT and DATA may be pipelined to the upstream; every other
         // command sees the transaction as the upstream answered it.
-        if !matches!(cmd, Command::Mail(_) | Command::Rcpt(_)) {
+        if !matches!(cmd, Command::Mail(_) | Command::Rcpt(_) | Command::Data) {
             self.settle().await;
         }
         match cmd {

@@ -138,6 +138,10 @@ impl Session {
             for line in &tx.envelope {
                 conn.write(line.as_bytes()).await?;
             }
+            if tx.data_pipelined {
+                // Its reply is read with the first message bytes.
+                conn.write(b"DATA\r\n").await?;
+            }
             conn.flush().await?;
             for _ in 0..answered {
                 let r = conn.reply().await?;

@@ -85,6 +85,11 @@ pub struct Faults {
     /// connection (1-based, counted across its transactions) arrives: a
     /// connection that dies under a pipelined envelope.
     pub close_at_rcpt: Option<usize>,
+    /// Hold the replies to MAIL and RCPT back until another command
+    /// arrives (DATA, BDAT, RSET, …), then write them ahead of its reply: a
+    /// client that waits for them before writing DATA never gets them, so a
+    /// test sees whether DATA was pipelined behind the envelope.
+    pub hold_envelope_replies: bool,
 }
 
 #[derive(Debug, Clone)]

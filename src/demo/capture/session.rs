@@ -30,6 +30,8 @@ pub(super) struct Conn {
     pub(super) last_command: std::time::Instant,
     /// RCPTs received on this connection (the `close_at_rcpt` fault).
     pub(super) rcpt_count: usize,
+    /// Replies held back (the `hold_envelope_replies` fault).
+    pub(super) held: String,
 }
 
 pub(super) enum Next {
@@ -60,6 +62,7 @@ impl Conn {
             chunk_failed: false,
             last_command: std::time::Instant::now(),
             rcpt_count: 0,
+            held: String::new(),
         }
     }
 
@@ -159,6 +162,13 @@ impl Conn {
             return Next::Close;
         }
         self.last_command = std::time::Instant::now();
+        let envelope = matches!(verb, "MAIL" | "RCPT");
+        if !envelope && !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            if io.write_all(held.as_bytes()).await.is_err() {
+                return Next::Close;
+            }
+        }
         let reply: String = match verb {
             "EHLO" => {
                 let mut caps = vec![
@@ -264,6 +274,10 @@ impl Conn {
             }
             _ => "500 5.5.2 unknown command\r\n".into(),
         };
+        if envelope && self.config.faults.hold_envelope_replies {
+            self.held.push_str(&reply);
+            return Next::Continue;
+        }
         if io.write_all(reply.as_bytes()).await.is_err() {
             return Next::Close;
         }
