@@ -17,7 +17,12 @@
 #   - controls: Postfix itself accepts tenant-b's password and refuses a wrong one;
 #   - Postfix offers CHUNKING and PIPELINING, so every message goes up as BDAT
 #     (its disconnect lines count bdat=, never data=), and a held message with
-#     dot lines and 8-bit text arrives byte for byte (postcat).
+#     dot lines and 8-bit text arrives byte for byte (postcat);
+#   - with `upstream.chunking: off` (DATA upstream, SendGrid's shape) a client
+#     that pipelines MAIL, RCPT and DATA has DATA written behind the RCPTs
+#     (issue 22): Postfix counts a DATA for the envelope whose only recipient
+#     it refused (smtpbind alone would never send that DATA), answers it, and
+#     the connection stays in step for the two messages that follow.
 # Run as root (apt-get installs what is missing). Env: POSTFIX_PORT (10587),
 # SMTPBIND_BIN (default: a debug build), KEEP=1 keeps the temp dir.
 set -uo pipefail
@@ -145,7 +150,8 @@ smtpd_client_restrictions = permit_sasl_authenticated, reject
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
 # hold@example.net is held in the queue (not discarded) so postcat can show
 # exactly what arrived
-smtpd_recipient_restrictions = check_recipient_access inline:{ hold@example.net=HOLD }, permit_sasl_authenticated, reject
+# refuse@example.net is refused at RCPT (the DATA pipelining section)
+smtpd_recipient_restrictions = check_recipient_access inline:{ hold@example.net=HOLD, refuse@example.net=REJECT }, permit_sasl_authenticated, reject
 CONF
 postfix_master_cf "$PORT" > "$CONF/master.cf"
 
@@ -328,6 +334,61 @@ check "Postfix log: all $accepted accepted messages came by BDAT (bdat=$bdat ove
   [ "${bdat:-0}" -eq "$accepted" ]
 check "Postfix log: no DATA command from the sidecar's connections" \
   bash -c "! grep -E 'disconnect from localhost.* data=' '$LOG'"
+
+# --- DATA pipelined behind the RCPTs (issue 22): DATA upstream, a client
+# that pipelines MAIL, RCPT and DATA ---
+sed 's/^  reply_timeout: 30s$/  reply_timeout: 30s\n  chunking: off/' "$WORK/policy.yaml" >"$WORK/policy-data.yaml"
+start_smtpbind "$BIN" "$WORK/policy-data.yaml" "$WORK/smtpbind-data.log" || setup_fail "smtpbind (chunking: off) start"
+from_line=$(($(wc -l <"$LOG") + 1))
+PIPE=$WORK/pipelined.out
+SMTPBIND_PASSWORD="$PASS_A" python3 - "$SMTPBIND_ADDR" >"$PIPE" 2>&1 <<'PY'
+import base64, os, socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=30)
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        line = f.readline().decode().rstrip("\r\n")
+        lines.append(line)
+        if len(line) < 4 or line[3] != "-":
+            return lines[-1]
+def send(text):
+    s.sendall(text.encode())
+reply()
+send("EHLO pipelining\r\n"); reply()
+token = base64.b64encode(b"\0apikey\0" + os.environ["SMTPBIND_PASSWORD"].encode()).decode()
+send("AUTH PLAIN %s\r\n" % token); print("auth", reply())
+# every recipient refused by Postfix, DATA in the same write
+send("MAIL FROM:<app@acme.example>\r\nRCPT TO:<refuse@example.net>\r\nDATA\r\n")
+print("refused", reply(), "|", reply(), "|", reply())
+send("RSET\r\n"); print("rset", reply())
+for n in (1, 2):
+    send("MAIL FROM:<app@acme.example>\r\nRCPT TO:<pipe%d@example.net>\r\n"
+         "RCPT TO:<pipe%d-cc@example.net>\r\nDATA\r\n" % (n, n))
+    print("envelope%d" % n, reply(), "|", reply(), "|", reply(), "|", reply())
+    send("From: app@acme.example\r\nSubject: pipelined %d\r\n\r\nbody %d\r\n.\r\n" % (n, n))
+    print("message%d" % n, reply())
+send("QUIT\r\n"); print("quit", reply())
+PY
+check "pipelined: Postfix's RCPT refusal, then 554 no valid recipients" \
+  grep -Eq '^refused 250 2\.1\.0 .*\| 554 5\.7\.1 <refuse@example\.net>: Recipient address rejected.*\| 554 5\.5\.1 no valid recipients$' "$PIPE"
+check "pipelined: RSET answered 250 after it" grep -Eq '^rset 250' "$PIPE"
+for n in 1 2; do
+  check "pipelined message $n: 250 to MAIL and both RCPTs, 354, then 250 from Postfix" \
+    bash -c "grep -Eq '^envelope$n 250 2\.1\.0 .*\| 250 2\.1\.5 .*\| 250 2\.1\.5 .*\| 354 ' '$PIPE' && grep -Eq '^message$n 250 2\.0\.0 Ok: queued as' '$PIPE'"
+done
+kill "$SMTPBIND_PID" 2>/dev/null; wait "$SMTPBIND_PID" 2>/dev/null; SMTPBIND_PID=
+for _ in $(seq 1 50); do
+  tail -n +"$from_line" "$LOG" | grep -Eq 'disconnect from localhost.* data=' && break; sleep 0.1
+done
+disc=$(tail -n +"$from_line" "$LOG" | grep -E 'postfix/smtpd\[[0-9]+\]: disconnect from localhost' | tail -1)
+check "Postfix log: one connection took the 3 DATA commands, 2 accepted (data=2/3: the refused envelope's DATA was pipelined) — $disc" \
+  grep -q ' data=2/3 ' <<<"$disc"
+check "Postfix log: both pipelined messages with sasl_username=tenant-a" \
+  [ "$(tail -n +"$from_line" "$LOG" | grep -c 'sasl_username=tenant-a$')" -eq 2 ]
+check "Postfix log: no improper pipelining reported" \
+  bash -c "! tail -n +$from_line '$LOG' | grep -q 'improper command pipelining'"
 
 if [ "$INTEROP_FAILED" -gt 0 ]; then
   echo "--- postfix.log"; tail -40 "$LOG"; echo "--- smtpbind.log"; tail -20 "$WORK/smtpbind.log"
