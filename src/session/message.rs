@@ -77,7 +77,7 @@ pub(super) enum Refusal {
 impl Session {
     /// Checks that a transaction can take a message (DATA or the first BDAT).
     pub(super) fn ready_for_message(&mut self) -> Result<(), Flow> {
-        let Some(tx) = self.tx.as_ref() else {
+        let Some(tx) = self.stage.tx() else {
             return Err(self.bad_command(local::need_mail()));
         };
         if tx.accepted == 0 {
@@ -138,8 +138,7 @@ impl Session {
         if msg.upstream.open() {
             self.upstream = None;
         }
-        self.bdat = None;
-        if let Some(tx) = self.tx.take() {
+        if let Some(tx) = self.stage.end_transaction() {
             audit::message(
                 &self.info,
                 &MessageEvent {
@@ -166,8 +165,7 @@ impl Session {
         if msg.upstream.open() {
             self.upstream = None;
         }
-        self.bdat = None;
-        if let Some(tx) = self.tx.take() {
+        if let Some(tx) = self.stage.end_transaction() {
             // The refusal decided while streaming is audited here, once:
             // finish_message is never reached for this message.
             audit::reject(
@@ -384,7 +382,7 @@ impl Session {
             message_id,
             ..
         } = msg;
-        let Some(tx) = self.tx.take() else {
+        let Some(tx) = self.stage.end_transaction() else {
             return Flow::Continue;
         };
         let (result, reply, reason) = match refusal {
