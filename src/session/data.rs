@@ -151,7 +151,7 @@ impl Session {
         if last {
             return self.finish_message(chunked.msg).await;
         }
-        if chunked.msg.refusal.is_some() {
+        if chunked.msg.upstream.refused() {
             // RFC 3030: a failed chunk fails the transaction.
             return self.finish_message(chunked.msg).await;
         }
