@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::message::{Inbound, Refusal, Upstream};
-use super::stage::Chunked;
+use super::stage::{Chunked, Written};
 use super::{spare, Flow, Outcome, Session, READ_CHUNK};
 use crate::runtime::Phase;
 use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
@@ -189,10 +189,10 @@ impl Session {
         let (Some(tx), Some(conn)) = (self.stage.tx_mut(), self.upstream.as_mut()) else {
             return false;
         };
-        if tx.mail_deferred || !conn.capabilities().pipelining || chunking {
+        if tx.written == Written::MailHeld || !conn.capabilities().pipelining || chunking {
             return false;
         }
-        tx.data_pipelined = true;
+        tx.written = Written::Data;
         if let Err(e) = conn.write(b"DATA\r\n").await {
             self.log_upstream_error(&e);
             self.upstream = None;
@@ -206,6 +206,10 @@ impl Session {
     /// recipient the client was told of: the connection is dropped, so
     /// nothing is ever ended on it.
     async fn refuse_pipelined_data(&mut self) {
+        if let Some(tx) = self.stage.tx_mut() {
+            // Answered here: a replay must not write it again.
+            tx.written = Written::Envelope;
+        }
         let Some(conn) = self.upstream.as_mut() else {
             return;
         };

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::stage::Written;
 use super::{Flow, Mail, Outcome, Session, Transaction};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
@@ -115,12 +116,11 @@ impl Session {
                 self.stage.open(Transaction {
                     sender_domain,
                     envelope,
-                    mail_deferred: true,
+                    written: Written::MailHeld,
                     replayable: reused,
                     recipients: 0,
                     accepted: 0,
                     smtputf8: mail.smtputf8,
-                    data_pipelined: false,
                 });
                 self.reply(local::sender_ok());
                 return Flow::Continue;
@@ -135,12 +135,11 @@ impl Session {
                         self.stage.open(Transaction {
                             sender_domain,
                             envelope: Vec::new(),
-                            mail_deferred: false,
+                            written: Written::Envelope,
                             replayable: false,
                             recipients: 0,
                             accepted: 0,
                             smtputf8: mail.smtputf8,
-                            data_pipelined: false,
                         });
                     } else {
                         conn.set_clean(true);
@@ -303,7 +302,8 @@ impl Session {
             let Some(tx) = self.stage.tx_mut() else {
                 return Flow::Continue;
             };
-            let sent = if std::mem::take(&mut tx.mail_deferred) {
+            let sent = if tx.written == Written::MailHeld {
+                tx.written = Written::Envelope;
                 conn.set_clean(false);
                 self.pipe.expect(Sent::Mail);
                 // MAIL and the first RCPT in one write (one segment).

@@ -2,6 +2,7 @@
 //! ([`crate::smtp::pipeline`] decides what the client sees), and replaying
 //! the envelope on a new connection when a pooled one is found dead.
 
+use super::stage::Written;
 use super::Session;
 use crate::smtp::pipeline::{Answer, Sent, Slot};
 use crate::smtp::reply::local;
@@ -138,7 +139,7 @@ impl Session {
             for line in &tx.envelope {
                 conn.write(line.as_bytes()).await?;
             }
-            if tx.data_pipelined {
+            if tx.written == Written::Data {
                 // Its reply is read with the first message bytes.
                 conn.write(b"DATA\r\n").await?;
             }

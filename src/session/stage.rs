@@ -43,9 +43,8 @@ pub(super) struct Transaction {
     /// The envelope as written upstream (pipelining upstreams): MAIL, then
     /// every RCPT not refused — what a replacement connection is given.
     pub(super) envelope: Vec<String>,
-    /// MAIL was answered locally and is not written upstream yet: it goes
-    /// with the first RCPT the policy allows.
-    pub(super) mail_deferred: bool,
+    /// How much of it went upstream.
+    pub(super) written: Written,
     /// The connection came from the pool and the envelope was not replayed
     /// yet: if it is found dead before DATA, the envelope is replayed on a
     /// new one, invisibly to the client (§4).
@@ -56,10 +55,22 @@ pub(super) struct Transaction {
     pub(super) accepted: usize,
     /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
     pub(super) smtputf8: bool,
-    /// DATA was written behind the RCPTs still owed (the client pipelined
-    /// it): a replay writes it again, and its reply is read with the first
-    /// message bytes.
-    pub(super) data_pipelined: bool,
+}
+
+/// How much of a transaction went upstream, in order (what were two
+/// flags, never both set). Without PIPELINING upstream MAIL and each RCPT
+/// are written and answered one at a time: always `Envelope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// MAIL was answered locally and is not written upstream yet: it goes
+    /// with the first RCPT the policy allows.
+    MailHeld,
+    /// MAIL and the RCPTs so far.
+    Envelope,
+    /// DATA too, written behind the RCPTs still owed (the client
+    /// pipelined it): a replay writes it again, and its reply is read with
+    /// the first message bytes.
+    Data,
 }
 
 impl Stage {
