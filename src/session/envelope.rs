@@ -256,6 +256,10 @@ impl Session {
     /// RCPT TO: the typed mailbox is checked against `recipients` and the
     /// upstream command is written from it.
     pub(super) async fn rcpt(&mut self, rcpt: RcptTo<'_>) -> Flow {
+        if self.stage.chunks_open() {
+            // The message has started: no recipient joins it now.
+            return self.bad_command(local::bdat_in_progress());
+        }
         let max = self.rt.policy.recipients.max_per_message;
         let Some(tx) = self.stage.tx_mut() else {
             return self.bad_command(local::need_mail());
