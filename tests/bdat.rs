@@ -219,3 +219,31 @@ fn a_refused_first_chunk_is_skipped_with_a_cap() {
         "the session must end instead of skipping without a bound"
     );
 }
+
+/// A RCPT between two BDAT chunks is a sequence error, answered 503 as
+/// DATA is there, and never reaches the upstream: the message is on its
+/// way (buffered, or upstream as DATA or BDAT chunks). Before, it went
+/// upstream mid-message: into the DATA stream (its reply then waited for
+/// until `reply_timeout`, the message lost) or, to a BDAT upstream, as a
+/// recipient added after the message had started.
+#[test]
+fn rcpt_between_chunks_is_refused() {
+    for chunking in [false, true] {
+        let up = Upstream::start(|c| c.chunking = chunking);
+        let sidecar = Sidecar::start(&up, |_| {});
+        let mut c = bdat_session(&sidecar);
+        assert!(chunk(&mut c, HEADERS, false).starts_with("250"));
+        let r = c.cmd("RCPT TO:<b@example.net>");
+        assert!(r.starts_with("503 5.5.1 BDAT"), "chunking {chunking}: {r}");
+        let r = chunk(&mut c, b"body\r\n", true);
+        assert!(
+            r.starts_with("250 2.0.0 Ok: queued"),
+            "chunking {chunking}: {r}"
+        );
+        let msgs = wait_messages(&up, 1);
+        assert_eq!(msgs[0].rcpt_to, vec!["a@example.net"]);
+        let mut expect = HEADERS.to_vec();
+        expect.extend_from_slice(b"body\r\n");
+        assert_eq!(msgs[0].data, expect, "chunking {chunking}");
+    }
+}

@@ -4,7 +4,7 @@
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{binding, Flow, Outcome, Session, Stage, MAX_AUTH_FAILURES};
+use super::{binding, Flow, Mail, Outcome, Session, Stage, MAX_AUTH_FAILURES};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
 use crate::policy::ClientAuth;
@@ -23,9 +23,6 @@ impl Session {
         }
         if self.bound() {
             return self.bad_command(local::already_authenticated());
-        }
-        if self.tx.is_some() {
-            return self.bad_command(local::nested_mail());
         }
         let identity = match mechanism {
             Mechanism::Plain => {
@@ -90,7 +87,7 @@ impl Session {
             &identity.username,
             identity.password.as_bytes(),
         ) {
-            self.stage = Stage::Bound;
+            self.stage = Stage::Bound(Mail::Idle);
             self.info.client_identity = Some(identity.username.clone());
             self.reply(local::auth_ok());
             Flow::Continue

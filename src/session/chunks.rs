@@ -35,7 +35,7 @@ impl Session {
     /// connection (no further chunk, never a LAST).
     pub(super) async fn send_chunk(&mut self, msg: &mut Inbound) {
         let Some(conn) = self.upstream.as_mut() else {
-            msg.refusal = Some(Refusal::UpstreamLost);
+            msg.upstream.refuse(Refusal::UpstreamLost);
             return;
         };
         let head = format!("BDAT {}\r\n", msg.wire.len());
@@ -84,7 +84,7 @@ impl Session {
                     };
                     if !(200..300).contains(&reply.code) {
                         self.upstream = None;
-                        msg.refusal = Some(Refusal::Upstream(reply));
+                        msg.upstream.refuse(Refusal::Upstream(reply));
                         return;
                     }
                 }

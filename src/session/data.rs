@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::message::{Inbound, Refusal, Upstream};
+use super::stage::{Chunked, Written};
 use super::{spare, Flow, Outcome, Session, READ_CHUNK};
 use crate::runtime::Phase;
 use crate::smtp::data::{DataDecoder, Feed, LineEndingFilter};
@@ -13,7 +14,7 @@ use crate::smtp::reply::{local, Reply};
 
 impl Session {
     pub(super) async fn data(&mut self) -> Flow {
-        if self.bdat.is_some() {
+        if self.stage.chunks_open() {
             self.settle().await;
             return self.bad_command(local::bdat_in_progress());
         }
@@ -82,28 +83,29 @@ impl Session {
     /// PIPELINING, otherwise as DATA (re-stuffed), with the same policy as
     /// DATA: line endings, size, header From.
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
-        if self.bdat.is_none() {
-            if let Err(flow) = self.ready_for_message() {
-                // The chunk's octets still follow the command: skip them,
-                // up to the largest message the policy accepts. Past that
-                // the refusal is sent and the session closed (the stream
-                // cannot be resynchronised without reading them all).
-                if u64::try_from(size).map_or(true, |s| s > self.rt.policy.limits.max_message_bytes)
-                {
-                    return Flow::End(Outcome::Rejected);
+        let mut chunked = match self.stage.take_chunks() {
+            Some(chunked) => chunked,
+            None => {
+                if let Err(flow) = self.ready_for_message() {
+                    // The chunk's octets still follow the command: skip
+                    // them, up to the largest message the policy accepts.
+                    // Past that the refusal is sent and the session closed
+                    // (the stream cannot be resynchronised without reading
+                    // them all).
+                    let max = self.rt.policy.limits.max_message_bytes;
+                    if u64::try_from(size).map_or(true, |s| s > max) {
+                        return Flow::End(Outcome::Rejected);
+                    }
+                    return match self.skip_octets(size).await {
+                        Ok(()) => flow,
+                        Err(outcome) => Flow::End(outcome),
+                    };
                 }
-                return match self.skip_octets(size).await {
-                    Ok(()) => flow,
-                    Err(outcome) => Flow::End(outcome),
-                };
+                let mut msg = self.new_inbound();
+                self.early_data(&mut msg).await;
+                let filter = LineEndingFilter::new(msg.mode);
+                Box::new(Chunked { msg, filter })
             }
-            let mut msg = self.new_inbound();
-            self.early_data(&mut msg).await;
-            let filter = LineEndingFilter::new(msg.mode);
-            self.bdat = Some((msg, filter));
-        }
-        let Some((mut msg, mut filter)) = self.bdat.take() else {
-            return Flow::Continue;
         };
         let data_timeout = self.rt.policy.limits.data_timeout;
         let mut remaining = size;
@@ -111,38 +113,50 @@ impl Session {
         while remaining > 0 {
             if !self.inbuf.has_pending() {
                 if let Err(outcome) = self.read_data(data_timeout).await {
-                    return self.abandon_message(&msg, outcome);
+                    return self.abandon_message(&chunked.msg, outcome);
                 }
             }
             let take = remaining.min(self.inbuf.pending().len());
-            filter.feed(&self.inbuf.pending()[..take], &mut content);
+            chunked
+                .filter
+                .feed(&self.inbuf.pending()[..take], &mut content);
             self.inbuf.consume(take);
             remaining -= take;
             if remaining == 0 && last {
-                filter.finish(&mut content);
+                chunked.filter.finish(&mut content);
             }
             let ended = remaining == 0 && last;
-            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), ended)
-                .await;
-            if let Some(flow) = self.cut_off_runaway(&msg) {
+            self.accept_content(
+                &mut chunked.msg,
+                &mut content,
+                chunked.filter.saw_bare_line_ending(),
+                ended,
+            )
+            .await;
+            if let Some(flow) = self.cut_off_runaway(&chunked.msg) {
                 return flow;
             }
         }
         if size == 0 && last {
-            filter.finish(&mut content);
-            self.accept_content(&mut msg, &mut content, filter.saw_bare_line_ending(), true)
-                .await;
+            chunked.filter.finish(&mut content);
+            self.accept_content(
+                &mut chunked.msg,
+                &mut content,
+                chunked.filter.saw_bare_line_ending(),
+                true,
+            )
+            .await;
         }
         spare::keep(&mut self.spare.content, content);
         if last {
-            return self.finish_message(msg).await;
+            return self.finish_message(chunked.msg).await;
         }
-        if msg.refusal.is_some() {
+        if chunked.msg.upstream.refused() {
             // RFC 3030: a failed chunk fails the transaction.
-            return self.finish_message(msg).await;
+            return self.finish_message(chunked.msg).await;
         }
         self.reply(Reply::new(250, format!("2.0.0 {size} octets received")));
-        self.bdat = Some((msg, filter));
+        self.stage.keep_chunks(chunked);
         Flow::Continue
     }
 
@@ -172,13 +186,13 @@ impl Session {
             return false;
         }
         let chunking = self.upstream_chunking();
-        let (Some(tx), Some(conn)) = (self.tx.as_mut(), self.upstream.as_mut()) else {
+        let (Some(tx), Some(conn)) = (self.stage.tx_mut(), self.upstream.as_mut()) else {
             return false;
         };
-        if tx.mail_deferred || !conn.capabilities().pipelining || chunking {
+        if tx.written == Written::MailHeld || !conn.capabilities().pipelining || chunking {
             return false;
         }
-        tx.data_pipelined = true;
+        tx.written = Written::Data;
         if let Err(e) = conn.write(b"DATA\r\n").await {
             self.log_upstream_error(&e);
             self.upstream = None;
@@ -192,6 +206,10 @@ impl Session {
     /// recipient the client was told of: the connection is dropped, so
     /// nothing is ever ended on it.
     async fn refuse_pipelined_data(&mut self) {
+        if let Some(tx) = self.stage.tx_mut() {
+            // Answered here: a replay must not write it again.
+            tx.written = Written::Envelope;
+        }
         let Some(conn) = self.upstream.as_mut() else {
             return;
         };

@@ -1,15 +1,15 @@
 //! EHLO and HELO: a fresh start, and what smtpbind offers the client.
 
-use super::{Flow, Session, Stage};
+use super::{Flow, Mail, Session, Stage};
 use crate::policy::ClientAuth;
 use crate::smtp::reply::Reply;
 
 impl Session {
     pub(super) async fn ehlo(&mut self, extended: bool) -> Flow {
         self.reset_transaction().await;
-        if self.stage == Stage::Connected {
+        if matches!(self.stage, Stage::Connected) {
             self.stage = if self.rt.policy.client.auth == ClientAuth::None {
-                Stage::Bound
+                Stage::Bound(Mail::Idle)
             } else {
                 Stage::Greeted
             };

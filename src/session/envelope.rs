@@ -4,7 +4,8 @@
 
 use serde_json::json;
 
-use super::{Flow, Outcome, Session, Transaction};
+use super::stage::Written;
+use super::{Flow, Mail, Outcome, Session, Transaction};
 use crate::audit::{self, Reason};
 use crate::credential::CredentialState;
 use crate::smtp::envelope::{Body, MailFrom, RcptTo, ReversePath};
@@ -22,7 +23,7 @@ impl Session {
         if !self.bound() {
             return self.refuse(Reason::AuthRequired, local::auth_required(), json!({}));
         }
-        if self.tx.is_some() {
+        if self.stage.tx().is_some() {
             return self.bad_command(local::nested_mail());
         }
         // A transaction boundary: the snapshot in force now, whole.
@@ -112,15 +113,14 @@ impl Session {
                 envelope.clear();
                 envelope.push(line.clone());
                 self.pipe.new_transaction();
-                self.tx = Some(Transaction {
+                self.stage.open(Transaction {
                     sender_domain,
                     envelope,
-                    mail_deferred: true,
+                    written: Written::MailHeld,
                     replayable: reused,
                     recipients: 0,
                     accepted: 0,
                     smtputf8: mail.smtputf8,
-                    data_pipelined: false,
                 });
                 self.reply(local::sender_ok());
                 return Flow::Continue;
@@ -132,15 +132,14 @@ impl Session {
                     self.pipe.reply_ref(reply, &mut self.out);
                     if positive {
                         self.pipe.new_transaction();
-                        self.tx = Some(Transaction {
+                        self.stage.open(Transaction {
                             sender_domain,
                             envelope: Vec::new(),
-                            mail_deferred: false,
+                            written: Written::Envelope,
                             replayable: false,
                             recipients: 0,
                             accepted: 0,
                             smtputf8: mail.smtputf8,
-                            data_pipelined: false,
                         });
                     } else {
                         conn.set_clean(true);
@@ -233,7 +232,7 @@ impl Session {
     /// (`upstream.max_connections`), can count on it. With reuse off it
     /// keeps it until the session ends.
     pub(super) fn release_upstream(&mut self) {
-        if self.tx.is_some() || !self.pipe.is_empty() || self.bdat.is_some() {
+        if !self.between_transactions() {
             return;
         }
         if !self.rt.pool.keeps_idle() {
@@ -250,15 +249,19 @@ impl Session {
     pub(super) fn upstream_lost(&mut self, e: &UpstreamError) {
         self.log_upstream_error(e);
         self.upstream = None;
-        self.tx = None;
+        self.stage.end_transaction();
         self.reply(local::upstream_failed());
     }
 
     /// RCPT TO: the typed mailbox is checked against `recipients` and the
     /// upstream command is written from it.
     pub(super) async fn rcpt(&mut self, rcpt: RcptTo<'_>) -> Flow {
+        if self.stage.chunks_open() {
+            // The message has started: no recipient joins it now.
+            return self.bad_command(local::bdat_in_progress());
+        }
         let max = self.rt.policy.recipients.max_per_message;
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.stage.tx_mut() else {
             return self.bad_command(local::need_mail());
         };
         if tx.recipients >= max {
@@ -293,17 +296,18 @@ impl Session {
             return Flow::Continue;
         }
         let Some(conn) = self.upstream.as_mut() else {
-            self.tx = None;
+            self.stage.end_transaction();
             self.reply(local::upstream_failed());
             return Flow::Continue;
         };
         let line = &mut self.upline;
         rcpt.write_command(line);
         if conn.capabilities().pipelining {
-            let Some(tx) = self.tx.as_mut() else {
+            let Some(tx) = self.stage.tx_mut() else {
                 return Flow::Continue;
             };
-            let sent = if std::mem::take(&mut tx.mail_deferred) {
+            let sent = if tx.written == Written::MailHeld {
+                tx.written = Written::Envelope;
                 conn.set_clean(false);
                 self.pipe.expect(Sent::Mail);
                 // MAIL and the first RCPT in one write (one segment).
@@ -325,7 +329,7 @@ impl Session {
         match conn.command(line.as_bytes()).await {
             Ok(reply) => {
                 if reply.is_positive() {
-                    if let Some(tx) = self.tx.as_mut() {
+                    if let Some(tx) = self.stage.tx_mut() {
                         tx.accepted += 1;
                     }
                 }
@@ -339,9 +343,8 @@ impl Session {
     /// Ends any open transaction, upstream included (RSET, or drop the
     /// connection if RSET fails).
     pub(super) async fn reset_transaction(&mut self) {
-        self.tx = None;
-        if let Some((msg, _)) = self.bdat.take() {
-            if msg.upstream.open() {
+        if let Mail::Chunks(_, chunked) = self.stage.take_mail() {
+            if chunked.msg.upstream.open() {
                 // Mid-DATA upstream: only dropping it keeps the message unsent.
                 self.upstream = None;
             }

@@ -28,16 +28,14 @@ pub(super) struct Inbound {
     pub(super) stuffer: DotStuffer,
     pub(super) wire: Vec<u8>,
     pub(super) size: u64,
-    pub(super) refusal: Option<Refusal>,
-    /// Where the upstream stands with this message (issue 23 item 3: one
-    /// value for what were four flags).
+    /// Where the upstream stands with this message, or why it is refused
+    /// (issue 23 item 3: one value for what were four flags and a refusal).
     pub(super) upstream: Upstream,
 }
 
 /// The upstream's side of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Upstream {
-    /// DATA upstream, not sent (or refused: no message is being received).
+    /// DATA upstream, not sent.
     DataIdle,
     /// DATA sent ahead while the client sends its first bytes; its 354 is
     /// not read yet.
@@ -47,21 +45,38 @@ pub(super) enum Upstream {
     /// BDAT upstream (raw chunks, see `chunks`): `open` once a chunk went
     /// out, `owed` chunk replies not read yet.
     Chunks { open: bool, owed: usize },
+    /// Refused: the message is still read to its end, then answered as
+    /// the refusal says, and nothing more of it goes upstream. The flag:
+    /// the upstream was receiving it (open), so the connection is dropped,
+    /// never ended.
+    Refused(Refusal, bool),
 }
 
 impl Upstream {
     /// The upstream is (or is about to be) receiving this message: an
     /// abort must drop the connection, never send an end.
-    pub(super) fn open(self) -> bool {
-        match self {
+    pub(super) fn open(&self) -> bool {
+        match *self {
             Upstream::DataIdle => false,
             Upstream::DataSent | Upstream::DataOpen => true,
-            Upstream::Chunks { open, .. } => open,
+            Upstream::Chunks { open, .. } | Upstream::Refused(_, open) => open,
         }
     }
 
-    pub(super) fn chunked(self) -> bool {
+    pub(super) fn chunked(&self) -> bool {
         matches!(self, Upstream::Chunks { .. })
+    }
+
+    pub(super) fn refused(&self) -> bool {
+        matches!(self, Upstream::Refused(..))
+    }
+
+    /// The message is refused from here on (the first refusal stands).
+    pub(super) fn refuse(&mut self, why: Refusal) {
+        if !self.refused() {
+            let open = self.open();
+            *self = Upstream::Refused(why, open);
+        }
     }
 }
 
@@ -77,7 +92,7 @@ pub(super) enum Refusal {
 impl Session {
     /// Checks that a transaction can take a message (DATA or the first BDAT).
     pub(super) fn ready_for_message(&mut self) -> Result<(), Flow> {
-        let Some(tx) = self.tx.as_ref() else {
+        let Some(tx) = self.stage.tx() else {
             return Err(self.bad_command(local::need_mail()));
         };
         if tx.accepted == 0 {
@@ -112,7 +127,6 @@ impl Session {
             stuffer: DotStuffer::new(),
             wire: std::mem::take(&mut self.spare.wire),
             size: 0,
-            refusal: None,
             upstream: if chunked {
                 Upstream::Chunks {
                     open: false,
@@ -138,8 +152,7 @@ impl Session {
         if msg.upstream.open() {
             self.upstream = None;
         }
-        self.bdat = None;
-        if let Some(tx) = self.tx.take() {
+        if let Some(tx) = self.stage.end_transaction() {
             audit::message(
                 &self.info,
                 &MessageEvent {
@@ -166,8 +179,7 @@ impl Session {
         if msg.upstream.open() {
             self.upstream = None;
         }
-        self.bdat = None;
-        if let Some(tx) = self.tx.take() {
+        if let Some(tx) = self.stage.end_transaction() {
             // The refusal decided while streaming is audited here, once:
             // finish_message is never reached for this message.
             audit::reject(
@@ -205,24 +217,25 @@ impl Session {
         ended: bool,
     ) {
         msg.size += content.len() as u64;
-        if msg.refusal.is_none() {
+        if !msg.upstream.refused() {
             if memchr::memchr(0, content).is_some() {
                 // No BINARYMIME: a NUL is never relayed (receivers that strip
                 // it would read another message or another header).
-                msg.refusal = Some(Refusal::Policy(
+                msg.upstream.refuse(Refusal::Policy(
                     Reason::MalformedContent,
                     local::malformed_content(),
                 ));
             } else if msg.mode == BareLineEndings::Reject && saw_bare {
-                msg.refusal = Some(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
+                msg.upstream
+                    .refuse(Refusal::Policy(Reason::BareLf, local::bare_line_ending()));
             } else if msg.size > msg.max {
-                msg.refusal = Some(Refusal::Policy(
+                msg.upstream.refuse(Refusal::Policy(
                     Reason::MessageTooLarge,
                     local::message_too_large(),
                 ));
             }
         }
-        if msg.refusal.is_some() {
+        if msg.upstream.refused() {
             content.clear();
             return;
         }
@@ -239,7 +252,7 @@ impl Session {
                 match state {
                     Gate::NeedMore => None,
                     Gate::TooLarge => {
-                        msg.refusal = Some(Refusal::Policy(
+                        msg.upstream.refuse(Refusal::Policy(
                             Reason::MessageTooLarge,
                             local::headers_too_large(),
                         ));
@@ -247,7 +260,7 @@ impl Session {
                     }
                     Gate::Complete => {
                         if !header_section_wellformed(g.headers()) {
-                            msg.refusal = Some(Refusal::Policy(
+                            msg.upstream.refuse(Refusal::Policy(
                                 Reason::MalformedContent,
                                 local::malformed_content(),
                             ));
@@ -255,7 +268,7 @@ impl Session {
                         } else if self.header_from_allowed(g.headers()) {
                             msg.gate.take().map(HeaderGate::into_buffer)
                         } else {
-                            msg.refusal = Some(Refusal::Policy(
+                            msg.upstream.refuse(Refusal::Policy(
                                 Reason::HeaderFromMismatch,
                                 local::header_from_mismatch(),
                             ));
@@ -278,16 +291,16 @@ impl Session {
             self.give_back(content, bytes);
             return;
         }
-        if msg.upstream == Upstream::DataIdle {
+        if matches!(msg.upstream, Upstream::DataIdle) {
             match self.upstream_data().await {
                 Ok(()) => msg.upstream = Upstream::DataOpen,
                 Err(r) => {
-                    msg.refusal = Some(r);
+                    msg.upstream.refuse(r);
                     return;
                 }
             }
         }
-        if msg.upstream == Upstream::DataSent {
+        if matches!(msg.upstream, Upstream::DataSent) {
             msg.upstream = Upstream::DataOpen;
             let reply = match self.upstream.as_mut() {
                 // Copied only when it is not the expected 354.
@@ -301,8 +314,7 @@ impl Session {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     // Refused DATA: the upstream is not receiving a message.
-                    msg.upstream = Upstream::DataIdle;
-                    msg.refusal = Some(Refusal::Upstream(r));
+                    msg.upstream = Upstream::Refused(Refusal::Upstream(r), false);
                     return;
                 }
                 Err(e) => {
@@ -317,7 +329,7 @@ impl Session {
         if msg.wire.len() >= WIRE_BATCH {
             let mut wire = std::mem::take(&mut msg.wire);
             if let Err(r) = self.upstream_write(&wire).await {
-                msg.refusal = Some(r);
+                msg.upstream.refuse(r);
             }
             wire.clear();
             msg.wire = wire;
@@ -341,7 +353,7 @@ impl Session {
     pub(super) fn lose_upstream_mid_message(&mut self, msg: &mut Inbound, e: &UpstreamError) {
         self.log_upstream_error(e);
         self.upstream = None;
-        msg.refusal = Some(Refusal::UpstreamLost);
+        msg.upstream.refuse(Refusal::UpstreamLost);
     }
 
     /// `header_from: enforce`: every address of From, Sender, Resent-From
@@ -367,16 +379,15 @@ impl Session {
         let unopened = match msg.upstream {
             Upstream::Chunks { .. } => msg.gate.is_some(),
             Upstream::DataIdle | Upstream::DataSent => true,
-            Upstream::DataOpen => false,
+            Upstream::DataOpen | Upstream::Refused(..) => false,
         };
-        if msg.refusal.is_none() && unopened {
+        if unopened {
             // Nothing was forwarded yet (cannot happen with the gate's
             // contract, kept as a guard): open the upstream's DATA first.
             let mut empty = Vec::new();
             self.accept_content(&mut msg, &mut empty, false, true).await;
         }
         let Inbound {
-            refusal,
             upstream,
             mut stuffer,
             size,
@@ -384,12 +395,12 @@ impl Session {
             message_id,
             ..
         } = msg;
-        let Some(tx) = self.tx.take() else {
+        let Some(tx) = self.stage.end_transaction() else {
             return Flow::Continue;
         };
-        let (result, reply, reason) = match refusal {
-            Some(Refusal::Policy(reason, reply)) => {
-                if upstream.open() {
+        let (result, reply, reason) = match upstream {
+            Upstream::Refused(Refusal::Policy(reason, reply), open) => {
+                if open {
                     // Abort: the upstream never sees this message's end.
                     self.upstream = None;
                 }
@@ -401,20 +412,16 @@ impl Session {
                 );
                 (MessageResult::Rejected, reply, Some(reason))
             }
-            Some(Refusal::Upstream(reply)) => (MessageResult::Failed, reply, None),
-            Some(Refusal::UpstreamLost) => {
+            Upstream::Refused(Refusal::Upstream(reply), _) => (MessageResult::Failed, reply, None),
+            Upstream::Refused(Refusal::UpstreamLost, _) => {
                 self.upstream = None;
                 (MessageResult::Failed, local::upstream_failed(), None)
             }
-            None if upstream.chunked() => {
-                let owed = match upstream {
-                    Upstream::Chunks { owed, .. } => owed,
-                    _ => 0,
-                };
+            Upstream::Chunks { owed, .. } => {
                 let (result, reply) = self.finish_chunks(owed, &wire).await;
                 (result, reply, None)
             }
-            None => {
+            Upstream::DataIdle | Upstream::DataSent | Upstream::DataOpen => {
                 stuffer.finish(&mut wire);
                 match self.upstream.as_mut() {
                     Some(conn) => {

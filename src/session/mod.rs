@@ -14,6 +14,10 @@
 //! streamed to the upstream (as DATA, or as BDAT chunks when it offers
 //! CHUNKING and PIPELINING), whose final reply is what the client sees.
 //!
+//! Where a session stands — greeted, bound, its transaction, a BDAT message
+//! between chunks — is one value (`stage`): a transaction exists only in a
+//! bound session, a BDAT message only inside a transaction.
+//!
 //! No upstream connection exists before the session is bound, and a message
 //! the policy refuses mid-stream is aborted by dropping the upstream
 //! connection, so the upstream never receives that message's end.
@@ -28,6 +32,7 @@ mod message;
 mod read;
 mod settle;
 mod spare;
+mod stage;
 mod starttls;
 
 use std::pin::Pin;
@@ -43,12 +48,12 @@ use crate::client_tls::{ClientStream, ClientTls};
 use crate::credential::{Credential, CredentialState};
 use crate::runtime::{Phase, Runtime};
 use crate::smtp::command::{self, Command, CommandError};
-use crate::smtp::data::LineEndingFilter;
 use crate::smtp::line::{Line, LineBuffer, COMMAND_READ};
 use crate::smtp::pipeline::Pipeline;
 use crate::smtp::reply::{local, Reply};
 use crate::smtp::MAX_COMMAND_LINE;
 use crate::upstream::{Connection, UpstreamError};
+use stage::{Mail, Stage, Transaction};
 
 /// Bad commands tolerated before the session is closed.
 const MAX_ERRORS: u32 = 10;
@@ -103,49 +108,10 @@ fn forget_secret(line: &mut Vec<u8>) {
     }
 }
 
-/// Where a session stands between commands (issue 23 item 3): greeting and
-/// binding are one value, so "bound but never greeted" or "greeted and
-/// still bound after STARTTLS" cannot be represented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// No EHLO/HELO yet, or again after STARTTLS (nothing learnt before
-    /// TLS counts, the binding included).
-    Connected,
-    /// Greeted, not bound to an identity: AUTH comes next.
-    Greeted,
-    /// Greeted and bound (by AUTH, or `client.auth: none`): MAIL may follow.
-    Bound,
-}
-
 /// What a handler tells the ingest loop.
 enum Flow {
     Continue,
     End(Outcome),
-}
-
-/// An open transaction.
-struct Transaction {
-    sender_domain: String,
-    /// The envelope as written upstream (pipelining upstreams): MAIL, then
-    /// every RCPT not refused — what a replacement connection is given.
-    envelope: Vec<String>,
-    /// MAIL was answered locally and is not written upstream yet: it goes
-    /// with the first RCPT the policy allows.
-    mail_deferred: bool,
-    /// The connection came from the pool and the envelope was not replayed
-    /// yet: if it is found dead before DATA, the envelope is replayed on a
-    /// new one, invisibly to the client (§4).
-    replayable: bool,
-    /// RCPTs that passed local policy (the `max_per_message` count).
-    recipients: usize,
-    /// RCPTs the upstream accepted.
-    accepted: usize,
-    /// MAIL carried SMTPUTF8 (and the upstream offers it): RCPT may be UTF-8.
-    smtputf8: bool,
-    /// DATA was written behind the RCPTs still owed (the client pipelined
-    /// it): a replay writes it again, and its reply is read with the first
-    /// message bytes.
-    data_pipelined: bool,
 }
 
 /// Where a session came from: TLS toward the mailer when the policy has
@@ -176,17 +142,15 @@ pub struct Session {
     /// Buffers kept from one message to the next (bounded).
     spare: spare::Spare,
     out: Vec<u8>,
+    /// Greeting, binding, the transaction and a BDAT message, as one value.
     stage: Stage,
     /// The last EHLO reply offered SMTPUTF8 (the upstream is known to).
     smtputf8_offered: bool,
     auth_failures: u32,
     errors: u32,
     upstream: Option<Connection>,
-    tx: Option<Transaction>,
     /// Replies owed while commands are pipelined to the upstream.
     pipe: Pipeline,
-    /// A message arriving in BDAT chunks.
-    bdat: Option<(message::Inbound, LineEndingFilter)>,
     /// The read deadline's timer, armed once per session and moved only
     /// when it must fire earlier or when it fired early (see
     /// [`Session::read_more`]): no timer registered and cancelled per read.
@@ -231,9 +195,7 @@ impl Session {
             auth_failures: 0,
             errors: 0,
             upstream: None,
-            tx: None,
             pipe: Pipeline::default(),
-            bdat: None,
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + read::FAR)),
             phase_change: read::next_phase_change(&mut phase),
             phase,
@@ -246,7 +208,7 @@ impl Session {
     /// open. The upstream connection of the old snapshot goes back to its
     /// pool (which closes it once that snapshot is retired).
     pub(super) fn take_snapshot(&mut self) {
-        if self.tx.is_some() || !self.pipe.is_empty() || self.bdat.is_some() {
+        if !self.between_transactions() {
             return;
         }
         let next = self.snapshots.borrow_and_update().clone();
@@ -359,11 +321,17 @@ impl Session {
     }
 
     fn greeted(&self) -> bool {
-        self.stage != Stage::Connected
+        self.stage.greeted()
     }
 
     fn bound(&self) -> bool {
-        self.stage == Stage::Bound
+        self.stage.bound()
+    }
+
+    /// No transaction open (no BDAT message either) and no upstream reply
+    /// owed: the snapshot may be swapped and the connection given back.
+    fn between_transactions(&self) -> bool {
+        self.stage.tx().is_none() && self.pipe.is_empty()
     }
 
     /// Queues a reply for the client, after any still owed by the upstream.

@@ -35,7 +35,7 @@ impl Session {
         let phase = *self.phase.borrow();
         let close = match phase {
             Phase::Running => false,
-            Phase::Draining => self.tx.is_none(),
+            Phase::Draining => self.stage.tx().is_none(),
             Phase::Closing => true,
         };
         if close {

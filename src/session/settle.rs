@@ -2,6 +2,7 @@
 //! ([`crate::smtp::pipeline`] decides what the client sees), and replaying
 //! the envelope on a new connection when a pooled one is found dead.
 
+use super::stage::Written;
 use super::Session;
 use crate::smtp::pipeline::{Answer, Sent, Slot};
 use crate::smtp::reply::local;
@@ -38,7 +39,7 @@ impl Session {
                 }
                 Slot::Upstream(sent) => sent,
             };
-            let replayable = self.tx.as_ref().is_some_and(|tx| tx.replayable);
+            let replayable = self.stage.tx().is_some_and(|tx| tx.replayable);
             let out = &mut self.out;
             let pipe = &mut self.pipe;
             let result = match self.upstream.as_mut() {
@@ -68,7 +69,7 @@ impl Session {
             match result {
                 Ok(effect) => {
                     let owed = self.pipe.owed_upstream();
-                    if let Some(tx) = self.tx.as_mut() {
+                    if let Some(tx) = self.stage.tx_mut() {
                         if effect.accepted {
                             tx.accepted += 1;
                         } else if sent == Sent::Rcpt && effect.answer == Answer::Forward {
@@ -98,7 +99,7 @@ impl Session {
                         // The replay failed: this slot is answered below.
                         self.pipe.pop();
                     }
-                    self.tx = None;
+                    self.stage.end_transaction();
                     // MAIL was answered already; a RCPT gets the failure.
                     if sent == Sent::Rcpt {
                         local::upstream_failed().write_to(&mut self.out);
@@ -114,7 +115,7 @@ impl Session {
     /// commands the client has its answer for must all be positive again;
     /// those still owed are left for [`Session::settle`] to read.
     async fn replay(&mut self) -> bool {
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.stage.tx_mut() else {
             return false;
         };
         tx.replayable = false;
@@ -124,7 +125,7 @@ impl Session {
             self.upstream = None;
             return false;
         }
-        let (Some(tx), Some(conn)) = (self.tx.as_ref(), self.upstream.as_mut()) else {
+        let (Some(tx), Some(conn)) = (self.stage.tx(), self.upstream.as_mut()) else {
             return false;
         };
         if !conn.capabilities().pipelining {
@@ -138,7 +139,7 @@ impl Session {
             for line in &tx.envelope {
                 conn.write(line.as_bytes()).await?;
             }
-            if tx.data_pipelined {
+            if tx.written == Written::Data {
                 // Its reply is read with the first message bytes.
                 conn.write(b"DATA\r\n").await?;
             }

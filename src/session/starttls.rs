@@ -41,7 +41,7 @@ impl Session {
         if !self.greeted() {
             return self.bad_command(local::need_ehlo());
         }
-        if self.tx.is_some() || self.bdat.is_some() {
+        if self.stage.tx().is_some() {
             return self.bad_command(local::starttls_in_transaction());
         }
         self.reply(local::starttls_ready());
