@@ -235,3 +235,46 @@ fn a_pooled_connection_dying_under_a_pipelined_envelope_and_data_is_replayed_wit
     assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
     assert_eq!(up.server.connections(), 2);
 }
+
+#[test]
+fn a_recipient_added_after_a_refused_pipelined_data_is_replayed_without_that_data() {
+    // Session 1 leaves the connection in the pool (its 1st RCPT). Session 2
+    // pipelines MAIL, a RCPT the provider refuses (2nd) and DATA: 554, and
+    // the provider's answer to that DATA is read. The client then adds a
+    // recipient (3rd RCPT), at which the connection dies: the replay gives
+    // the new connection MAIL and that RCPT — not the DATA already answered,
+    // which would reach the provider as a line of the message.
+    let up = Upstream::start(|c| {
+        pipelining_only(c);
+        c.faults.refuse_rcpt = Some(("gone@example.net".into(), "550 5.1.1 no such user".into()));
+        c.faults.close_at_rcpt = Some(3);
+    });
+    let sidecar = Sidecar::start(&up, |_| {});
+    let r = send_one(sidecar.smtp, "apikey", KEY_A, FROM, "first");
+    assert!(r.starts_with("250"), "{r}");
+
+    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+    c.send(format!("MAIL FROM:<{FROM}>\r\nRCPT TO:<gone@example.net>\r\nDATA\r\n").as_bytes());
+    assert!(c.reply().starts_with("250 2.1.0"));
+    assert_eq!(c.reply(), "550 5.1.1 no such user\r\n");
+    assert_eq!(c.reply(), "554 5.5.1 no valid recipients\r\n");
+    let r = c.cmd("RCPT TO:<a@example.net>");
+    assert!(r.starts_with("250 2.1.5"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message(FROM, "second").as_bytes());
+    let r = c.cmd(".");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let msgs = wait_messages(&up, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(up.messages().len(), 2);
+    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net"]);
+    let data = String::from_utf8_lossy(&msgs[1].data).to_string();
+    assert!(data.contains("second"), "{data}");
+    assert!(
+        !data.starts_with("DATA"),
+        "a stale DATA became the message's first line: {data}"
+    );
+    assert_eq!(up.server.connections(), 2, "the dead one was replaced");
+}

@@ -57,6 +57,9 @@ pub struct Faults {
     /// Replace the reply to MAIL / RCPT / DATA / end of data.
     pub mail_reply: Option<String>,
     pub rcpt_reply: Option<String>,
+    /// Refuse one recipient (the address, compared case-insensitively) with
+    /// the given reply; the others are accepted.
+    pub refuse_rcpt: Option<(String, String)>,
     pub data_reply: Option<String>,
     pub eod_reply: Option<String>,
     /// Close the connection after this many bytes of message data.

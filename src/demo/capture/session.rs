@@ -241,6 +241,12 @@ impl Conn {
                 }
                 if self.mail_from.is_none() {
                     "503 5.5.1 need MAIL\r\n".into()
+                } else if let Some((_, r)) = f
+                    .refuse_rcpt
+                    .as_ref()
+                    .filter(|(a, _)| a.eq_ignore_ascii_case(&between_brackets(line)))
+                {
+                    format!("{r}\r\n")
                 } else if let Some(r) = &f.rcpt_reply {
                     format!("{r}\r\n")
                 } else {
