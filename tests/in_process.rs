@@ -31,6 +31,7 @@ fn serve(
         admin: Some("127.0.0.1:0".parse().expect("addr")),
         drain: Some(Duration::from_millis(100)),
         pins: None,
+        log_sink: smtpbind::log::Sink::default(),
     };
     let app = rt.block_on(smtpbind::build(opts)).expect("build");
     let addr = app.bound.smtp;
