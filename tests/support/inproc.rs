@@ -225,7 +225,7 @@ pub fn paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
 /// The capture upstream and the app, both served on the caller's runtime
 /// (the paused one of [`paused`]); stopped when dropped.
 pub struct Served {
-    pub upstream: CaptureServer,
+    upstream: Option<CaptureServer>,
     pub smtp: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -240,6 +240,7 @@ impl Served {
         Self::start_with(|_| {}, configure).await
     }
 
+    /// [`Served::start`] with the capture upstream configured by `upstream`.
     pub async fn start_with(
         upstream: impl FnOnce(&mut CaptureConfig),
         configure: impl FnOnce(&mut PolicySpec),
@@ -249,7 +250,19 @@ impl Served {
         let server = CaptureServer::start(config)
             .await
             .expect("capture upstream");
-        let (dir, policy_path, _secret) = tenant_a(server.addr, &server.ca_pem, configure);
+        let mut served = Self::start_upstream(server.addr, &server.ca_pem, configure).await;
+        served.upstream = Some(server);
+        served
+    }
+
+    /// Tenant A's app in front of an upstream of the test's own at `addr`
+    /// (served on the current runtime too), with `ca_pem` as its CA.
+    pub async fn start_upstream(
+        addr: SocketAddr,
+        ca_pem: &str,
+        configure: impl FnOnce(&mut PolicySpec),
+    ) -> Served {
+        let (dir, policy_path, _secret) = tenant_a(addr, ca_pem, configure);
         let lines = Lines::default();
         let mut opts = options(policy_path, &lines);
         opts.drain = Some(Duration::from_millis(100));
@@ -264,7 +277,7 @@ impl Served {
                 .await;
         });
         Served {
-            upstream: server,
+            upstream: None,
             smtp,
             admin,
             dir,
@@ -273,11 +286,16 @@ impl Served {
         }
     }
 
+    /// The capture upstream ([`Served::start`] and [`Served::start_with`]).
+    pub fn capture(&self) -> &CaptureServer {
+        self.upstream.as_ref().expect("a capture upstream")
+    }
+
     /// Waits (on the paused clock) until the upstream recorded `n` messages, at most 5 s.
     pub async fn messages(&self, n: usize) -> Vec<smtpbind::demo::capture::Captured> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let m = self.upstream.messages();
+            let m = self.capture().messages();
             if m.len() >= n || tokio::time::Instant::now() >= deadline {
                 return m;
             }
@@ -317,6 +335,9 @@ impl AsyncRaw {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connect");
+        // On the paused clock a write held back by Nagle (until the peer's
+        // delayed ACK, a kernel timer) would let the clock run meanwhile.
+        stream.set_nodelay(true).expect("nodelay");
         let mut raw = AsyncRaw {
             stream,
             buf: Vec::new(),
