@@ -403,3 +403,39 @@ impl AsyncRaw {
         }
     }
 }
+
+/// [`send_one`](super::send_one) on [`AsyncRaw`]: one message in its own
+/// session with `password`; returns the final reply (or the first refusal).
+pub async fn send_one(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    from: &str,
+    body: &str,
+) -> String {
+    let (mut c, greeting) = AsyncRaw::connect(addr).await;
+    if !greeting.starts_with("220") {
+        return greeting;
+    }
+    c.cmd("EHLO x").await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", super::plain(user, password)))
+        .await;
+    if !r.starts_with("235") {
+        return r;
+    }
+    for (line, code) in [
+        (format!("MAIL FROM:<{from}>"), "250"),
+        ("RCPT TO:<customer@example.net>".to_string(), "250"),
+        ("DATA".to_string(), "354"),
+    ] {
+        let r = c.cmd(&line).await;
+        if !r.starts_with(code) {
+            return r;
+        }
+    }
+    c.send(super::message(from, body).as_bytes()).await;
+    let r = c.cmd(".").await;
+    c.cmd("QUIT").await;
+    r
+}
