@@ -584,11 +584,7 @@ mod tests {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let ctx = Context::new("acme", Sink::Lines(lines.clone()));
         ctx.info("a", serde_json::json!({ "k": 1 }));
-        ctx.emit_with(
-            Level::Warn,
-            "b",
-            &serde_json::json!({ "k": "v" }),
-        );
+        ctx.emit_with(Level::Warn, "b", &serde_json::json!({ "k": "v" }));
         ctx.emit_fields(Level::Error, "c", &Two("x", 2));
         let got: Vec<Value> = lines
             .lock()

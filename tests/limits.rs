@@ -457,8 +457,7 @@ fn dripping_client_is_dropped_at_the_command_timeout() {
             let _ = c.stream.write_all(b"X").await;
             let mut chunk = [0u8; 256];
             // A read that waits at most 300 ms (the client's drip interval).
-            match tokio::time::timeout(Duration::from_millis(300), c.stream.read(&mut chunk))
-                .await
+            match tokio::time::timeout(Duration::from_millis(300), c.stream.read(&mut chunk)).await
             {
                 Ok(Ok(0)) => closed = true,
                 Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
@@ -573,7 +572,8 @@ fn each_upstream_reply_has_its_own_deadline_and_a_stalled_one_is_4xx() {
         assert!(c.cmd("RCPT TO:<a@example.net>").await.starts_with("250"));
         assert!(c.cmd("RCPT TO:<b@example.net>").await.starts_with("250"));
         assert!(c.cmd("DATA").await.starts_with("354"));
-        c.send(message("billing@acme.example", "x").as_bytes()).await;
+        c.send(message("billing@acme.example", "x").as_bytes())
+            .await;
         let t = PausedInstant::now();
         let r = c.cmd(".").await;
         let el = t.elapsed();

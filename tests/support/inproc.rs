@@ -332,9 +332,7 @@ pub struct AsyncRaw {
 impl AsyncRaw {
     /// Connects and returns the client with the greeting reply.
     pub async fn connect(addr: SocketAddr) -> (AsyncRaw, String) {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connect");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         // On the paused clock a write held back by Nagle (until the peer's
         // delayed ACK, a kernel timer) would let the clock run meanwhile.
         stream.set_nodelay(true).expect("nodelay");
