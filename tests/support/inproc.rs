@@ -71,12 +71,15 @@ impl Lines {
 }
 
 /// `RunOptions` for the policy at `policy_path`, on port 0, lines to `lines`.
+/// The drain is 100 ms: the app stops when the test drops it (a session a
+/// failed test left open must not hold the drop for the policy's 20 s);
+/// SIGTERM and the drain are tested on the real binary.
 pub fn options(policy_path: PathBuf, lines: &Lines) -> smtpbind::RunOptions {
     smtpbind::RunOptions {
         policy_path,
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        drain: None,
+        drain: Some(Duration::from_millis(100)),
         pins: None,
         log_sink: lines.sink(),
     }
@@ -264,8 +267,7 @@ impl Served {
     ) -> Served {
         let (dir, policy_path, _secret) = tenant_a(addr, ca_pem, configure);
         let lines = Lines::default();
-        let mut opts = options(policy_path, &lines);
-        opts.drain = Some(Duration::from_millis(100));
+        let opts = options(policy_path, &lines);
         let app = smtpbind::build(opts).await.expect("build");
         let (smtp, admin) = (app.bound.smtp, app.bound.admin);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
