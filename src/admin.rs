@@ -108,6 +108,8 @@ pub struct Admin {
     pub info: Arc<crate::telemetry::Info>,
     /// TLS toward the mailer, for its certificate's expiry gauge.
     pub client_tls: Option<Arc<crate::client_tls::ClientTls>>,
+    /// The process's log context.
+    pub log: crate::log::Context,
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -211,7 +213,7 @@ impl Admin {
                             metrics::counter!("smtpbind_admin_accept_errors_total").increment(1);
                             let wait = backoff.next();
                             if backoff.should_log() {
-                                crate::log::warn("admin_accept_error", serde_json::json!({
+                                self.log.warn("admin_accept_error", serde_json::json!({
                                     "error": e.to_string(),
                                     "retry_in_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                                 }));
@@ -268,6 +270,7 @@ mod tests {
                 metrics: None,
                 info: Arc::new(crate::telemetry::Info::new("t")),
                 client_tls: None,
+                log: crate::log::Context::default(),
             },
             tx,
         )

@@ -34,6 +34,7 @@ fn inotify(
     dirs: &[&Path],
     policy_file: &Path,
     wake: Arc<tokio::sync::Notify>,
+    log: &log::Context,
 ) -> Option<notify::RecommendedWatcher> {
     let policy_name = policy_file.file_name().map(|n| n.to_os_string());
     // Only changes to the files we read count: not other files that share the directory.
@@ -46,7 +47,7 @@ fn inotify(
         }
         None => true,
     };
-    crate::watch::inotify(dirs, relevant, wake)
+    crate::watch::inotify(dirs, relevant, wake, log)
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +59,9 @@ pub struct RunOptions {
     /// Rule 7 (contract §8): where the platform lets the credential go
     /// (`SMTPBIND_UPSTREAM_PIN` and friends); `None`: not pinned.
     pub pins: Option<Arc<PlatformPins>>,
+    /// Where the process's lines go: stdout, or (an app served in-process
+    /// by the tests) a list of its own.
+    pub log_sink: log::Sink,
 }
 
 /// Addresses actually bound (port 0 resolved), reported once listening.
@@ -70,9 +74,13 @@ pub struct Bound {
 /// Rule 7: a policy that would send the credential anywhere but where the
 /// platform pinned it leaves the pod without a credential — before it is
 /// loaded, so not even a token request leaves. Logged once per load.
-fn pin_refusal(policy: &Policy, pins: Option<&PlatformPins>) -> Option<CredentialState> {
+fn pin_refusal(
+    policy: &Policy,
+    pins: Option<&PlatformPins>,
+    log: &log::Context,
+) -> Option<CredentialState> {
     let reason = refusal(policy, pins)?;
-    log::error(
+    log.error(
         "upstream_pin",
         json!({ "result": "refused", "reason": reason }),
     );
@@ -93,7 +101,7 @@ fn load_credential(
     pins: Option<&PlatformPins>,
     process: &Process,
 ) -> CredentialState {
-    if let Some(refused) = pin_refusal(policy, pins) {
+    if let Some(refused) = pin_refusal(policy, pins, &process.log) {
         return refused;
     }
     let result = Credential::load_for(&policy.credential, Some(&process.tokens));
@@ -101,7 +109,7 @@ fn load_credential(
     match &state {
         CredentialState::Ready(c) => {
             metrics::counter!("smtpbind_credential_reloads_total", "result" => "ok").increment(1);
-            log::info(
+            process.log.info(
                 "credential",
                 json!({ "result": "ok", "credential": c.pin().short(), "username": c.username() }),
             );
@@ -109,7 +117,7 @@ fn load_credential(
         CredentialState::NotReady(reason, text) => {
             metrics::counter!("smtpbind_credential_reloads_total", "result" => "error")
                 .increment(1);
-            log::error(
+            process.log.error(
                 "credential",
                 json!({ "result": "error", "reason": reason, "error": text }),
             );
@@ -138,6 +146,7 @@ pub struct App {
     /// The addresses bound (port 0 resolved).
     pub bound: Bound,
     opts: RunOptions,
+    log: log::Context,
     policy: Policy,
     policy_text: String,
     cred_fingerprint: Option<(Pin, Pin)>,
@@ -161,14 +170,15 @@ pub async fn build(opts: RunOptions) -> Result<App, Error> {
     // edit made right after start is never mistaken for the original.
     let policy_text = policy::read(&opts.policy_path)?;
     let policy = policy::parse(&policy_text, &opts.policy_path)?;
-    log::set_tenant(&policy.tenant);
     let metrics = telemetry::install(&policy.tenant);
     let info = Arc::new(telemetry::Info::new(&policy.tenant));
     info.set_policy(policy_text.as_bytes());
     let drain = opts.drain.unwrap_or(policy.shutdown.drain);
 
-    // The process-lifetime state (rate bucket, token sources), built once.
-    let process = Arc::new(Process::default());
+    // The process-lifetime state (log context, rate bucket, token
+    // sources), built once; the tenant cannot change without a restart.
+    let log = log::Context::new(&policy.tenant, opts.log_sink.clone());
+    let process = Arc::new(Process::new(log.clone()));
     let cred_state = load_credential(&policy, opts.pins.as_deref(), &process);
     let cred_fingerprint = secret_fingerprint(&policy.credential.secret_dir);
     let refused = refusal(&policy, opts.pins.as_deref());
@@ -190,6 +200,7 @@ pub async fn build(opts: RunOptions) -> Result<App, Error> {
         opts.listen.unwrap_or(policy.listen),
         policy.client.tls.as_ref().and_then(|t| t.implicit_listen),
         client_tls.is_some(),
+        &log,
     )
     .await?;
     let admin_listener = bind(opts.admin.unwrap_or(policy.admin)).await?;
@@ -208,6 +219,7 @@ pub async fn build(opts: RunOptions) -> Result<App, Error> {
     Ok(App {
         bound,
         opts,
+        log,
         policy,
         policy_text,
         cred_fingerprint,
@@ -230,6 +242,7 @@ impl App {
         let App {
             bound,
             opts,
+            log,
             policy,
             policy_text,
             cred_fingerprint,
@@ -254,6 +267,7 @@ impl App {
             metrics,
             info: info.clone(),
             client_tls: client_tls.clone(),
+            log: log.clone(),
         };
         let mut admin_stop = phase_rx.clone();
         let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
@@ -275,11 +289,13 @@ impl App {
             phase: phase_rx,
         };
         let addrs = server::addresses(&listeners);
-        let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
+        let tls_watch = client_tls
+            .clone()
+            .map(|t| tokio::spawn(t.watch(log.clone())));
         let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
         readiness.set_listener_bound();
         prewarm(&channels_runtime.borrow());
-        log::info(
+        log.info(
             "listening",
             json!({
                 "addr": bound.smtp.to_string(),
@@ -295,7 +311,7 @@ impl App {
         shutdown.await;
         readiness.set_shutting_down();
         let _ = phase_tx.send(Phase::Draining);
-        log::info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
+        log.info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
         let closing = async {
             tokio::time::sleep(drain).await;
             let _ = phase_tx.send(Phase::Closing);
@@ -311,7 +327,7 @@ impl App {
             t.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-        log::info("stopped", json!({}));
+        log.info("stopped", json!({}));
         Ok(())
     }
 }
@@ -328,6 +344,7 @@ async fn watch_files(
     pins: Option<Arc<PlatformPins>>,
     info: Arc<telemetry::Info>,
 ) {
+    let log = runtime_tx.borrow().process.log.clone();
     let mut policy_bytes = Some(policy_loaded);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,7 +353,12 @@ async fn watch_files(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
+    let mut _watcher = inotify(
+        &[&policy_dir, &secret_dir],
+        &policy_path,
+        wake.clone(),
+        &log,
+    );
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -354,7 +376,12 @@ async fn watch_files(
             if dir != secret_dir {
                 secret_dir = dir;
                 cred_fingerprint = None;
-                _watcher = inotify(&[&policy_dir, &secret_dir], &policy_path, wake.clone());
+                _watcher = inotify(
+                    &[&policy_dir, &secret_dir],
+                    &policy_path,
+                    wake.clone(),
+                    &log,
+                );
             }
         }
         // Credential: compare the files' identity, reload on any change.
@@ -403,6 +430,7 @@ fn reload_policy(
     pins: Option<&PlatformPins>,
     info: &telemetry::Info,
 ) {
+    let log = runtime_tx.borrow().process.log.clone();
     // The text parsed is the text hashed for `smtpbind_policy_info`.
     let text = policy::read(path);
     let parsed = text.and_then(|t| policy::parse(&t, path).map(|p| (p, t)));
@@ -417,14 +445,14 @@ fn reload_policy(
             )));
         }
         if new.listen != old.listen || new.admin != old.admin || new.limits.max_sessions != old.limits.max_sessions || new.client.tls != old.client.tls {
-            log::warn(
+            log.warn(
                 "policy",
                 json!({ "result": "partial", "message": "listen, admin, max_sessions and client.tls take effect at the next restart" }),
             );
         }
         // Re-check the credential against the new pins, and the policy
         // against the platform's (rule 7: a tenant editing its ConfigMap).
-        let state = pin_refusal(&new, pins).unwrap_or_else(|| {
+        let state = pin_refusal(&new, pins, &log).unwrap_or_else(|| {
             let process = runtime_tx.borrow().process.clone();
             CredentialState::from_load(Credential::load_for(&new.credential, Some(&process.tokens)))
         });
@@ -437,14 +465,14 @@ fn reload_policy(
             info.set_policy(text.as_bytes());
             publish(runtime_tx, rt);
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "ok").increment(1);
-            log::info(
+            log.info(
                 "policy",
                 json!({ "result": "ok", "file": path.display().to_string() }),
             );
         }
         Err(e) => {
             metrics::counter!("smtpbind_policy_reloads_total", "result" => "error").increment(1);
-            log::error(
+            log.error(
                 "policy",
                 json!({ "result": "error", "file": path.display().to_string(), "error": e.to_string() }),
             );

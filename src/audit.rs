@@ -20,6 +20,9 @@ pub struct SessionInfo {
     pub upstream: String,
     /// The server name the mailer asked for over TLS (contract §11).
     pub client_sni: Option<String>,
+    /// Where this session's events are written (the process's context).
+    #[serde(skip)]
+    pub log: log::Context,
 }
 
 /// Why something was refused; also the `reason` label of
@@ -137,7 +140,7 @@ pub fn reject(info: &SessionInfo, reason: Reason, reply: &str, extra: Value) {
         reply,
         extra: &extra,
     };
-    log::emit_with(log::Level::Warn, "reject", &fields);
+    info.log.emit_with(log::Level::Warn, "reject", &fields);
 }
 
 /// Outcome of one message.
@@ -253,7 +256,8 @@ pub fn message(info: &SessionInfo, m: &MessageEvent<'_>) {
         MessageResult::Relayed => log::Level::Info,
         _ => log::Level::Warn,
     };
-    log::emit_fields(level, "message", &MessageFields { info, message: m });
+    info.log
+        .emit_fields(level, "message", &MessageFields { info, message: m });
 }
 
 #[cfg(test)]
@@ -288,6 +292,7 @@ mod tests {
             credential: None,
             upstream: "smtp.example:587".into(),
             client_sni: None,
+            log: log::Context::default(),
         }
     }
 
@@ -379,6 +384,7 @@ mod tests {
                 credential: Some(odd.into()),
                 upstream: odd.into(),
                 client_sni: Some("mail.example".into()),
+                log: log::Context::default(),
             },
         ];
         for i in &infos {

@@ -8,8 +8,9 @@
 //! ```text
 //! app        (crate) build → App { bound } → serve(shutdown): load, bind,
 //!            publish snapshots, watch the Secret and the policy, drain
-//! process    (crate) what lives as long as the process: the rate bucket,
-//!            the XOAUTH2 token sources (no globals)
+//! process    (crate) what lives as long as the process: the log context
+//!            (tenant, sink), the rate bucket, the XOAUTH2 token sources
+//!            (no globals)
 //! runtime    (crate) one whole snapshot — policy, connector, pool with its
 //!            pin, credential (rule 7 applied) — published with one
 //!            send_replace; a session swaps it only at AUTH and MAIL
@@ -29,7 +30,9 @@
 //!            codec, header From, SASL, the pipelined-reply order (pipeline)
 //!            (public: the fuzz targets)
 //! admin      (crate) /healthz /readyz /metrics (hyper)
-//! audit, log JSON-lines audit events and logs on stdout (audit: crate)
+//! audit, log JSON-lines audit events and logs on stdout (audit: crate);
+//!            log::Context carries the tenant and the sink (stdout, or
+//!            lines in memory for an app served in-process by the tests)
 //! telemetry  (crate) Prometheus metrics; the info series rendered per scrape
 //! client_tls TLS toward the mailer: STARTTLS / implicit TLS, the client stream
 //! platform_pin  rule 7: the upstream (and token URL, CAs) the platform

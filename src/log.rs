@@ -7,17 +7,113 @@
 //! message content (a test greps a whole run's output for every test secret).
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-static TENANT: OnceLock<String> = OnceLock::new();
+/// Where a process's lines go.
+#[derive(Debug, Clone, Default)]
+pub enum Sink {
+    /// stdout, through the one non-blocking writer (the product).
+    #[default]
+    Stdout,
+    /// Kept in memory, one entry per line without its newline: an app
+    /// served in-process (the tests) reads its own lines from here.
+    Lines(Arc<Mutex<Vec<String>>>),
+}
 
-/// Sets the tenant named on every line (once, at start).
-pub fn set_tenant(tenant: &str) {
-    let _ = TENANT.set(tenant.to_string());
+/// The log context of one process: the tenant named on every line and
+/// where the lines go. Built once at start (`app::build`, from the
+/// policy's tenant) and carried explicitly in the process-lifetime state
+/// (`process::Process`), not held in a global. The default names no
+/// tenant and writes to stdout (the tooling subcommands).
+#[derive(Clone, Default)]
+pub struct Context(Arc<ContextInner>);
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sink = match self.0.sink {
+            Sink::Stdout => "stdout",
+            Sink::Lines(_) => "lines",
+        };
+        f.debug_struct("Context")
+            .field("tenant", &self.0.tenant)
+            .field("sink", &sink)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct ContextInner {
+    tenant: Option<String>,
+    sink: Sink,
+}
+
+impl Context {
+    pub fn new(tenant: &str, sink: Sink) -> Context {
+        Context(Arc::new(ContextInner {
+            tenant: Some(tenant.to_string()),
+            sink,
+        }))
+    }
+
+    /// The tenant named on every line, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.0.tenant.as_deref()
+    }
+
+    /// Writes one line for `event` with `fields` (a JSON object; other
+    /// values add nothing). See [`emit`].
+    pub fn emit(&self, level: Level, event: &str, fields: Value) {
+        self.write(&mut line_bytes(
+            self.tenant(),
+            level,
+            event,
+            &fields_of(&fields),
+        ));
+    }
+
+    /// [`Context::emit`] for typed fields (see [`line_with`]).
+    pub fn emit_with<T: Serialize + ?Sized>(&self, level: Level, event: &str, fields: &T) {
+        self.write(&mut line_bytes(self.tenant(), level, event, fields));
+    }
+
+    /// [`Context::emit`] for fields that write themselves (see [`Fields`]).
+    pub fn emit_fields<T: Fields + ?Sized>(&self, level: Level, event: &str, fields: &T) {
+        LINE.with(|cell| {
+            // Taken, not borrowed: nothing can observe it half-written.
+            let mut line = cell.take();
+            line_fields_into(&mut line, self.tenant(), level, event, fields);
+            self.write(&mut line);
+            if line.capacity() <= KEEP_LINE {
+                cell.replace(line);
+            }
+        });
+    }
+
+    pub fn info(&self, event: &str, fields: Value) {
+        self.emit(Level::Info, event, fields);
+    }
+
+    pub fn warn(&self, event: &str, fields: Value) {
+        self.emit(Level::Warn, event, fields);
+    }
+
+    pub fn error(&self, event: &str, fields: Value) {
+        self.emit(Level::Error, event, fields);
+    }
+
+    fn write(&self, line: &mut Vec<u8>) {
+        match &self.0.sink {
+            Sink::Stdout => queue(line),
+            Sink::Lines(lines) => {
+                let text = String::from_utf8_lossy(line).into_owned();
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(text);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +155,15 @@ impl Serialize for WithoutFixed<'_> {
 /// ignored), as [`emit`] writes it (tests read lines through this).
 #[cfg(test)]
 pub(crate) fn line(level: Level, event: &str, fields: Value) -> String {
-    text(line_bytes(level, event, &fields_of(&fields)))
+    text(line_bytes(None, level, event, &fields_of(&fields)))
 }
 
 /// Builds the line for `event` with the entries of `fields`, which must
 /// serialize as a map without the fixed keys (the typed audit events), as
-/// [`emit_with`] writes it.
+/// [`Context::emit_with`] writes it.
 #[cfg(test)]
 pub(crate) fn line_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> String {
-    text(line_bytes(level, event, fields))
+    text(line_bytes(None, level, event, fields))
 }
 
 fn fields_of(fields: &Value) -> WithoutFixed<'_> {
@@ -81,8 +177,13 @@ fn text(bytes: Vec<u8>) -> String {
 
 /// One line, written straight into one buffer (no intermediate JSON map),
 /// ending in `}` without the newline.
-fn line_bytes<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> Vec<u8> {
-    let mut out = head(level, event);
+fn line_bytes<T: Serialize + ?Sized>(
+    tenant: Option<&str>,
+    level: Level,
+    event: &str,
+    fields: &T,
+) -> Vec<u8> {
+    let mut out = head(tenant, level, event);
     let mark = out.len();
     push_json(&mut out, fields);
     // `{"a":1}` continues the line as `,"a":1}`; `{}` or a non-map adds nothing.
@@ -96,15 +197,15 @@ fn line_bytes<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) -> V
 }
 
 /// The fixed keys a line starts with: `{"ts":…,"level":…,"event":…,"tenant":…`.
-fn head(level: Level, event: &str) -> Vec<u8> {
+fn head(tenant: Option<&str>, level: Level, event: &str) -> Vec<u8> {
     // A message event is ~350-450 bytes: room for it without a regrowth.
     let mut out = Vec::with_capacity(640);
-    head_into(&mut out, level, event);
+    head_into(&mut out, tenant, level, event);
     out
 }
 
 /// [`head`], appended to `out`.
-fn head_into(out: &mut Vec<u8>, level: Level, event: &str) {
+fn head_into(out: &mut Vec<u8>, tenant: Option<&str>, level: Level, event: &str) {
     let _ = write!(
         out,
         "{{\"ts\":\"{}\",\"level\":\"{}\",\"event\":",
@@ -112,7 +213,7 @@ fn head_into(out: &mut Vec<u8>, level: Level, event: &str) {
         level.as_str()
     );
     push_json(out, event);
-    if let Some(t) = TENANT.get() {
+    if let Some(t) = tenant {
         out.extend_from_slice(b",\"tenant\":");
         push_json(out, t);
     }
@@ -168,14 +269,20 @@ fn push_key(out: &mut Vec<u8>, key: &str) {
 #[cfg(test)]
 fn line_fields<T: Fields + ?Sized>(level: Level, event: &str, fields: &T) -> Vec<u8> {
     let mut out = Vec::new();
-    line_fields_into(&mut out, level, event, fields);
+    line_fields_into(&mut out, None, level, event, fields);
     out
 }
 
 /// [`line_fields`], into `out` (cleared first).
-fn line_fields_into<T: Fields + ?Sized>(out: &mut Vec<u8>, level: Level, event: &str, fields: &T) {
+fn line_fields_into<T: Fields + ?Sized>(
+    out: &mut Vec<u8>,
+    tenant: Option<&str>,
+    level: Level,
+    event: &str,
+    fields: &T,
+) {
     out.clear();
-    head_into(out, level, event);
+    head_into(out, tenant, level, event);
     fields.write_fields(out);
     out.push(b'}');
 }
@@ -303,7 +410,9 @@ fn dropped_report() -> Option<Vec<u8>> {
     if n == 0 {
         return None;
     }
+    // The writer is shared by the process: the report names no tenant.
     let mut line = line_bytes(
+        None,
         Level::Error,
         "log_dropped",
         &fields_of(&serde_json::json!({ "lines": n, "reason": "stdout took no more" })),
@@ -356,30 +465,13 @@ fn writer_thread() -> Option<&'static std::thread::Thread> {
         .as_ref()
 }
 
-/// Queues one line for stdout. Emitters never write to stdout themselves
-/// and never wait: an async worker is never blocked by a slow or stalled
-/// stdout (see [`congested`] for what refuses work instead); a closed
-/// stdout is ignored.
+/// Queues one line for stdout, naming no tenant (the tooling subcommands;
+/// `smtpbind run` writes through its [`Context`]). Emitters never write to
+/// stdout themselves and never wait: an async worker is never blocked by a
+/// slow or stalled stdout (see [`congested`] for what refuses work
+/// instead); a closed stdout is ignored.
 pub fn emit(level: Level, event: &str, fields: Value) {
-    queue(&mut line_bytes(level, event, &fields_of(&fields)));
-}
-
-/// [`emit`] for fields that write themselves (see [`Fields`]).
-pub fn emit_fields<T: Fields + ?Sized>(level: Level, event: &str, fields: &T) {
-    LINE.with(|cell| {
-        // Taken, not borrowed: nothing can observe it half-written.
-        let mut line = cell.take();
-        line_fields_into(&mut line, level, event, fields);
-        queue(&mut line);
-        if line.capacity() <= KEEP_LINE {
-            cell.replace(line);
-        }
-    });
-}
-
-/// [`emit`] for typed fields (see [`line_with`]).
-pub fn emit_with<T: Serialize + ?Sized>(level: Level, event: &str, fields: &T) {
-    queue(&mut line_bytes(level, event, fields));
+    queue(&mut line_bytes(None, level, event, &fields_of(&fields)));
 }
 
 fn queue(text: &mut Vec<u8>) {
@@ -431,6 +523,7 @@ pub fn finish() {
     }
 }
 
+/// [`emit`] at info level.
 pub fn info(event: &str, fields: Value) {
     emit(Level::Info, event, fields);
 }
@@ -474,7 +567,7 @@ mod tests {
     #[test]
     fn a_reused_line_buffer_holds_exactly_the_new_line() {
         let mut buf = b"{\"left over\":\"from a longer, earlier line\"}".repeat(4);
-        line_fields_into(&mut buf, Level::Info, "message", &Two("a\"b", 7));
+        line_fields_into(&mut buf, None, Level::Info, "message", &Two("a\"b", 7));
         let fresh = line_fields(Level::Info, "message", &Two("a\"b", 7));
         let after_ts = |l: &[u8]| {
             let l = std::str::from_utf8(l).expect("utf-8").to_string();
@@ -484,5 +577,36 @@ mod tests {
         let v: Value = serde_json::from_slice(&buf).expect("one JSON object");
         assert_eq!(v["name"], "a\"b");
         assert_eq!(v["n"], 7);
+    }
+
+    #[test]
+    fn a_context_names_its_tenant_on_every_form_of_line_and_the_default_none() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let ctx = Context::new("acme", Sink::Lines(lines.clone()));
+        ctx.info("a", serde_json::json!({ "k": 1 }));
+        ctx.emit_with(Level::Warn, "b", &serde_json::json!({ "k": "v" }));
+        ctx.emit_fields(Level::Error, "c", &Two("x", 2));
+        let got: Vec<Value> = lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(got.len(), 3);
+        for (v, event) in got.iter().zip(["a", "b", "c"]) {
+            assert_eq!(v["event"], event);
+            assert_eq!(v["tenant"], "acme", "{v}");
+        }
+        assert_eq!(got[2]["n"], 2);
+        // The tooling's context: no tenant key at all.
+        let v: Value = serde_json::from_slice(&line_bytes(
+            Context::default().tenant(),
+            Level::Info,
+            "x",
+            &fields_of(&Value::Null),
+        ))
+        .expect("json");
+        assert!(v.get("tenant").is_none(), "{v}");
+        assert!(format!("{ctx:?}").contains("acme"));
     }
 }

@@ -228,6 +228,7 @@ fn main() -> ExitCode {
                         admin,
                         drain,
                         pins: pins.map(std::sync::Arc::new),
+                        log_sink: smtpbind::log::Sink::Stdout,
                     },
                     shutdown_signal(&rt),
                 ))

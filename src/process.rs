@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::identity::TokenSources;
+use crate::log;
 use crate::policy::RatePolicy;
 use crate::rate::RateLimiter;
 
@@ -16,9 +17,21 @@ pub struct Process {
     rate: Mutex<Option<Arc<RateLimiter>>>,
     /// XOAUTH2 token sources, shared across reloads that keep the credential.
     pub tokens: TokenSources,
+    /// The tenant named on every line and where lines go: fixed at start
+    /// (a reload cannot rename the tenant, see `app`).
+    pub log: log::Context,
 }
 
 impl Process {
+    /// The state of a process whose lines go through `log`.
+    pub fn new(log: log::Context) -> Process {
+        Process {
+            rate: Mutex::default(),
+            tokens: TokenSources::new(log.clone()),
+            log,
+        }
+    }
+
     /// The bucket for `policy`: kept across policy reloads while the rate is
     /// unchanged, replaced (full) when it changes; `None` without a rate.
     pub fn rate_limiter(&self, policy: Option<RatePolicy>) -> Option<Arc<RateLimiter>> {
@@ -61,5 +74,39 @@ mod tests {
             .rate_limiter(Some(policy(4.0)))
             .expect("bucket");
         assert!(!Arc::ptr_eq(&c, &other), "two processes share nothing");
+    }
+
+    #[test]
+    fn each_process_writes_its_own_tenant_to_its_own_sink() {
+        let lines_a = Arc::new(Mutex::new(Vec::new()));
+        let lines_b = Arc::new(Mutex::new(Vec::new()));
+        let a = Process::new(log::Context::new("acme", log::Sink::Lines(lines_a.clone())));
+        let b = Process::new(log::Context::new(
+            "other",
+            log::Sink::Lines(lines_b.clone()),
+        ));
+        a.log.info("one", serde_json::json!({ "n": 1 }));
+        b.log.warn("two", serde_json::json!({ "n": 2 }));
+        a.log.error("three", serde_json::json!({}));
+        let read = |l: &Arc<Mutex<Vec<String>>>| -> Vec<serde_json::Value> {
+            l.lock()
+                .expect("lines")
+                .iter()
+                .map(|t| serde_json::from_str(t).expect("one JSON object per line"))
+                .collect()
+        };
+        let (a_lines, b_lines) = (read(&lines_a), read(&lines_b));
+        assert_eq!(a_lines.len(), 2);
+        assert_eq!(b_lines.len(), 1);
+        assert!(a_lines.iter().all(|v| v["tenant"] == "acme"));
+        assert_eq!(a_lines[0]["event"], "one");
+        assert_eq!(a_lines[1]["level"], "error");
+        assert_eq!(b_lines[0]["tenant"], "other");
+        assert_eq!(b_lines[0]["n"], 2);
+        assert_eq!(
+            a.tokens.log().tenant(),
+            Some("acme"),
+            "token sources log as the process"
+        );
     }
 }

@@ -48,6 +48,7 @@ pub async fn bind(
     plain: SocketAddr,
     implicit: Option<SocketAddr>,
     ipv6_twin: bool,
+    log: &crate::log::Context,
 ) -> Result<Vec<Listener>, crate::Error> {
     let mut listeners = Vec::new();
     for (addr, implicit) in std::iter::once((plain, false)).chain(implicit.map(|a| (a, true))) {
@@ -65,7 +66,7 @@ pub async fn bind(
             let twin = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()));
             match TcpListener::bind(twin).await {
                 Ok(socket) => listeners.push(Listener { socket, implicit }),
-                Err(e) => crate::log::warn(
+                Err(e) => log.warn(
                     "listen_ipv6",
                     serde_json::json!({ "addr": twin.to_string(), "error": e.to_string() }),
                 ),
@@ -119,7 +120,8 @@ pub async fn serve(
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        crate::log::warn("accept_error", serde_json::json!({ "error": e.to_string() }));
+                        let log = channels.runtime.borrow().process.log.clone();
+                        log.warn("accept_error", serde_json::json!({ "error": e.to_string() }));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -183,11 +183,13 @@ fn fingerprint(dir: &Path) -> crate::policy::Pin {
 
 /// How a reload is reported: the event name, the counter (`result` label)
 /// and how often the directory is polled when no inotify event arrives.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Reports {
     pub event: &'static str,
     pub metric: &'static str,
     pub poll: Duration,
+    /// The lines' context (the tenant of `smtpbind run`; none for tooling).
+    pub log: log::Context,
 }
 
 /// Reloads the pair in `dir` into `target` whenever the files change
@@ -199,7 +201,7 @@ pub async fn watch(dir: PathBuf, target: Arc<Reloading>, reports: Reports) {
             || p.file_name()
                 .is_some_and(|n| n == "tls.crt" || n == "tls.key")
     };
-    let _watcher = crate::watch::inotify(&[&dir], relevant, wake.clone());
+    let _watcher = crate::watch::inotify(&[&dir], relevant, wake.clone(), &reports.log);
     let mut seen = fingerprint(&dir);
     let mut tick = tokio::time::interval(reports.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,7 +237,7 @@ pub async fn watch(dir: PathBuf, target: Arc<Reloading>, reports: Reports) {
         } else {
             log::Level::Error
         };
-        log::emit(level, reports.event, detail);
+        reports.log.emit(level, reports.event, detail);
     }
 }
 

@@ -19,6 +19,7 @@ pub fn inotify(
     dirs: &[&Path],
     relevant: impl Fn(&Path) -> bool + Send + 'static,
     wake: Arc<tokio::sync::Notify>,
+    log: &log::Context,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let handler = move |event: notify::Result<notify::Event>| match event {
@@ -34,7 +35,7 @@ pub fn inotify(
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
-            log::warn(
+            log.warn(
                 "watch",
                 json!({ "message": "inotify unavailable, polling only", "error": e.to_string() }),
             );
@@ -43,7 +44,7 @@ pub fn inotify(
     };
     for dir in dirs {
         if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-            log::warn(
+            log.warn(
                 "watch",
                 json!({ "message": "cannot watch, polling only", "dir": dir.display().to_string(), "error": e.to_string() }),
             );

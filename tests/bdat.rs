@@ -2,12 +2,16 @@
 //! upstream without CHUNKING (the capture's default; tests/chunking.rs
 //! covers BDAT upstream), with the same policy as DATA — including SMTP smuggling
 //! attempts across chunks, against a smuggling-vulnerable upstream.
+//!
+//! In-process (`support::inproc`): the app built and served in this test's
+//! process; the client is a raw socket, so the binary is not the point.
 
 mod support;
 
+use support::inproc::InProc;
 use support::*;
 
-fn bdat_session(sidecar: &Sidecar) -> Raw {
+fn bdat_session(sidecar: &InProc) -> Raw {
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
@@ -31,7 +35,7 @@ const HEADERS: &[u8] =
 #[test]
 fn chunks_are_relayed_as_one_message() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = bdat_session(&sidecar);
     assert!(chunk(&mut c, HEADERS, false).starts_with("250 2.0.0 "));
     assert!(chunk(&mut c, b"first line\r", false).starts_with("250"));
@@ -51,7 +55,7 @@ fn chunks_are_relayed_as_one_message() {
 #[test]
 fn pipelined_bdat_in_one_write() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = bdat_session(&sidecar);
     let mut w = format!("BDAT {}\r\n", HEADERS.len()).into_bytes();
     w.extend_from_slice(HEADERS);
@@ -67,7 +71,7 @@ fn pipelined_bdat_in_one_write() {
 #[test]
 fn smuggling_inside_a_chunk_stays_content_of_one_message() {
     let up = Upstream::start(|c| c.lenient_eod = true);
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = bdat_session(&sidecar);
     let mut body = HEADERS.to_vec();
     body.extend_from_slice(b"legit\r\n.\r\nMAIL FROM:<billing@acme.example>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSMUGGLED\r\n");
@@ -92,7 +96,7 @@ fn bare_line_endings_across_chunks_reject_and_normalize() {
         ("normalize", b"\r.\r"),
     ] {
         let up = Upstream::start(|c| c.lenient_eod = true);
-        let sidecar = Sidecar::start(&up, |p| {
+        let sidecar = InProc::start(&up, |p| {
             p.set("data.bare_lf", mode);
         });
         let mut c = bdat_session(&sidecar);
@@ -135,7 +139,7 @@ fn bare_line_endings_across_chunks_reject_and_normalize() {
 #[test]
 fn header_from_and_size_apply_to_bdat() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("limits.max_message_bytes", 2048);
     });
     let mut c = bdat_session(&sidecar);
@@ -158,7 +162,7 @@ fn header_from_and_size_apply_to_bdat() {
 #[test]
 fn rset_mid_bdat_drops_the_upstream_message() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("header_from", "ignore");
     });
     let mut c = bdat_session(&sidecar);
@@ -197,7 +201,7 @@ impl ReplaceCrlf for Vec<u8> {
 #[test]
 fn a_refused_first_chunk_is_skipped_with_a_cap() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("limits.max_message_bytes", 4096);
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);

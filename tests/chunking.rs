@@ -3,9 +3,13 @@
 //! client with DATA or BDAT — reaches the upstream as BDAT chunks with the
 //! exact bytes; a refused chunk fails the message and the connection; a
 //! refusal decided mid-stream never lets the upstream see a LAST.
+//!
+//! In-process (`support::inproc`) except the Python smtplib test (a real
+//! client is the point): it stays on the binary.
 
 mod support;
 
+use support::inproc::InProc;
 use support::*;
 
 const HEADERS: &str = "From: billing@acme.example\r\nTo: a@example.net\r\nSubject: chunks\r\n\r\n";
@@ -77,7 +81,7 @@ fn data_client_goes_upstream_as_bdat_with_the_exact_bytes() {
         c.chunking = true;
         c.log_dir = Some(log_dir);
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     // A stuffed leading dot, a line that is a single dot (sent as ".."), 8-bit.
     let content = format!("{HEADERS}first\r\n.leading dot\r\n.\r\n..two\r\ncaf\u{e9}\r\n");
@@ -132,7 +136,7 @@ print("sent")
 #[test]
 fn bdat_client_goes_upstream_as_bdat() {
     let up = chunking_upstream();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     transaction(&mut c);
     assert!(chunk(&mut c, HEADERS.as_bytes(), false).starts_with("250"));
@@ -151,7 +155,7 @@ fn bdat_client_goes_upstream_as_bdat() {
 #[test]
 fn a_message_bigger_than_the_batch_goes_in_pipelined_chunks() {
     let up = chunking_upstream();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let content = big_body(600);
     let r = send_data(&mut c, stuff(&content).as_bytes());
@@ -172,7 +176,7 @@ fn a_refused_chunk_fails_the_message_and_the_connection() {
             c.chunking = true;
             c.faults.bdat_reply = Some((n, "452 4.3.1 Insufficient system storage".into()));
         });
-        let sidecar = Sidecar::start(&up, |_| {});
+        let sidecar = InProc::start(&up, |_| {});
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         let r = send_data(&mut c, stuff(&big_body(600)).as_bytes());
         assert!(r.starts_with("452 4.3.1"), "chunk {n}: {r}");
@@ -186,7 +190,7 @@ fn a_refused_chunk_fails_the_message_and_the_connection() {
         c.chunking = true;
         c.faults.eod_reply = Some("554 5.7.1 Message rejected".into());
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let r = send_data(&mut c, stuff(&big_body(200)).as_bytes());
     assert!(r.starts_with("554 5.7.1"), "{r}");
@@ -198,7 +202,7 @@ fn a_refused_chunk_fails_the_message_and_the_connection() {
 #[test]
 fn a_refusal_decided_mid_stream_never_reaches_the_upstream() {
     let up = chunking_upstream();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     // A NUL after 300 KiB: chunks were already sent upstream.
     let mut content = big_body(300);
@@ -206,7 +210,7 @@ fn a_refusal_decided_mid_stream_never_reaches_the_upstream() {
     let r = send_data(&mut c, stuff(&content).as_bytes());
     assert!(r.starts_with("550 5.6.0"), "{r}");
     // Over the size limit after several chunks (BDAT from the client).
-    let sidecar2 = Sidecar::start(&up, |p| {
+    let sidecar2 = InProc::start(&up, |p| {
         p.set("limits.max_message_bytes", 200 * 1024);
     });
     let mut c2 = Raw::authed(sidecar2.smtp, KEY_A);
@@ -231,7 +235,7 @@ fn a_refusal_decided_mid_stream_never_reaches_the_upstream() {
 #[test]
 fn chunking_off_or_no_pipelining_uses_data() {
     let up = chunking_upstream();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("upstream.chunking", "off");
     });
     let content = format!("{HEADERS}x\r\n.\r\n");
@@ -241,7 +245,7 @@ fn chunking_off_or_no_pipelining_uses_data() {
         c.chunking = true;
         c.faults.no_pipelining = true;
     });
-    let sidecar = Sidecar::start(&legacy, |_| {});
+    let sidecar = InProc::start(&legacy, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(send_data(&mut c, stuff(&content).as_bytes()).starts_with("250"));
     for up in [&up, &legacy] {

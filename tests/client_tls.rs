@@ -3,6 +3,12 @@
 //! (swaks, curl, Python smtplib) verifying the pod-local CA written by
 //! `smtpbind tls-init`; the RFC 3207 restart; `starttls: require`; bounded
 //! and broken handshakes; certificate rotation under load.
+//!
+//! The session-level tests (STARTTLS and implicit TLS with a rustls client,
+//! the RFC 3207 restart, `require`, bounded and broken handshakes) run
+//! in-process (`support::inproc`). On the real binary: the real clients,
+//! a pair missing at start (exit code), and the rotation tests that read
+//! `/metrics` (one recorder per process).
 
 mod support;
 
@@ -13,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use support::inproc::InProc;
 use support::*;
 
 /// A `kubernetes.io/tls`-style directory written by `smtpbind tls-init`.
@@ -44,23 +51,46 @@ impl Tls {
     }
 }
 
+/// `client.tls` with the pair in `tls`, `starttls: MODE` and an implicit
+/// listener on port 0, then `configure`.
+fn tls_policy(
+    tls: &Tls,
+    mode: &str,
+    configure: impl FnOnce(&mut PolicySpec),
+) -> impl FnOnce(&mut PolicySpec) {
+    let (dir, mode) = (tls.cert_dir(), mode.to_string());
+    move |p| {
+        p.set("client.tls.cert_dir", dir)
+            .set("client.tls.starttls", mode)
+            .set("client.tls.implicit_listen", "127.0.0.1:0");
+        configure(p);
+    }
+}
+
+/// The real binary with [`tls_policy`].
 fn sidecar(
     up: &Upstream,
     tls: &Tls,
     mode: &str,
     configure: impl FnOnce(&mut PolicySpec),
 ) -> Sidecar {
-    Sidecar::start(up, |p| {
-        p.set("client.tls.cert_dir", tls.cert_dir())
-            .set("client.tls.starttls", mode)
-            .set("client.tls.implicit_listen", "127.0.0.1:0");
-        configure(p);
-    })
+    Sidecar::start(up, tls_policy(tls, mode, configure))
 }
 
-/// The implicit-TLS listener's address, from the `listening` event.
-fn implicit_addr(sc: &Sidecar) -> SocketAddr {
-    let ev = &sc.events("listening")[0];
+/// The app in-process with [`tls_policy`].
+fn in_process(
+    up: &Upstream,
+    tls: &Tls,
+    mode: &str,
+    configure: impl FnOnce(&mut PolicySpec),
+) -> InProc {
+    InProc::start(up, tls_policy(tls, mode, configure))
+}
+
+/// The implicit-TLS listener's address, from the `listening` event
+/// (`listening`: the events of that name).
+fn implicit_addr(listening: &[serde_json::Value]) -> SocketAddr {
+    let ev = &listening[0];
     let l = ev["listeners"]
         .as_array()
         .expect("listeners")
@@ -201,7 +231,7 @@ fn authed(addr: SocketAddr, ca: &Path) -> TlsClient {
 fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
     let up = Upstream::default();
     let tls = Tls::new();
-    let sc = sidecar(&up, &tls, "offer", |_| {});
+    let sc = in_process(&up, &tls, "offer", |_| {});
     let ehlo = {
         let mut c = connect(sc.smtp);
         c.reply();
@@ -216,7 +246,7 @@ fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
     let r = t.send_message("billing@acme.example", "one@example.net");
     assert!(r.starts_with("250"), "{r}");
 
-    let tcp = TcpStream::connect(implicit_addr(&sc)).expect("connect");
+    let tcp = TcpStream::connect(implicit_addr(&sc.events("listening"))).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(15)))
         .expect("timeout");
     let mut i = tls_on(tcp, &[&tls.ca()], "smtp.provider.test");
@@ -249,10 +279,10 @@ fn starttls_and_implicit_tls_relay_under_the_pod_account_with_sni_logged() {
 
 /// A sidecar with `starttls: MODE` and a plain session to it after EHLO
 /// (and the EHLO reply).
-fn greeted(mode: &str) -> (Upstream, Tls, Sidecar, Client<TcpStream>, String) {
+fn greeted(mode: &str) -> (Upstream, Tls, InProc, Client<TcpStream>, String) {
     let up = Upstream::default();
     let tls = Tls::new();
-    let sc = sidecar(&up, &tls, mode, |_| {});
+    let sc = in_process(&up, &tls, mode, |_| {});
     let mut c = connect(sc.smtp);
     c.reply();
     let ehlo = c.cmd("EHLO client.test");
@@ -333,7 +363,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 fn stalled_and_garbage_handshakes_end_the_session_and_the_sidecar_goes_on() {
     let up = Upstream::default();
     let tls = Tls::new();
-    let sc = sidecar(&up, &tls, "offer", |p| {
+    let sc = in_process(&up, &tls, "offer", |p| {
         p.set("limits.command_timeout", "1s");
     });
     let after_starttls = || {
@@ -349,13 +379,13 @@ fn stalled_and_garbage_handshakes_end_the_session_and_the_sidecar_goes_on() {
         closed_within(&mut s, Duration::from_secs(4)),
         "stalled STARTTLS handshake"
     );
-    let mut s = TcpStream::connect(implicit_addr(&sc)).expect("connect");
+    let mut s = TcpStream::connect(implicit_addr(&sc.events("listening"))).expect("connect");
     assert!(
         closed_within(&mut s, Duration::from_secs(4)),
         "stalled implicit handshake"
     );
     // Half a ClientHello, then nothing.
-    let mut s = TcpStream::connect(implicit_addr(&sc)).expect("connect");
+    let mut s = TcpStream::connect(implicit_addr(&sc.events("listening"))).expect("connect");
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .expect("write");
     assert!(
@@ -370,7 +400,7 @@ fn stalled_and_garbage_handshakes_end_the_session_and_the_sidecar_goes_on() {
         closed_within(&mut s, Duration::from_secs(4)),
         "garbage after STARTTLS"
     );
-    let mut s = TcpStream::connect(implicit_addr(&sc)).expect("connect");
+    let mut s = TcpStream::connect(implicit_addr(&sc.events("listening"))).expect("connect");
     s.write_all(b"EHLO x\r\n").expect("write");
     assert!(
         closed_within(&mut s, Duration::from_secs(4)),
@@ -544,7 +574,7 @@ fn real_clients_verify_the_pod_local_ca() {
     let up = Upstream::default();
     let tls = Tls::new();
     let sc = sidecar(&up, &tls, "require", |_| {});
-    let implicit = implicit_addr(&sc);
+    let implicit = implicit_addr(&sc.events("listening"));
     let ca = tls.ca().display().to_string();
     for (addr, mode, rcpt) in [
         (sc.smtp, "--tls", "swaks-starttls@example.net"),

@@ -1,11 +1,16 @@
 //! Envelope and content policy through the real binary: the `senders`
 //! allow-list, recipient domains and count, the header From check, bare line
 //! endings, and the audit events a scripted session leaves behind.
+//!
+//! In-process (`support::inproc`): the audit events are read from the
+//! app's own log sink; the Python/swaks test (real clients are the point)
+//! stays on the real binary.
 
 mod support;
 
 use std::time::Duration;
 
+use support::inproc::InProc;
 use support::*;
 
 const FROM: &str = "billing@acme.example";
@@ -61,7 +66,7 @@ fn subjects(up: &Upstream) -> Vec<String> {
 #[test]
 fn senders_allow_list_domain_wildcard_exact_address_and_case() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set(
             "senders",
             yaml_list(&["*@acme.example", "billing@acme-mail.example"]),
@@ -113,7 +118,7 @@ fn senders_allow_list_domain_wildcard_exact_address_and_case() {
 #[test]
 fn null_sender_only_when_listed() {
     let up = Upstream::default();
-    let without = Sidecar::start(&up, |p| {
+    let without = InProc::start(&up, |p| {
         p.set("senders", yaml_list(&["*@acme.example"]));
     });
     let mut c = Raw::authed(without.smtp, KEY_A);
@@ -121,7 +126,7 @@ fn null_sender_only_when_listed() {
     assert_eq!(up.server.connections(), 0);
 
     // The default test policy lists "<>": a bounce relays with an empty reverse-path.
-    let with = Sidecar::start(&up, |_| {});
+    let with = InProc::start(&up, |_| {});
     let mut c = Raw::authed(with.smtp, KEY_A);
     let r = relay(
         &mut c,
@@ -141,7 +146,7 @@ fn null_sender_only_when_listed() {
 #[test]
 fn recipient_domains_exact_and_subdomain_rules() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set(
             "recipients.domains",
             yaml_list(&["example.net", "*.example.org"]),
@@ -190,7 +195,7 @@ fn recipient_domains_exact_and_subdomain_rules() {
 #[test]
 fn max_per_message_third_rcpt_is_452_and_the_message_goes_to_the_first_two() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("recipients.max_per_message", 2);
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -221,7 +226,7 @@ fn max_per_message_third_rcpt_is_452_and_the_message_goes_to_the_first_two() {
 #[test]
 fn header_from_enforce_accepts_allowed_variants_and_refuses_mismatches_after_the_dot() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let rcpt = "customer@example.net";
 
@@ -326,7 +331,7 @@ fn header_from_enforce_accepts_allowed_variants_and_refuses_mismatches_after_the
 #[test]
 fn header_from_ignore_relays_a_mismatched_from_but_still_checks_mail_from() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("header_from", "ignore");
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -418,7 +423,7 @@ s.quit()
 #[test]
 fn bare_lf_reject_refuses_the_message_and_the_session_continues() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let head = format!("From: {FROM}\r\nTo: customer@example.net\r\n");
     let rcpt = "customer@example.net";
@@ -459,7 +464,7 @@ fn bare_lf_reject_refuses_the_message_and_the_session_continues() {
 #[test]
 fn bare_lf_normalize_records_crlf_only_with_correct_content() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("data.bare_lf", "normalize");
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -497,7 +502,7 @@ fn bare_lf_normalize_records_crlf_only_with_correct_content() {
 #[test]
 fn audit_events_of_a_scripted_session() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("recipients.domains", yaml_list(&["example.net"]));
         p.set("recipients.max_per_message", 1);
     });

@@ -3,6 +3,10 @@
 //! failed on the code before the typed envelope / content / admin fixes.
 //! What reached the upstream is read back by smtp-proto (an independent
 //! parser), not by our own.
+//!
+//! In-process (`support::inproc`) except the 1000-connections test, which
+//! reads `/metrics` (one recorder per process) and holds the process's
+//! descriptors: it stays on the real binary.
 
 mod support;
 
@@ -11,6 +15,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use support::inproc::InProc;
 use support::*;
 
 /// One transaction on an authenticated session; the final reply (or the
@@ -44,7 +49,7 @@ fn parse_upstream(line: &str) -> smtp_proto::Request<String> {
 #[test]
 fn quoted_recipient_cannot_escape_the_domain_allow_list() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("recipients.domains", yaml_list(&["example.net"]));
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -81,7 +86,7 @@ fn quoted_recipient_cannot_escape_the_domain_allow_list() {
 #[test]
 fn quoted_sender_cannot_smuggle_auth_or_envid() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let r = transaction(
         &mut c,
@@ -121,7 +126,7 @@ fn quoted_sender_cannot_smuggle_auth_or_envid() {
 #[test]
 fn control_characters_in_a_path_are_501_and_never_reach_the_upstream() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     for bad in [
         &b"MAIL FROM:<\"a\x00b\"@acme.example>\r\n"[..],
@@ -144,7 +149,7 @@ fn control_characters_in_a_path_are_501_and_never_reach_the_upstream() {
 #[test]
 fn eight_bit_addresses_need_smtputf8_end_to_end() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     // Before any upstream connection SMTPUTF8 is not offered (not known to
     // hold end to end): an 8-bit path is 553 5.6.7, the parameter 555.
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -192,7 +197,7 @@ fn eight_bit_addresses_need_smtputf8_end_to_end() {
 fn nul_in_content_is_550_5_6_0_in_data_and_bdat() {
     let up = Upstream::start(|c| c.lenient_eod = true);
     for mode in ["reject", "normalize"] {
-        let sidecar = Sidecar::start(&up, |p| {
+        let sidecar = InProc::start(&up, |p| {
             p.set("data.bare_lf", mode);
         });
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -234,7 +239,7 @@ fn nul_in_content_is_550_5_6_0_in_data_and_bdat() {
 #[test]
 fn sender_and_resent_fields_are_checked_and_header_sections_must_be_fields() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     let cases: &[(&str, &str)] = &[
         ("From: billing@acme.example\r\nSender: x@evil.example\r\n", "550 5.7.1"),
@@ -280,7 +285,7 @@ fn sender_and_resent_fields_are_checked_and_header_sections_must_be_fields() {
 #[test]
 fn a_key_typed_as_username_is_logged_only_as_a_hash() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, _) = Raw::connect(sidecar.smtp);
     c.cmd("EHLO x");
     let r = c.cmd(&format!("AUTH PLAIN {}", plain(KEY_B, "whatever")));
@@ -301,7 +306,7 @@ fn a_key_typed_as_username_is_logged_only_as_a_hash() {
 #[test]
 fn auth_compares_against_the_credential_mounted_now() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("credential.pins", yaml_list(&[&pin(KEY_A), &pin(KEY_B)]));
     });
     // Both sessions connect while key A is mounted.

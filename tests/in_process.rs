@@ -31,6 +31,7 @@ fn serve(
         admin: Some("127.0.0.1:0".parse().expect("addr")),
         drain: Some(Duration::from_millis(100)),
         pins: None,
+        log_sink: smtpbind::log::Sink::default(),
     };
     let app = rt.block_on(smtpbind::build(opts)).expect("build");
     let addr = app.bound.smtp;
@@ -69,4 +70,31 @@ fn own_key_relays_other_tenants_key_is_refused_and_serve_returns_on_shutdown() {
 
     stop.send(()).expect("stop");
     served.join().expect("serve returned");
+}
+
+/// Two apps in one process (as tests run in parallel): each app's lines go
+/// to its own sink through its own `log::Context`, so a test reads the
+/// events of its app only, each naming the policy's tenant.
+#[test]
+fn two_apps_in_one_process_write_their_lines_to_their_own_sinks() {
+    let up = Upstream::default();
+    let a = support::inproc::InProc::start(&up, |_| {});
+    let b = support::inproc::InProc::start(&up, |p| {
+        p.set("tenant", "globex");
+    });
+    let (mut c, _) = Raw::connect(a.smtp);
+    c.cmd("EHLO a");
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_B)));
+    assert!(r.starts_with("535"), "{r}");
+    assert_eq!(a.reject_reasons(1), ["identity_mismatch"]);
+    assert!(b.events("reject").is_empty(), "{:?}", b.output());
+    for (app, tenant) in [(&a, "acme"), (&b, "globex")] {
+        let listening = app.events("listening");
+        assert_eq!(listening.len(), 1, "{:?}", app.output());
+        assert_eq!(listening[0]["addr"], app.smtp.to_string());
+        for line in app.output() {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+            assert_eq!(v["tenant"], tenant, "{line}");
+        }
+    }
 }

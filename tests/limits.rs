@@ -1,6 +1,15 @@
 //! Limits through the real binary: command and AUTH line lengths, floods and
 //! garbage, `max_sessions`, the command and data timeouts, `max_message_bytes`,
 //! and memory that does not grow with the size of a relayed message.
+//!
+//! In-process (`support::inproc`): line lengths, `max_sessions` and
+//! `max_message_bytes` on the app served in this process; the timer tests
+//! (command, data and upstream reply timeouts, the dripping client) on a paused
+//! clock (`inproc::paused`: upstream, app and client in one `current_thread`
+//! runtime, so the clock only jumps when every task waits). On the real binary:
+//! the tests whose point is that the process survives (`assert_alive`), the
+//! 30 MiB memory test (the process's RSS), the test that reads `/metrics` and
+//! the swaks/smtplib test.
 
 mod support;
 
@@ -9,7 +18,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use support::inproc::{self, AsyncRaw, InProc, Served};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant as PausedInstant;
 
 const FROM: &str = "billing@acme.example";
 const RCPT: &str = "customer@example.net";
@@ -134,7 +146,7 @@ fn assert_alive(sidecar: &mut Sidecar) {
 #[test]
 fn command_line_of_512_octets_is_accepted_513_is_500_and_the_session_continues() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, greeting) = Raw::connect(sidecar.smtp);
     assert!(greeting.starts_with("220 "), "{greeting}");
 
@@ -287,7 +299,7 @@ fn random_binary_garbage_gets_replies_or_a_disconnect_never_a_crash() {
 #[test]
 fn auth_response_line_of_12288_octets_is_accepted_12289_is_500() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, _) = Raw::connect(sidecar.smtp);
     assert!(c.cmd("EHLO client.test").starts_with("250"));
 
@@ -341,7 +353,7 @@ fn auth_response_line_of_12288_octets_is_accepted_12289_is_500() {
 #[test]
 fn max_sessions_third_connection_gets_421_and_a_freed_slot_is_reused() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("limits.max_sessions", 2);
     });
     let (mut a, g) = Raw::connect(sidecar.smtp);
@@ -379,50 +391,52 @@ fn max_sessions_third_connection_gets_421_and_a_freed_slot_is_reused() {
 
 #[test]
 fn command_timeout_closes_an_idle_session_with_421() {
-    let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
-        p.set("limits.command_timeout", "1s");
+    inproc::paused(|| async {
+        let app = Served::start(|p| {
+            p.set("limits.command_timeout", "1s");
+        })
+        .await;
+
+        // Idle right after the greeting.
+        let (mut c, g) = AsyncRaw::connect(app.smtp).await;
+        assert!(g.starts_with("220"), "{g}");
+        let t = PausedInstant::now();
+        assert_eq!(c.reply().await, TIMEOUT_421);
+        let el = t.elapsed();
+        assert!(
+            el >= Duration::from_millis(900) && el < Duration::from_secs(3),
+            "421 after {el:?}"
+        );
+        assert!(c.closed_within(Duration::from_secs(15)).await);
+
+        // Idle in the middle of an AUTH LOGIN exchange.
+        let (mut c, _) = AsyncRaw::connect(app.smtp).await;
+        assert!(c.cmd("EHLO x").await.starts_with("250"));
+        assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
+        let t = PausedInstant::now();
+        assert_eq!(c.reply().await, TIMEOUT_421);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(c.closed_within(Duration::from_secs(15)).await);
+
+        // A partial command, dripped one byte every 300 ms and then abandoned, is
+        // cut off within the timeout of its last byte. (What the code guarantees:
+        // the timeout bounds the wait for each read, see the ignored test below.)
+        let (mut c, _) = AsyncRaw::connect(app.smtp).await;
+        let mut last = PausedInstant::now();
+        for b in b"NOO" {
+            let _ = c.stream.write_all(&[*b]).await;
+            last = PausedInstant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(c.reply().await, TIMEOUT_421);
+        assert!(
+            last.elapsed() < Duration::from_secs(3),
+            "{:?} after the last byte",
+            last.elapsed()
+        );
+        assert!(c.closed_within(Duration::from_secs(15)).await);
+        assert_eq!(app.capture().connections(), 0);
     });
-
-    // Idle right after the greeting.
-    let (mut c, g) = Raw::connect(sidecar.smtp);
-    assert!(g.starts_with("220"), "{g}");
-    let t = Instant::now();
-    assert_eq!(c.reply(), TIMEOUT_421);
-    let el = t.elapsed();
-    assert!(
-        el >= Duration::from_millis(900) && el < Duration::from_secs(3),
-        "421 after {el:?}"
-    );
-    assert!(c.closed());
-
-    // Idle in the middle of an AUTH LOGIN exchange.
-    let (mut c, _) = Raw::connect(sidecar.smtp);
-    assert!(c.cmd("EHLO x").starts_with("250"));
-    assert_eq!(c.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
-    let t = Instant::now();
-    assert_eq!(c.reply(), TIMEOUT_421);
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    assert!(c.closed());
-
-    // A partial command, dripped one byte every 300 ms and then abandoned, is
-    // cut off within the timeout of its last byte. (What the code guarantees:
-    // the timeout bounds the wait for each read, see the ignored test below.)
-    let (mut c, _) = Raw::connect(sidecar.smtp);
-    let mut last = Instant::now();
-    for b in b"NOO" {
-        let _ = c.stream.write_all(&[*b]);
-        last = Instant::now();
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    assert_eq!(c.reply(), TIMEOUT_421);
-    assert!(
-        last.elapsed() < Duration::from_secs(3),
-        "{:?} after the last byte",
-        last.elapsed()
-    );
-    assert!(c.closed());
-    assert_eq!(up.server.connections(), 0);
 }
 
 /// The command timeout bounds the whole command (a deadline set when the
@@ -430,40 +444,37 @@ fn command_timeout_closes_an_idle_session_with_421() {
 /// dripping bytes is still dropped.
 #[test]
 fn dripping_client_is_dropped_at_the_command_timeout() {
-    let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
-        p.set("limits.command_timeout", "1s");
+    inproc::paused(|| async {
+        let app = Served::start(|p| {
+            p.set("limits.command_timeout", "1s");
+        })
+        .await;
+        let (mut c, _) = AsyncRaw::connect(app.smtp).await;
+        let start = PausedInstant::now();
+        let mut got = Vec::new();
+        let mut closed = false;
+        while start.elapsed() < Duration::from_secs(4) && !closed {
+            let _ = c.stream.write_all(b"X").await;
+            let mut chunk = [0u8; 256];
+            // A read that waits at most 300 ms (the client's drip interval).
+            match tokio::time::timeout(Duration::from_millis(300), c.stream.read(&mut chunk)).await
+            {
+                Ok(Ok(0)) => closed = true,
+                Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+                Ok(Err(_)) => closed = true,
+            }
+            if got.ends_with(b"\r\n") {
+                break;
+            }
+        }
+        let el = start.elapsed();
+        assert_eq!(String::from_utf8_lossy(&got), TIMEOUT_421, "after {el:?}");
+        assert!(
+            el < Duration::from_millis(2500),
+            "dropped only after {el:?}"
+        );
     });
-    let (mut c, _) = Raw::connect(sidecar.smtp);
-    let start = Instant::now();
-    c.stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let mut got = Vec::new();
-    let mut closed = false;
-    while start.elapsed() < Duration::from_secs(4) && !closed {
-        let _ = c.stream.write_all(b"X");
-        let mut chunk = [0u8; 256];
-        match c.stream.read(&mut chunk) {
-            Ok(0) => closed = true,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => closed = true,
-        }
-        if got.ends_with(b"\r\n") {
-            break;
-        }
-    }
-    let el = start.elapsed();
-    assert_eq!(String::from_utf8_lossy(&got), TIMEOUT_421, "after {el:?}");
-    assert!(
-        el < Duration::from_millis(2500),
-        "dropped only after {el:?}"
-    );
 }
 
 /// The read deadline's timer is armed once and moved lazily: a session
@@ -471,58 +482,63 @@ fn dripping_client_is_dropped_at_the_command_timeout() {
 /// deadline it armed, and is still cut off once it goes quiet.
 #[test]
 fn a_busy_session_outlives_its_first_deadline_and_is_cut_off_when_idle() {
-    let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
-        p.set("limits.command_timeout", "1s");
-    });
-    let (mut c, g) = Raw::connect(sidecar.smtp);
-    assert!(g.starts_with("220"), "{g}");
-    let start = Instant::now();
-    // 3 s of commands 400 ms apart: three times the timeout in all.
-    while start.elapsed() < Duration::from_secs(3) {
-        assert_eq!(
-            c.cmd("NOOP"),
-            "250 2.0.0 ok\r\n",
-            "after {:?}",
-            start.elapsed()
+    inproc::paused(|| async {
+        let app = Served::start(|p| {
+            p.set("limits.command_timeout", "1s");
+        })
+        .await;
+        let (mut c, g) = AsyncRaw::connect(app.smtp).await;
+        assert!(g.starts_with("220"), "{g}");
+        let start = PausedInstant::now();
+        // 3 s of commands 400 ms apart: three times the timeout in all.
+        while start.elapsed() < Duration::from_secs(3) {
+            assert_eq!(
+                c.cmd("NOOP").await,
+                "250 2.0.0 ok\r\n",
+                "after {:?}",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let quiet = PausedInstant::now();
+        assert_eq!(c.reply().await, TIMEOUT_421);
+        let el = quiet.elapsed();
+        assert!(
+            el >= Duration::from_millis(500) && el < Duration::from_secs(3),
+            "421 {el:?} after the last command"
         );
-        std::thread::sleep(Duration::from_millis(400));
-    }
-    let quiet = Instant::now();
-    assert_eq!(c.reply(), TIMEOUT_421);
-    let el = quiet.elapsed();
-    assert!(
-        el >= Duration::from_millis(500) && el < Duration::from_secs(3),
-        "421 {el:?} after the last command"
-    );
-    assert!(c.closed());
+        assert!(c.closed_within(Duration::from_secs(15)).await);
+    });
 }
 
-/// A raw upstream (`tls: none`): answers MAIL and RCPT each after `delay`,
-/// and never answers DATA.
-fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
-    use std::io::BufRead;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+/// A raw upstream (`tls: none`) on the current (paused) runtime: answers
+/// MAIL and RCPT each after `delay`, and never answers DATA.
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::AsyncBufReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.write_all(b"220 slow ESMTP\r\n");
-                let mut lines = std::io::BufReader::new(stream.try_clone().expect("clone")).lines();
-                while let Some(Ok(line)) = lines.next() {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let _ = write.write_all(b"220 slow ESMTP\r\n").await;
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250 slow\r\n",
                         "MAIL" | "RCPT" => {
-                            std::thread::sleep(delay);
+                            tokio::time::sleep(delay).await;
                             b"250 2.0.0 ok\r\n"
                         }
                         "DATA" => continue, // stalls
                         "QUIT" => b"221 bye\r\n",
                         _ => b"250 2.0.0 ok\r\n",
                     };
-                    if stream.write_all(reply).is_err() {
+                    if write.write_all(reply).await.is_err() {
                         break;
                     }
                 }
@@ -538,61 +554,86 @@ fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
 /// comes is a 4xx within the timeout, never a 250.
 #[test]
 fn each_upstream_reply_has_its_own_deadline_and_a_stalled_one_is_4xx() {
-    let upstream = slow_upstream(Duration::from_millis(700));
-    let sidecar = Sidecar::start_with_ca(upstream, "", |p| {
-        p.set("upstream.tls", "none")
-            .set("upstream.insecure", true)
-            .set("upstream.ca_file", serde_yaml::Value::Null)
-            .set("upstream.reply_timeout", "1s")
-            .set("credential.mechanism", "none");
+    inproc::paused(|| async {
+        let upstream = slow_upstream(Duration::from_millis(700)).await;
+        let app = Served::start_upstream(upstream, "", |p| {
+            p.set("upstream.tls", "none")
+                .set("upstream.insecure", true)
+                .set("upstream.ca_file", serde_yaml::Value::Null)
+                .set("upstream.reply_timeout", "1s")
+                .set("credential.mechanism", "none");
+        })
+        .await;
+        let mut c = AsyncRaw::authed(app.smtp, KEY_A).await;
+        assert!(c
+            .cmd("MAIL FROM:<billing@acme.example>")
+            .await
+            .starts_with("250"));
+        assert!(c.cmd("RCPT TO:<a@example.net>").await.starts_with("250"));
+        assert!(c.cmd("RCPT TO:<b@example.net>").await.starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        c.send(message("billing@acme.example", "x").as_bytes())
+            .await;
+        let t = PausedInstant::now();
+        let r = c.cmd(".").await;
+        let el = t.elapsed();
+        assert!(r.starts_with("451"), "{r}");
+        assert!(
+            el >= Duration::from_millis(500) && el < Duration::from_secs(3),
+            "4xx after {el:?}"
+        );
     });
-    let mut c = Raw::authed(sidecar.smtp, KEY_A);
-    assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
-    assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
-    assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.send(message("billing@acme.example", "x").as_bytes());
-    let t = Instant::now();
-    let r = c.cmd(".");
-    let el = t.elapsed();
-    assert!(r.starts_with("451"), "{r}");
-    assert!(
-        el >= Duration::from_millis(500) && el < Duration::from_secs(3),
-        "4xx after {el:?}"
-    );
 }
 
 #[test]
 fn data_timeout_mid_message_gets_421_and_the_upstream_never_gets_the_message() {
-    let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
-        p.set("limits.data_timeout", "1s");
-    });
-    let mut c = Raw::authed(sidecar.smtp, KEY_A);
-    open_data(&mut c);
-    // Complete headers (so the message is already streaming upstream) and a
-    // body that never ends.
-    c.send(format!("From: {FROM}\r\nTo: {RCPT}\r\nSubject: stalled\r\n\r\nfirst line of a body that never ends\r\n").as_bytes());
-    let t = Instant::now();
-    assert_eq!(c.reply(), TIMEOUT_421);
-    let el = t.elapsed();
-    assert!(
-        el >= Duration::from_millis(900) && el < Duration::from_secs(3),
-        "421 after {el:?}"
-    );
-    assert!(c.closed());
+    inproc::paused(|| async {
+        let app = Served::start(|p| {
+            p.set("limits.data_timeout", "1s");
+        })
+        .await;
+        let mut c = AsyncRaw::authed(app.smtp, KEY_A).await;
+        for (cmd, code) in [
+            (format!("MAIL FROM:<{FROM}>"), "250"),
+            (format!("RCPT TO:<{RCPT}>"), "250"),
+            ("DATA".to_string(), "354"),
+        ] {
+            let r = c.cmd(&cmd).await;
+            assert!(r.starts_with(code), "{cmd}: {r}");
+        }
+        // Complete headers (so the message is already streaming upstream) and a
+        // body that never ends.
+        c.send(format!("From: {FROM}\r\nTo: {RCPT}\r\nSubject: stalled\r\n\r\nfirst line of a body that never ends\r\n").as_bytes()).await;
+        let t = PausedInstant::now();
+        assert_eq!(c.reply().await, TIMEOUT_421);
+        let el = t.elapsed();
+        assert!(
+            el >= Duration::from_millis(900) && el < Duration::from_secs(3),
+            "421 after {el:?}"
+        );
+        assert!(c.closed_within(Duration::from_secs(15)).await);
 
-    // A following session relays; it is the only message the upstream records.
-    let mut c = Raw::authed(sidecar.smtp, KEY_A);
-    let r = send_message(&mut c, &message_of_len(300, "after the stall"));
-    assert!(r.starts_with("250"), "{r}");
-    let msgs = wait_messages(&up, 1);
-    assert_eq!(msgs.len(), 1, "the stalled message must not be recorded");
-    let text = String::from_utf8_lossy(&msgs[0].data);
-    assert!(
-        text.contains("Subject: after the stall") && !text.contains("stalled"),
-        "{text}"
-    );
+        // A following session relays; it is the only message the upstream records.
+        let mut c = AsyncRaw::authed(app.smtp, KEY_A).await;
+        for (cmd, code) in [
+            (format!("MAIL FROM:<{FROM}>"), "250"),
+            (format!("RCPT TO:<{RCPT}>"), "250"),
+            ("DATA".to_string(), "354"),
+        ] {
+            let r = c.cmd(&cmd).await;
+            assert!(r.starts_with(code), "{cmd}: {r}");
+        }
+        c.send(&message_of_len(300, "after the stall")).await;
+        let r = c.cmd(".").await;
+        assert!(r.starts_with("250"), "{r}");
+        let msgs = app.messages(1).await;
+        assert_eq!(msgs.len(), 1, "the stalled message must not be recorded");
+        let text = String::from_utf8_lossy(&msgs[0].data);
+        assert!(
+            text.contains("Subject: after the stall") && !text.contains("stalled"),
+            "{text}"
+        );
+    });
 }
 
 // ---- message size ------------------------------------------------------------
@@ -600,7 +641,7 @@ fn data_timeout_mid_message_gets_421_and_the_upstream_never_gets_the_message() {
 #[test]
 fn max_message_bytes_size_parameter_streamed_excess_and_exact_boundary() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("limits.max_message_bytes", 10_000);
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);

@@ -1,6 +1,11 @@
 //! Operations (contract §5–7): exact metrics and audit events after a
 //! scripted sequence, credential rotation the kubelet way under continuous
 //! sending, policy reload, readiness, and drain on SIGTERM.
+//!
+//! In-process (`support::inproc`): the audit events of the scripted sequence
+//! and the rotation under continuous sending (events from the app's own log
+//! sink). On the real binary: everything read from `/metrics` (one recorder per
+//! process), SIGTERM and the exit code, and the worker count of the process.
 
 mod support;
 
@@ -8,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::inproc::InProc;
 use support::*;
 
 const APP_PASSWORD: &str = "app-password-7c1d";
@@ -18,9 +24,9 @@ fn app_accept() -> serde_yaml::Value {
 }
 
 /// The scripted sequence used by the metrics and audit tests.
-fn scripted_sequence(sidecar: &Sidecar) {
+fn scripted_sequence(smtp: std::net::SocketAddr) {
     // Session 1: two messages with the mounted key.
-    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+    let mut c = Raw::authed(smtp, KEY_A);
     for i in 0..2 {
         assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
         assert!(c.cmd("RCPT TO:<customer@example.net>").starts_with("250"));
@@ -30,14 +36,14 @@ fn scripted_sequence(sidecar: &Sidecar) {
     }
     assert!(c.cmd("QUIT").starts_with("221"));
     // Session 2: the other tenant's key.
-    let (mut c, _) = Raw::connect(sidecar.smtp);
+    let (mut c, _) = Raw::connect(smtp);
     c.cmd("EHLO x");
     assert!(c
         .cmd(&format!("AUTH PLAIN {}", plain("apikey", KEY_B)))
         .starts_with("535"));
     assert!(c.cmd("QUIT").starts_with("221"));
     // Session 3: one refusal of each envelope kind.
-    let (mut c, _) = Raw::connect(sidecar.smtp);
+    let (mut c, _) = Raw::connect(smtp);
     c.cmd("EHLO x");
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("530"));
     assert!(c
@@ -61,7 +67,7 @@ fn metrics_after_a_scripted_sequence_are_exact() {
     let sidecar = Sidecar::start(&up, |p| {
         p.set("recipients.domains", yaml_list(&["example.net"]));
     });
-    scripted_sequence(&sidecar);
+    scripted_sequence(sidecar.smtp);
     assert!(sidecar.wait_for(Duration::from_secs(3), |_| metric(
         &sidecar.http_get("/metrics").1,
         "smtpbind_sessions_total{tenant=\"acme\",result=\"quit\"}"
@@ -147,10 +153,10 @@ fn metrics_after_a_scripted_sequence_are_exact() {
 #[test]
 fn audit_events_of_a_scripted_sequence() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("recipients.domains", yaml_list(&["example.net"]));
     });
-    scripted_sequence(&sidecar);
+    scripted_sequence(sidecar.smtp);
     assert!(
         sidecar.wait_for(Duration::from_secs(3), |_| sidecar.events("message").len()
             == 3)
@@ -214,7 +220,7 @@ fn audit_events_of_a_scripted_sequence() {
 #[test]
 fn rotation_the_kubelet_way_under_continuous_sending() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("credential.pins", yaml_list(&[&pin(KEY_A), &pin(KEY_B)]));
         p.set("client.accept", app_accept());
     });

@@ -2,11 +2,16 @@
 //! credential is ready one authenticated connection waits in the pool, so
 //! the first message of a fresh sidecar does not pay the upstream handshake,
 //! and the first client's EHLO already knows what the upstream offers.
+//!
+//! The test without a recent peak runs in-process on a paused clock
+//! (`inproc::paused`: its idle timeout and waits are virtual); the others
+//! read `/metrics` (one recorder per process) and stay on the real binary.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use support::inproc::{self, Served};
 use support::*;
 
 fn wait_connections(up: &Upstream, n: usize) -> usize {
@@ -186,24 +191,27 @@ fn a_cold_burst_opens_connections_for_the_recent_concurrency() {
 fn without_a_recent_peak_a_burst_opens_nothing_ahead() {
     // One session at a time: the peak is 1, so a cold start of the next
     // session opens no extra connection (no demand to follow).
-    let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
-        p.set("upstream.reuse.idle_timeout", "500ms");
-    });
-    for i in 0..2 {
-        let r = send_one(
-            sidecar.smtp,
-            "apikey",
-            KEY_A,
-            "billing@acme.example",
-            &format!("alone {i}"),
+    inproc::paused(|| async {
+        let app = Served::start(|p| {
+            p.set("upstream.reuse.idle_timeout", "500ms");
+        })
+        .await;
+        for i in 0..2 {
+            let r = inproc::send_one(
+                app.smtp,
+                "apikey",
+                KEY_A,
+                "billing@acme.example",
+                &format!("alone {i}"),
+            )
+            .await;
+            assert!(r.starts_with("250"), "{r}");
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        assert_eq!(
+            app.capture().connections(),
+            2,
+            "one per cold session, none ahead"
         );
-        assert!(r.starts_with("250"), "{r}");
-        std::thread::sleep(Duration::from_millis(1200));
-    }
-    assert_eq!(
-        up.server.connections(),
-        2,
-        "one per cold session, none ahead"
-    );
+    });
 }

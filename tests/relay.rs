@@ -1,8 +1,13 @@
 //! End-to-end relay through the real binary with real clients (swaks, curl,
 //! Python smtplib) to the recording upstream over verified STARTTLS.
+//!
+//! The tests with a raw client run in-process (`support::inproc`); the
+//! swaks, curl and Python smtplib tests (a real client is the point) stay on
+//! the real binary.
 
 mod support;
 
+use support::inproc::InProc;
 use support::*;
 
 const SWAKS_BASE: &[&str] = &[
@@ -157,7 +162,7 @@ print("sent")
 #[test]
 fn mail_before_auth_is_530_and_auth_param_is_never_forwarded() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, _) = Raw::connect(sidecar.smtp);
     assert!(c.cmd("EHLO x").contains("AUTH PLAIN LOGIN"));
     assert!(c
@@ -182,7 +187,7 @@ fn mail_before_auth_is_530_and_auth_param_is_never_forwarded() {
 #[test]
 fn pipelined_envelope_in_one_write_gets_replies_in_order() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     // MAIL, three RCPT (one outside no policy, one malformed) and DATA in one write.
     c.send(
@@ -214,7 +219,7 @@ fn pipelined_envelope_in_one_write_gets_replies_in_order() {
 #[test]
 fn simple_verbs_and_unknown_commands() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, greeting) = Raw::connect(sidecar.smtp);
     assert!(greeting.starts_with("220 "), "{greeting}");
     assert!(
@@ -261,7 +266,7 @@ fn simple_verbs_and_unknown_commands() {
 #[test]
 fn three_failed_auths_close_the_session() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let (mut c, _) = Raw::connect(sidecar.smtp);
     c.cmd("EHLO x");
     for _ in 0..2 {
@@ -281,7 +286,7 @@ fn three_failed_auths_close_the_session() {
 #[test]
 fn auth_none_binds_any_local_client_but_still_enforces_senders() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("client.auth", "none");
     });
     let (mut c, _) = Raw::connect(sidecar.smtp);
@@ -303,7 +308,7 @@ fn upstream_reply_codes_pass_through_unchanged() {
     let up = Upstream::start(|c| {
         c.faults.rcpt_reply = Some("550 5.1.1 mailbox unavailable".into());
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     let r = c.cmd("RCPT TO:<gone@example.net>");
@@ -316,7 +321,7 @@ fn upstream_reply_codes_pass_through_unchanged() {
     let up = Upstream::start(|c| {
         c.faults.eod_reply = Some("451 4.3.0 try later".into());
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     c.cmd("MAIL FROM:<billing@acme.example>");
     c.cmd("RCPT TO:<a@example.net>");
@@ -338,7 +343,7 @@ fn pipelined_envelope_with_and_without_upstream_pipelining_and_a_refused_mail() 
             c.faults.no_pipelining = no_pipelining;
             c.faults.mail_reply = Some("451 4.7.1 sender rate limited".into());
         });
-        let sidecar = Sidecar::start(&up, |_| {});
+        let sidecar = InProc::start(&up, |_| {});
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         c.send(b"MAIL FROM:<billing@acme.example>\r\nRCPT TO:<a@example.net>\r\nDATA\r\nNOOP\r\n");
         let replies: Vec<String> = (0..4).map(|_| c.reply()).collect();

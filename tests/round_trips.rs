@@ -8,11 +8,15 @@
 //! The real binary against the capture upstream. Fault injection (the
 //! capture's `mail_reply`, `stale_after` and `close_at_rcpt` switches)
 //! stands in for a provider refusing a sender and for connections dying.
+//!
+//! In-process (`support::inproc`) except the replay test, which reads
+//! `/metrics` (one Prometheus recorder per process): it stays on the binary.
 
 mod support;
 
 use std::time::Duration;
 
+use support::inproc::InProc;
 use support::*;
 
 const FROM: &str = "billing@acme.example";
@@ -28,7 +32,7 @@ fn envelope_one_by_one(c: &mut Raw) -> [String; 3] {
 
 fn refused_mail_answers_every_rcpt(refusal: &str) {
     let up = Upstream::start(|c| c.faults.mail_reply = Some(refusal.to_string()));
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let want = format!("{refusal}\r\n");
 
     // One command at a time: seen at the first RCPT and the later ones.
@@ -69,7 +73,7 @@ fn an_upstream_5xx_to_mail_answers_the_first_rcpt_and_every_later_one() {
 #[test]
 fn a_mail_the_policy_refuses_is_550_with_nothing_sent() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert_eq!(
         c.cmd("MAIL FROM:<ceo@globex.example>"),
@@ -89,7 +93,7 @@ fn a_mail_the_policy_refuses_is_550_with_nothing_sent() {
 fn a_pooled_connection_closed_while_idle_is_replaced_under_the_envelope() {
     // The provider's idle timeout is only noticed at the next command.
     let up = Upstream::start(|c| c.faults.stale_after = Some(Duration::from_millis(300)));
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let first = send_one(sidecar.smtp, "apikey", KEY_A, FROM, "one");
     assert!(first.starts_with("250"), "{first}");
     std::thread::sleep(Duration::from_millis(600));

@@ -2,9 +2,13 @@
 //! transaction inside the same DATA. The upstream here is deliberately
 //! vulnerable (`lenient_eod`: it ends data at any `<CR|LF>.<CR|LF>`), so a
 //! smuggled message would be recorded. It must never be.
+//!
+//! In-process (`support::inproc`): raw sockets against the app built and
+//! served in this test's process; the binary is not the point.
 
 mod support;
 
+use support::inproc::InProc;
 use support::*;
 
 const VARIANTS: &[(&str, &[u8])] = &[
@@ -32,7 +36,7 @@ fn smuggled_payload(variant: &[u8]) -> Vec<u8> {
     p
 }
 
-fn send(sidecar: &Sidecar, payload: &[u8], split_at: Option<usize>) -> String {
+fn send(sidecar: &InProc, payload: &[u8], split_at: Option<usize>) -> String {
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
@@ -57,7 +61,7 @@ fn send(sidecar: &Sidecar, payload: &[u8], split_at: Option<usize>) -> String {
 #[test]
 fn reject_mode_refuses_every_variant_and_the_upstream_gets_nothing() {
     let up = Upstream::start(|c| c.lenient_eod = true);
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("data.bare_lf", "reject");
     });
     for (name, variant) in VARIANTS {
@@ -100,7 +104,7 @@ fn normalize_delivers_one_message(chunking: bool) {
         c.lenient_eod = true;
         c.chunking = chunking;
     });
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("data.bare_lf", "normalize");
     });
     let variants = VARIANTS.iter().filter(|(name, _)| !name.contains("NUL"));
@@ -132,7 +136,7 @@ fn normalize_delivers_one_message(chunking: bool) {
 #[test]
 fn variants_split_across_reads_behave_the_same() {
     let up = Upstream::start(|c| c.lenient_eod = true);
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("data.bare_lf", "normalize");
     });
     let mut sent = 0;
@@ -155,7 +159,7 @@ fn variants_split_across_reads_behave_the_same() {
 #[test]
 fn a_dot_line_inside_the_message_is_stuffed_for_the_upstream() {
     let up = Upstream::start(|c| c.lenient_eod = true);
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     // A properly stuffed ".." line must reach the upstream stuffed again.
     let payload = b"From: billing@acme.example\r\n\r\nbefore\r\n..\r\nafter\r\n.\r\n";
     let reply = send(&sidecar, payload, None);

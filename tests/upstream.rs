@@ -1,17 +1,22 @@
 //! The upstream side: TLS is mandatory and verified, credentials never go
 //! out in clear, failures become 4xx (never 250), and connections are
 //! reused only under the same credential pin.
+//!
+//! In-process (`support::inproc`) except the swaks test (a real client is
+//! the point) and the test that reads `/metrics` (one recorder per
+//! process), which stay on the real binary.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use smtpbind::demo::capture::CaptureTls;
+use support::inproc::InProc;
 use support::*;
 
 /// Opens a transaction and returns the reply to MAIL (where the upstream is opened).
-fn try_mail(sidecar: &Sidecar) -> String {
-    let mut c = Raw::authed(sidecar.smtp, KEY_A);
+fn try_mail(smtp: std::net::SocketAddr) -> String {
+    let mut c = Raw::authed(smtp, KEY_A);
     c.cmd("MAIL FROM:<billing@acme.example>")
 }
 
@@ -28,8 +33,8 @@ fn assert_no_credential_in_clear(up: &Upstream) {
 #[test]
 fn upstream_without_starttls_is_451_and_no_auth_byte_in_clear() {
     let up = Upstream::start(|c| c.faults.no_starttls = true);
-    let sidecar = Sidecar::start(&up, |_| {});
-    let r = try_mail(&sidecar);
+    let sidecar = InProc::start(&up, |_| {});
+    let r = try_mail(sidecar.smtp);
     assert!(r.starts_with("451 4.7.0"), "{r}");
     assert_no_credential_in_clear(&up);
     assert!(up.messages().is_empty());
@@ -40,8 +45,8 @@ fn untrusted_certificate_is_451() {
     let up = Upstream::default();
     let other_ca =
         smtpbind::certs::Pki::generate("some other CA", &["localhost".into()]).expect("pki");
-    let sidecar = Sidecar::start_with_ca(up.addr(), &other_ca.ca_pem, |_| {});
-    let r = try_mail(&sidecar);
+    let sidecar = InProc::start_with_ca(up.addr(), &other_ca.ca_pem, |_| {});
+    let r = try_mail(sidecar.smtp);
     assert!(r.starts_with("451 4.7.0"), "{r}");
     assert_no_credential_in_clear(&up);
 }
@@ -49,18 +54,18 @@ fn untrusted_certificate_is_451() {
 #[test]
 fn wrong_server_name_is_451() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("upstream.server_name", "smtp.sendgrid.net");
     });
-    assert!(try_mail(&sidecar).starts_with("451 4.7.0"));
+    assert!(try_mail(sidecar.smtp).starts_with("451 4.7.0"));
     assert_no_credential_in_clear(&up);
 }
 
 #[test]
 fn dropped_tls_handshake_is_451() {
     let up = Upstream::start(|c| c.faults.drop_handshake = true);
-    let sidecar = Sidecar::start(&up, |_| {});
-    assert!(try_mail(&sidecar).starts_with("451 4.7.0"));
+    let sidecar = InProc::start(&up, |_| {});
+    assert!(try_mail(sidecar.smtp).starts_with("451 4.7.0"));
     assert_no_credential_in_clear(&up);
 }
 
@@ -71,7 +76,7 @@ fn bytes_injected_after_starttls_220_are_discarded() {
     let up = Upstream::start(|c| {
         c.faults.starttls_inject = Some(b"250-evil\r\n250 AUTH PLAIN\r\n".to_vec());
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
@@ -120,7 +125,7 @@ fn implicit_tls_and_login_only_upstream() {
 #[test]
 fn tls_none_only_with_insecure_for_tests() {
     let up = Upstream::start(|c| c.tls = CaptureTls::None);
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("upstream.tls", "none").set("upstream.insecure", true);
     });
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
@@ -131,7 +136,7 @@ fn tls_none_only_with_insecure_for_tests() {
 fn upstream_rejecting_the_pod_credential_is_454_and_counted() {
     let up = Upstream::start(|c| c.accounts.retain(|a| a.name != "tenant-a"));
     let sidecar = Sidecar::start(&up, |_| {});
-    let r = try_mail(&sidecar);
+    let r = try_mail(sidecar.smtp);
     assert!(r.starts_with("454 4.7.0"), "{r}");
     // Only the mounted credential was tried, once, over TLS; never another one.
     let attempts = up.server.auth_attempts();
@@ -151,12 +156,12 @@ fn upstream_refusing_connections_is_4xx_within_connect_timeout() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let sidecar = Sidecar::start_with_ca(port, "", |p| {
+    let sidecar = InProc::start_with_ca(port, "", |p| {
         p.set("upstream.ca_file", serde_yaml::Value::Null);
         p.set("upstream.connect_timeout", "2s");
     });
     let started = Instant::now();
-    let r = try_mail(&sidecar);
+    let r = try_mail(sidecar.smtp);
     assert!(r.starts_with("451 4.4.1"), "{r}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -164,7 +169,7 @@ fn upstream_refusing_connections_is_4xx_within_connect_timeout() {
 #[test]
 fn upstream_dying_mid_data_never_yields_250() {
     let up = Upstream::start(|c| c.faults.drop_after_data_bytes = Some(20_000));
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     assert!(c.cmd("MAIL FROM:<billing@acme.example>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<a@example.net>").starts_with("250"));
@@ -191,7 +196,7 @@ fn upstream_dying_mid_data_never_yields_250() {
 #[test]
 fn data_refused_by_upstream_is_passed_through() {
     let up = Upstream::start(|c| c.faults.data_reply = Some("554 5.7.1 policy rejection".into()));
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let mut c = Raw::authed(sidecar.smtp, KEY_A);
     c.cmd("MAIL FROM:<billing@acme.example>");
     c.cmd("RCPT TO:<a@example.net>");
@@ -204,7 +209,7 @@ fn data_refused_by_upstream_is_passed_through() {
 #[test]
 fn connections_are_reused_across_sessions_under_the_same_pin_only() {
     let up = Upstream::default();
-    let sidecar = Sidecar::start(&up, |p| {
+    let sidecar = InProc::start(&up, |p| {
         p.set("credential.pins", yaml_list(&[&pin(KEY_A), &pin(KEY_B)]));
         p.set(
             "client.accept",
@@ -259,7 +264,7 @@ fn connections_are_reused_across_sessions_under_the_same_pin_only() {
 #[test]
 fn a_pooled_connection_the_upstream_closed_while_idle_is_not_used() {
     let up = Upstream::start(|c| c.faults.idle_close = Some(Duration::from_millis(200)));
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let first = send_one(sidecar.smtp, "apikey", KEY_A, "billing@acme.example", "one");
     assert!(first.starts_with("250"), "{first}");
     std::thread::sleep(Duration::from_millis(600));

@@ -64,12 +64,14 @@ impl ClientTls {
     }
 
     /// Re-reads the pair whenever the mount changes, until the task is dropped:
-    /// a `client_tls` event and `smtpbind_client_tls_reloads_total{result}`.
-    pub async fn watch(self: Arc<Self>) {
+    /// a `client_tls` event (through `log`) and
+    /// `smtpbind_client_tls_reloads_total{result}`.
+    pub async fn watch(self: Arc<Self>, log: crate::log::Context) {
         let reports = Reports {
             event: "client_tls",
             metric: "smtpbind_client_tls_reloads_total",
             poll: Duration::from_secs(1),
+            log,
         };
         tls_mount::watch(self.policy.cert_dir.clone(), self.pair.clone(), reports).await;
     }

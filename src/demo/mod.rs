@@ -155,6 +155,7 @@ async fn serve_sidecar(
             admin: Some(admin),
             drain: Some(std::time::Duration::from_secs(2)),
             pins: None,
+            log_sink: crate::log::Sink::Stdout,
         },
         shutdown,
     )

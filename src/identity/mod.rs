@@ -144,9 +144,23 @@ struct SourceKey {
 #[derive(Default)]
 pub struct TokenSources {
     live: std::sync::Mutex<Vec<(SourceKey, std::sync::Weak<TokenSource>)>>,
+    /// The process's log context: the sources' refresh lines name its tenant.
+    log: crate::log::Context,
 }
 
 impl TokenSources {
+    pub fn new(log: crate::log::Context) -> TokenSources {
+        TokenSources {
+            live: std::sync::Mutex::default(),
+            log,
+        }
+    }
+
+    /// The log context the sources write their lines through.
+    pub fn log(&self) -> &crate::log::Context {
+        &self.log
+    }
+
     /// The running token source for `key` if one is alive (a policy reload
     /// that leaves the credential and its `oauth2` section as they were keeps
     /// the token in hand — and readiness — instead of fetching anew), else
@@ -161,7 +175,7 @@ impl TokenSources {
         {
             return source;
         }
-        let source = fresh.start();
+        let source = fresh.with_log(self.log.clone()).start();
         live.push((key, Arc::downgrade(&source)));
         source
     }

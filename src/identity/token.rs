@@ -20,7 +20,6 @@ use zeroize::Zeroizing;
 use super::http::TokenEndpoint;
 use super::jwt::ServiceAccount;
 use super::{IdentityError, Secret};
-use crate::log;
 use crate::policy::OAuth2Policy;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -76,6 +75,8 @@ pub struct TokenSource {
     refresh_before: Duration,
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
+    /// Where the refresh lines go (the process's context once shared).
+    log: crate::log::Context,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +110,14 @@ impl TokenSource {
                 epoch: 0,
             }),
             flight: tokio::sync::Mutex::new(()),
+            log: crate::log::Context::default(),
         })
+    }
+
+    /// The source writing its lines through `log`.
+    pub fn with_log(mut self, log: crate::log::Context) -> TokenSource {
+        self.log = log;
+        self
     }
 
     /// Starts the proactive refresh timer (when inside a runtime). The
@@ -295,7 +303,7 @@ impl TokenSource {
                 drop(state);
                 metrics::counter!("smtpbind_oauth_token_refreshes_total", "result" => "ok")
                     .increment(1);
-                log::info(
+                self.log.info(
                     "oauth2_token",
                     serde_json::json!({ "result": "ok", "expires_in": lifetime.as_secs(), "token_url": self.endpoint.url() }),
                 );
@@ -313,7 +321,7 @@ impl TokenSource {
                 drop(state);
                 metrics::counter!("smtpbind_oauth_token_refreshes_total", "result" => "error")
                     .increment(1);
-                log::error(
+                self.log.error(
                     "oauth2_token",
                     serde_json::json!({ "result": "error", "error": e.to_string(), "retry_in_ms": u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "token_url": self.endpoint.url() }),
                 );

@@ -177,6 +177,7 @@ impl Session {
             credential: None,
             upstream: rt.connector.address().to_string(),
             client_sni: None,
+            log: rt.process.log.clone(),
         };
         Session {
             io: ClientStream::Plain(io),
@@ -444,7 +445,7 @@ impl Session {
     }
 
     pub(super) fn log_upstream_error(&self, e: &UpstreamError) {
-        crate::log::warn(
+        self.info.log.warn(
             "upstream_error",
             json!({ "session": self.info.session, "upstream": self.info.upstream, "error": e.to_string() }),
         );

@@ -80,7 +80,7 @@ impl Session {
                 "handshake not finished within command_timeout".into(),
             ),
         };
-        crate::log::warn(
+        self.info.log.warn(
             "client_tls_handshake",
             json!({ "session": self.info.session, "peer": self.info.peer, "error": error }),
         );

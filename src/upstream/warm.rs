@@ -68,7 +68,7 @@ async fn open_ahead(rt: &Arc<Runtime>, cred: &Arc<Credential>, during: &'static 
         Err(e) => {
             rt.pool.warm_done();
             metrics::counter!("smtpbind_upstream_prewarm_total", "result" => "error").increment(1);
-            crate::log::warn(
+            rt.process.log.warn(
                 "upstream_error",
                 json!({ "during": during, "upstream": rt.policy.upstream.address, "error": e.to_string() }),
             );

@@ -28,6 +28,7 @@ pub async fn watch(dir: PathBuf, target: Arc<Reloading>) {
         event: "certificate",
         metric: "smtpbind_webhook_certificate_reloads_total",
         poll: Duration::from_secs(2),
+        log: crate::log::Context::default(),
     };
     crate::tls_mount::watch(dir, target, reports).await;
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod idp;
+pub mod inproc;
 
 use smtpbind::demo::capture::{Account, CaptureConfig, CaptureServer, Captured};
 

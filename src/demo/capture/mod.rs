@@ -233,6 +233,10 @@ impl CaptureServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Replies go out as written (two in a row are not held back
+                // by Nagle for the peer's delayed ACK), as the sidecar's own
+                // sockets do; tests on a paused clock rely on it.
+                let _ = stream.set_nodelay(true);
                 let (config, acceptor, rec) = (config.clone(), acceptor.clone(), rec.clone());
                 tokio::spawn(async move {
                     lock(&rec).connections += 1;
