@@ -234,7 +234,7 @@ fn a_refused_first_chunk_is_skipped_with_a_cap() {
 fn rcpt_between_chunks_is_refused() {
     for chunking in [false, true] {
         let up = Upstream::start(|c| c.chunking = chunking);
-        let sidecar = Sidecar::start(&up, |_| {});
+        let sidecar = InProc::start(&up, |_| {});
         let mut c = bdat_session(&sidecar);
         assert!(chunk(&mut c, HEADERS, false).starts_with("250"));
         let r = c.cmd("RCPT TO:<b@example.net>");

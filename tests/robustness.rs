@@ -151,7 +151,12 @@ fn sessions_survive(up: &Upstream, n: &Numbers) -> Result<(), String> {
     for i in 0..3 {
         let r = send(&s, &format!("numbers {i}"));
         let code = r.get(..3).and_then(|c| c.parse::<u16>().ok());
-        if !code.is_some_and(|c| (200..600).contains(&c)) {
+        // A command deadline of a few milliseconds may cut the session off
+        // before the client's next command is read: its `421` is then lost
+        // to the reset of a socket closed with unread input. A closed
+        // connection is a right answer there; a panic or an exit is not.
+        let cut_off = r.is_empty() && n.command_timeout_ms < 100;
+        if !cut_off && !code.is_some_and(|c| (200..600).contains(&c)) {
             return Err(format!("message {i}: reply {r:?} for {n:?}"));
         }
     }

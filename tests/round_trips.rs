@@ -161,7 +161,7 @@ fn a_pipelined_data_goes_upstream_behind_the_envelope() {
         pipelining_only(c);
         c.faults.hold_envelope_replies = true;
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     for n in 0..2 {
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         let [mail, a, b, data] = pipelined_envelope_and_data(&mut c);
@@ -189,7 +189,7 @@ fn a_pipelined_data_with_every_rcpt_refused_upstream_keeps_the_connection_in_ste
         pipelining_only(c);
         c.faults.rcpt_reply = Some("550 5.1.1 no such user".into());
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     for n in 0..2 {
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         let [mail, a, b, data] = pipelined_envelope_and_data(&mut c);
@@ -218,7 +218,7 @@ fn a_pooled_connection_dying_under_a_pipelined_envelope_and_data_is_replayed_wit
         pipelining_only(c);
         c.faults.close_at_rcpt = Some(4);
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     for n in 0..2 {
         let mut c = Raw::authed(sidecar.smtp, KEY_A);
         for r in pipelined_envelope_and_data(&mut c) {
@@ -253,7 +253,7 @@ fn a_recipient_added_after_a_refused_pipelined_data_is_replayed_without_that_dat
         c.faults.refuse_rcpt = Some(("gone@example.net".into(), "550 5.1.1 no such user".into()));
         c.faults.close_at_rcpt = Some(3);
     });
-    let sidecar = Sidecar::start(&up, |_| {});
+    let sidecar = InProc::start(&up, |_| {});
     let r = send_one(sidecar.smtp, "apikey", KEY_A, FROM, "first");
     assert!(r.starts_with("250"), "{r}");
 
