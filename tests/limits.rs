@@ -389,25 +389,36 @@ fn max_sessions_third_connection_gets_421_and_a_freed_slot_is_reused() {
     assert_eq!(b.cmd("NOOP"), "250 2.0.0 ok\r\n");
 }
 
+/// The session's `421` comes at least `min` and under 3 s after `since`
+/// (paused clock), and the connection is closed after it.
+async fn cut_off(c: &mut AsyncRaw, since: PausedInstant, min: Duration) {
+    assert_eq!(c.reply().await, TIMEOUT_421);
+    let el = since.elapsed();
+    assert!(
+        el >= min && el < Duration::from_secs(3),
+        "421 {el:?} after the last command"
+    );
+    assert!(c.closed_within(Duration::from_secs(15)).await);
+}
+
+/// An app on the paused clock whose command deadline is 1 s.
+async fn command_timeout_1s() -> Served {
+    Served::start(|p| {
+        p.set("limits.command_timeout", "1s");
+    })
+    .await
+}
+
 #[test]
 fn command_timeout_closes_an_idle_session_with_421() {
     inproc::paused(|| async {
-        let app = Served::start(|p| {
-            p.set("limits.command_timeout", "1s");
-        })
-        .await;
+        let app = command_timeout_1s().await;
 
         // Idle right after the greeting.
         let (mut c, g) = AsyncRaw::connect(app.smtp).await;
         assert!(g.starts_with("220"), "{g}");
         let t = PausedInstant::now();
-        assert_eq!(c.reply().await, TIMEOUT_421);
-        let el = t.elapsed();
-        assert!(
-            el >= Duration::from_millis(900) && el < Duration::from_secs(3),
-            "421 after {el:?}"
-        );
-        assert!(c.closed_within(Duration::from_secs(15)).await);
+        cut_off(&mut c, t, Duration::from_millis(900)).await;
 
         // Idle in the middle of an AUTH LOGIN exchange.
         let (mut c, _) = AsyncRaw::connect(app.smtp).await;
@@ -445,10 +456,7 @@ fn command_timeout_closes_an_idle_session_with_421() {
 #[test]
 fn dripping_client_is_dropped_at_the_command_timeout() {
     inproc::paused(|| async {
-        let app = Served::start(|p| {
-            p.set("limits.command_timeout", "1s");
-        })
-        .await;
+        let app = command_timeout_1s().await;
         let (mut c, _) = AsyncRaw::connect(app.smtp).await;
         let start = PausedInstant::now();
         let mut got = Vec::new();
@@ -483,10 +491,7 @@ fn dripping_client_is_dropped_at_the_command_timeout() {
 #[test]
 fn a_busy_session_outlives_its_first_deadline_and_is_cut_off_when_idle() {
     inproc::paused(|| async {
-        let app = Served::start(|p| {
-            p.set("limits.command_timeout", "1s");
-        })
-        .await;
+        let app = command_timeout_1s().await;
         let (mut c, g) = AsyncRaw::connect(app.smtp).await;
         assert!(g.starts_with("220"), "{g}");
         let start = PausedInstant::now();
@@ -501,13 +506,7 @@ fn a_busy_session_outlives_its_first_deadline_and_is_cut_off_when_idle() {
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         let quiet = PausedInstant::now();
-        assert_eq!(c.reply().await, TIMEOUT_421);
-        let el = quiet.elapsed();
-        assert!(
-            el >= Duration::from_millis(500) && el < Duration::from_secs(3),
-            "421 {el:?} after the last command"
-        );
-        assert!(c.closed_within(Duration::from_secs(15)).await);
+        cut_off(&mut c, quiet, Duration::from_millis(500)).await;
     });
 }
 
@@ -605,13 +604,7 @@ fn data_timeout_mid_message_gets_421_and_the_upstream_never_gets_the_message() {
         // body that never ends.
         c.send(format!("From: {FROM}\r\nTo: {RCPT}\r\nSubject: stalled\r\n\r\nfirst line of a body that never ends\r\n").as_bytes()).await;
         let t = PausedInstant::now();
-        assert_eq!(c.reply().await, TIMEOUT_421);
-        let el = t.elapsed();
-        assert!(
-            el >= Duration::from_millis(900) && el < Duration::from_secs(3),
-            "421 after {el:?}"
-        );
-        assert!(c.closed_within(Duration::from_secs(15)).await);
+        cut_off(&mut c, t, Duration::from_millis(900)).await;
 
         // A following session relays; it is the only message the upstream records.
         let mut c = AsyncRaw::authed(app.smtp, KEY_A).await;

@@ -30,6 +30,25 @@ fn envelope_one_by_one(c: &mut Raw) -> [String; 3] {
     ]
 }
 
+/// Session `n`'s content after its 354, the 250 for it, and QUIT.
+fn send_content_and_quit(c: &mut Raw, n: usize) {
+    c.send(message(FROM, &format!("n={n}")).as_bytes());
+    let r = c.cmd(".");
+    assert!(r.starts_with("250"), "session {n}: {r}");
+    assert!(c.cmd("QUIT").starts_with("221"));
+}
+
+/// Two sessions' messages recorded once each, the second (replayed) with
+/// both recipients, on two connections (the dead one replaced).
+fn replayed_once(up: &Upstream) {
+    let msgs = wait_messages(up, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(up.messages().len(), 2, "the replayed message once");
+    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
+    assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
+    assert_eq!(up.server.connections(), 2);
+}
+
 fn refused_mail_answers_every_rcpt(refusal: &str) {
     let up = Upstream::start(|c| c.faults.mail_reply = Some(refusal.to_string()));
     let sidecar = InProc::start(&up, |_| {});
@@ -118,17 +137,9 @@ fn a_pooled_connection_dying_under_the_pipelined_envelope_is_replayed() {
             assert!(r.starts_with("250"), "session {n}: {r}");
         }
         assert!(c.cmd("DATA").starts_with("354"));
-        c.send(message(FROM, &format!("n={n}")).as_bytes());
-        let r = c.cmd(".");
-        assert!(r.starts_with("250"), "session {n}: {r}");
-        assert!(c.cmd("QUIT").starts_with("221"));
+        send_content_and_quit(&mut c, n);
     }
-    let msgs = wait_messages(&up, 2);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(up.messages().len(), 2, "the replayed message once");
-    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
-    assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
-    assert_eq!(up.server.connections(), 2);
+    replayed_once(&up);
     assert!(sidecar.wait_for(Duration::from_secs(2), |_| {
         let (_, body) = sidecar.http_get("/metrics");
         metric(&body, "smtpbind_upstream_replays_total{tenant=\"acme\"}") == 1.0
@@ -169,10 +180,7 @@ fn a_pipelined_data_goes_upstream_behind_the_envelope() {
         assert!(a.starts_with("250 2.1.5"), "session {n}: {a}");
         assert!(b.starts_with("250 2.1.5"), "session {n}: {b}");
         assert!(data.starts_with("354"), "session {n}: {data}");
-        c.send(message(FROM, &format!("n={n}")).as_bytes());
-        let r = c.cmd(".");
-        assert!(r.starts_with("250"), "session {n}: {r}");
-        assert!(c.cmd("QUIT").starts_with("221"));
+        send_content_and_quit(&mut c, n);
     }
     let msgs = wait_messages(&up, 2);
     assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
@@ -227,17 +235,9 @@ fn a_pooled_connection_dying_under_a_pipelined_envelope_and_data_is_replayed_wit
                 "session {n}: {r}"
             );
         }
-        c.send(message(FROM, &format!("n={n}")).as_bytes());
-        let r = c.cmd(".");
-        assert!(r.starts_with("250"), "session {n}: {r}");
-        assert!(c.cmd("QUIT").starts_with("221"));
+        send_content_and_quit(&mut c, n);
     }
-    let msgs = wait_messages(&up, 2);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(up.messages().len(), 2, "the replayed message once");
-    assert_eq!(msgs[1].rcpt_to, vec!["a@example.net", "b@example.net"]);
-    assert!(String::from_utf8_lossy(&msgs[1].data).contains("n=1"));
-    assert_eq!(up.server.connections(), 2);
+    replayed_once(&up);
 }
 
 #[test]

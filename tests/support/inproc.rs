@@ -173,22 +173,12 @@ impl InProc {
         self.wait_for(Duration::from_secs(5), |_| {
             self.lines.parsed("reject").len() >= n
         });
-        self.events("reject")
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
-            .collect()
+        super::reasons(&self.events("reject"))
     }
 
     /// Waits until `pred` holds for the output, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
-        let start = std::time::Instant::now();
-        while start.elapsed() < timeout {
-            if pred(&self.output()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        super::poll_until(timeout, || pred(&self.output()))
     }
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
@@ -367,14 +357,8 @@ impl AsyncRaw {
     pub async fn reply(&mut self) -> String {
         let mut out = String::new();
         loop {
-            while let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=lf).collect();
-                let line = String::from_utf8_lossy(&line).to_string();
-                let last = line.as_bytes().get(3) != Some(&b'-');
-                out.push_str(&line);
-                if last {
-                    return out;
-                }
+            if super::take_reply(&mut self.buf, &mut out) {
+                return out;
             }
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk).await {

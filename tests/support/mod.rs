@@ -335,22 +335,12 @@ impl Sidecar {
     /// events are read from the process's stdout by a thread).
     pub fn reject_reasons(&self, n: usize) -> Vec<String> {
         self.wait_for(Duration::from_secs(5), |_| self.events("reject").len() >= n);
-        self.events("reject")
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
-            .collect()
+        reasons(&self.events("reject"))
     }
 
     /// Waits until `pred` holds for the output, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if pred(&self.output()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        poll_until(timeout, || pred(&self.output()))
     }
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
@@ -491,14 +481,8 @@ impl Raw {
     pub fn reply(&mut self) -> String {
         let mut out = String::new();
         loop {
-            while let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=lf).collect();
-                let line = String::from_utf8_lossy(&line).to_string();
-                let last = line.as_bytes().get(3) != Some(&b'-');
-                out.push_str(&line);
-                if last {
-                    return out;
-                }
+            if take_reply(&mut self.buf, &mut out) {
+                return out;
             }
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
@@ -704,4 +688,38 @@ pub fn send_one(addr: SocketAddr, user: &str, password: &str, from: &str, body: 
     let r = c.cmd(".");
     c.cmd("QUIT");
     r
+}
+
+/// Moves the complete lines buffered in `buf` to `out` until the last line
+/// of a reply (no `-` after the code): true once `out` holds a whole reply.
+pub fn take_reply(buf: &mut Vec<u8>, out: &mut String) -> bool {
+    while let Some(lf) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=lf).collect();
+        let line = String::from_utf8_lossy(&line);
+        out.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return true;
+        }
+    }
+    false
+}
+
+/// Polls `pred` every 20 ms until it holds, up to `timeout`.
+pub fn poll_until(timeout: Duration, pred: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The `reason` of each reject event.
+pub fn reasons(rejects: &[serde_json::Value]) -> Vec<String> {
+    rejects
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
