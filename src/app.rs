@@ -239,70 +239,61 @@ pub async fn build(opts: RunOptions) -> Result<App, Error> {
 impl App {
     /// Serves until `shutdown` resolves, then drains and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let App {
-            bound,
-            opts,
-            log,
-            policy,
-            policy_text,
-            cred_fingerprint,
-            metrics,
-            info,
-            drain,
-            runtime_tx,
-            runtime_rx,
-            phase_tx,
-            phase_rx,
-            client_tls,
-            listeners,
-            admin_listener,
-        } = self;
         let readiness = Arc::new(Readiness::default());
         let admin = Admin {
             readiness: readiness.clone(),
             credentials: {
-                let rx = runtime_rx.clone();
+                let rx = self.runtime_rx.clone();
                 Arc::new(move || rx.borrow().credential.clone())
             },
-            metrics,
-            info: info.clone(),
-            client_tls: client_tls.clone(),
-            log: log.clone(),
+            metrics: self.metrics,
+            info: self.info.clone(),
+            client_tls: self.client_tls.clone(),
+            log: self.log.clone(),
         };
-        let mut admin_stop = phase_rx.clone();
-        let admin_task = tokio::spawn(admin.serve(admin_listener, async move {
+        let mut admin_stop = self.phase_rx.clone();
+        let admin_task = tokio::spawn(admin.serve(self.admin_listener, async move {
             let _ = admin_stop.wait_for(|p| *p == Phase::Closing).await;
         }));
 
         let watcher = tokio::spawn(watch_files(
-            opts.policy_path.clone(),
-            policy_text.into_bytes(),
-            runtime_tx,
-            (policy.credential.secret_dir.clone(), cred_fingerprint),
-            opts.pins.clone(),
-            info,
+            self.opts.policy_path.clone(),
+            self.policy_text.into_bytes(),
+            self.runtime_tx,
+            (
+                self.policy.credential.secret_dir.clone(),
+                self.cred_fingerprint,
+            ),
+            self.opts.pins.clone(),
+            self.info,
         ));
 
-        let channels_runtime = runtime_rx.clone();
+        let channels_runtime = self.runtime_rx.clone();
         let channels = Channels {
-            runtime: runtime_rx,
-            phase: phase_rx,
+            runtime: self.runtime_rx,
+            phase: self.phase_rx,
         };
-        let addrs = server::addresses(&listeners);
-        let tls_watch = client_tls
+        let addrs = server::addresses(&self.listeners);
+        let tls_watch = self
+            .client_tls
             .clone()
-            .map(|t| tokio::spawn(t.watch(log.clone())));
-        let server = tokio::spawn(server::serve(listeners, client_tls, channels, drain));
+            .map(|t| tokio::spawn(t.watch(self.log.clone())));
+        let server = tokio::spawn(server::serve(
+            self.listeners,
+            self.client_tls,
+            channels,
+            self.drain,
+        ));
         readiness.set_listener_bound();
         prewarm(&channels_runtime.borrow());
-        log.info(
+        self.log.info(
             "listening",
             json!({
-                "addr": bound.smtp.to_string(),
+                "addr": self.bound.smtp.to_string(),
                 "listeners": addrs,
-                "admin": bound.admin.to_string(),
-                "upstream": policy.upstream.address,
-                "upstream_pin": opts.pins.as_ref().map(|p| p.upstream.to_string()),
+                "admin": self.bound.admin.to_string(),
+                "upstream": self.policy.upstream.address,
+                "upstream_pin": self.opts.pins.as_ref().map(|p| p.upstream.to_string()),
                 "version": env!("CARGO_PKG_VERSION"),
                 "workers": tokio::runtime::Handle::current().metrics().num_workers(),
             }),
@@ -310,24 +301,27 @@ impl App {
 
         shutdown.await;
         readiness.set_shutting_down();
-        let _ = phase_tx.send(Phase::Draining);
-        log.info("shutdown", json!({ "drain_seconds": drain.as_secs_f64() }));
+        let _ = self.phase_tx.send(Phase::Draining);
+        self.log.info(
+            "shutdown",
+            json!({ "drain_seconds": self.drain.as_secs_f64() }),
+        );
         let closing = async {
-            tokio::time::sleep(drain).await;
-            let _ = phase_tx.send(Phase::Closing);
+            tokio::time::sleep(self.drain).await;
+            let _ = self.phase_tx.send(Phase::Closing);
             std::future::pending::<()>().await
         };
         tokio::select! {
             _ = closing => {}
             _ = server => {}
         }
-        let _ = phase_tx.send(Phase::Closing);
+        let _ = self.phase_tx.send(Phase::Closing);
         watcher.abort();
         if let Some(t) = tls_watch {
             t.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-        log.info("stopped", json!({}));
+        self.log.info("stopped", json!({}));
         Ok(())
     }
 }
