@@ -168,3 +168,59 @@ fn a_dot_line_inside_the_message_is_stuffed_for_the_upstream() {
     assert_eq!(msgs.len(), 1);
     assert!(String::from_utf8_lossy(&msgs[0].data).ends_with("before\r\n.\r\nafter\r\n"));
 }
+
+/// The attacker's phrasing with pipelining: MAIL, RCPT, DATA and the
+/// payload (a smuggling variant with a second transaction inside) in one
+/// write, before any 354, then a second real transaction to a recipient
+/// the policy refuses. DATA goes upstream behind the RCPT (issue 22), the
+/// content only after the upstream's 354: the upstream records exactly
+/// one message per approved transaction, to the approved recipient, and
+/// hears no MAIL for the refused one.
+#[test]
+fn everything_pipelined_in_one_write_delivers_only_what_was_approved() {
+    let up = Upstream::start(|c| c.lenient_eod = true);
+    let sidecar = InProc::start(&up, |p| {
+        p.set("data.bare_lf", "normalize")
+            .set("recipients.domains", yaml_list(&["example.net"]));
+    });
+    let variants: Vec<_> = VARIANTS
+        .iter()
+        .filter(|(name, _)| !name.contains("NUL"))
+        .collect();
+    for (name, variant) in &variants {
+        let mut c = Raw::authed(sidecar.smtp, KEY_A);
+        let mut w =
+            b"MAIL FROM:<billing@acme.example>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n".to_vec();
+        w.extend_from_slice(&smuggled_payload(variant));
+        w.extend_from_slice(
+            b"MAIL FROM:<billing@acme.example>\r\nRCPT TO:<victim@example.net.evil.test>\r\nRSET\r\n",
+        );
+        c.send(&w);
+        let replies: Vec<String> = (0..7).map(|_| c.reply()).collect();
+        let codes: Vec<&str> = replies.iter().map(|r| r.get(..3).unwrap_or("")).collect();
+        assert_eq!(
+            codes,
+            ["250", "250", "354", "250", "250", "550", "250"],
+            "{name}: {replies:?}"
+        );
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    let msgs = wait_messages(&up, variants.len());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let msgs_now = up.messages();
+    assert_eq!(
+        msgs_now.len(),
+        variants.len(),
+        "one message per approved DATA"
+    );
+    for m in &msgs {
+        assert_eq!(m.rcpt_to, vec!["a@example.net"]);
+        assert_eq!(m.verb, "DATA");
+        assert!(String::from_utf8_lossy(&m.data).contains("SMUGGLED"));
+    }
+    assert_eq!(
+        up.server.mail_commands(),
+        variants.len(),
+        "no MAIL upstream for the transaction whose only RCPT was refused"
+    );
+}
