@@ -221,7 +221,8 @@ impl Session {
                 self.upstream = None;
             }
         }
-        self.release_upstream();
+        // The transaction stays open (the client may add a recipient or
+        // RSET): the connection stays with it.
     }
 
     /// Sends DATA upstream without waiting for its 354, which is read when
