@@ -549,6 +549,31 @@ pub fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// swaks from `from` to `to` with AUTH PLAIN as `apikey` / `password`, then
+/// `extra` arguments (body, headers); returns (ok, output).
+pub fn swaks_plain(
+    addr: SocketAddr,
+    from: &str,
+    to: &str,
+    password: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut args = vec![
+        "--from",
+        from,
+        "--to",
+        to,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "apikey",
+        "--auth-password",
+        password,
+    ];
+    args.extend_from_slice(extra);
+    swaks(addr, &args)
+}
+
 /// Python smtplib script with ADDR/PORT substituted; returns (ok, output).
 pub fn python(addr: SocketAddr, script: &str) -> (bool, String) {
     let script = script
