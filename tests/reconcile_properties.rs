@@ -11,17 +11,9 @@ use smtpbind::reconcile::events::MAX_EVENT_ID;
 use smtpbind::reconcile::{ParseError, Provider};
 use smtpbind::smtp::header::MessageIdScan;
 
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "support/proptest_runner.rs"]
+mod proptest_runner;
+use proptest_runner::config;
 
 /// A reader returning at most `step` bytes a call.
 struct Trickle<'a> {
