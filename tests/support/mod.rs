@@ -362,6 +362,18 @@ impl Sidecar {
             .status();
     }
 
+    /// Asserts that an `upstream_error` line with a `[redacted]` part is
+    /// logged within 5 s (an upstream refusal that quoted a secret, scrubbed).
+    pub fn assert_scrubbed_upstream_error(&self) {
+        assert!(
+            self.wait_for(Duration::from_secs(5), |l| l
+                .iter()
+                .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))),
+            "the echoed refusal is logged, scrubbed: {:?}",
+            self.output()
+        );
+    }
+
     /// Asserts that no test secret, raw or base64, appears in the output.
     pub fn assert_no_secrets(&self) {
         assert_no_secrets(&self.output().join("\n"));
