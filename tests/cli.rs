@@ -619,20 +619,12 @@ fn sidecar_with_unpinned_credential_is_not_ready_and_refuses_sessions_with_nothi
     assert!(c.closed());
 
     // A real client with the right key gets nowhere either.
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_plain(
         sidecar.smtp,
-        &[
-            "--from",
-            "billing@acme.example",
-            "--to",
-            "customer@example.net",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "apikey",
-            "--auth-password",
-            KEY_A,
-        ],
+        "billing@acme.example",
+        "customer@example.net",
+        KEY_A,
+        &[],
     );
     assert!(!ok, "{out}");
     assert!(out.contains("421 4.3.0"), "{out}");

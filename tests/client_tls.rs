@@ -444,6 +444,35 @@ fn kubelet_tls_dir(dir: &Path, from: &Path, seq: u32) {
     }
 }
 
+/// A sidecar serving client TLS from a kubelet-style mount (`mount`) that
+/// holds pair `a` as its first revision; `b` is a second pair to swap in.
+struct Mounted {
+    up: Upstream,
+    a: Tls,
+    b: Tls,
+    mount: tempfile::TempDir,
+    sc: Sidecar,
+}
+
+impl Mounted {
+    fn start() -> Mounted {
+        let up = Upstream::default();
+        let (a, b) = (Tls::new(), Tls::new());
+        let mount = tempfile::tempdir().expect("tempdir");
+        kubelet_tls_dir(mount.path(), a.dir.path(), 1);
+        let sc = Sidecar::start(&up, |p| {
+            p.set("client.tls.cert_dir", mount.path().display().to_string());
+        });
+        Mounted {
+            up,
+            a,
+            b,
+            mount,
+            sc,
+        }
+    }
+}
+
 fn served_cert(addr: SocketAddr, cas: &[&Path]) -> Vec<u8> {
     let mut c = connect(addr);
     c.reply();
@@ -455,13 +484,13 @@ fn served_cert(addr: SocketAddr, cas: &[&Path]) -> Vec<u8> {
 
 #[test]
 fn certificate_rotation_under_load_fails_no_session_and_a_bad_pair_is_refused() {
-    let up = Upstream::default();
-    let (a, b) = (Tls::new(), Tls::new());
-    let mount = tempfile::tempdir().expect("tempdir");
-    kubelet_tls_dir(mount.path(), a.dir.path(), 1);
-    let sc = Sidecar::start(&up, |p| {
-        p.set("client.tls.cert_dir", mount.path().display().to_string());
-    });
+    let Mounted {
+        up,
+        a,
+        b,
+        mount,
+        sc,
+    } = Mounted::start();
     let (ca_a, ca_b) = (a.ca(), b.ca());
     let cert_a = served_cert(sc.smtp, &[&ca_a]);
 
@@ -686,13 +715,13 @@ fn dated_pair(dir: &Path, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
 /// reload count each; the last good pair keeps being served.
 #[test]
 fn broken_swaps_are_refused_loudly_and_the_last_good_pair_stays() {
-    let up = Upstream::default();
-    let (a, b) = (Tls::new(), Tls::new());
-    let mount = tempfile::tempdir().expect("tempdir");
-    kubelet_tls_dir(mount.path(), a.dir.path(), 1);
-    let sc = Sidecar::start(&up, |p| {
-        p.set("client.tls.cert_dir", mount.path().display().to_string());
-    });
+    let Mounted {
+        up: _up,
+        a,
+        b,
+        mount,
+        sc,
+    } = Mounted::start();
     let ca_a = a.ca();
     let cert_a = served_cert(sc.smtp, &[&ca_a]);
     let errors = || {

@@ -25,19 +25,9 @@ use smtpbind::upstream::caps::Capabilities;
 mod oracles;
 use oracles::{data_end, has_bare, header_end, normalize, stuff};
 
-/// `cases` cases (`PROPTEST_CASES` still overrides), drawn with XorShift:
-/// the default ChaCha generator dominates the run time of a debug build.
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "support/proptest_runner.rs"]
+mod proptest_runner;
+use proptest_runner::config;
 
 const MODES: [BareLineEndings; 2] = [BareLineEndings::Normalize, BareLineEndings::Reject];
 

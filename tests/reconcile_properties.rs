@@ -3,7 +3,7 @@
 //! exports written from a list of ids give back exactly those ids.
 //! `PROPTEST_CASES` runs more.
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 
 use proptest::prelude::*;
 
@@ -11,32 +11,13 @@ use smtpbind::reconcile::events::MAX_EVENT_ID;
 use smtpbind::reconcile::{ParseError, Provider};
 use smtpbind::smtp::header::MessageIdScan;
 
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "support/proptest_runner.rs"]
+mod proptest_runner;
+use proptest_runner::config;
 
-/// A reader returning at most `step` bytes a call.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.step.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
+#[path = "support/reconcile_oracles.rs"]
+mod reconcile_oracles;
+use reconcile_oracles::{lines, Trickle};
 
 type Parsed = (Vec<String>, Result<u64, ParseError>);
 
@@ -83,19 +64,8 @@ fn check(p: Provider, input: &[u8], step: usize) -> Result<(), TestCaseError> {
     let whole = parse(p, input, input.len().max(1));
     let trickled = parse(p, input, step);
     prop_assert_eq!(&whole, &trickled, "read size {}", step);
-    let provider_is_csv = p == Provider::M365;
     if let Err(e) = &whole.1 {
-        // CSV rows end at LF, CRLF or a lone CR (as the csv crate reads them).
-        let breaks = |cr: bool| {
-            input
-                .iter()
-                .enumerate()
-                .filter(|&(i, &b)| {
-                    b == b'\n' || (cr && b == b'\r' && input.get(i + 1) != Some(&b'\n'))
-                })
-                .count() as u64
-        };
-        let lines = breaks(provider_is_csv) + 1;
+        let lines = lines(input, p == Provider::M365);
         prop_assert!(e.line >= 1 && e.line <= lines, "{} of {} lines", e, lines);
         prop_assert!(
             !e.message.is_empty() && !e.message.contains('\n'),

@@ -97,20 +97,12 @@ fn implicit_tls_and_login_only_upstream() {
     let sidecar = Sidecar::start(&up, |p| {
         p.set("upstream.tls", "implicit");
     });
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_plain(
         sidecar.smtp,
-        &[
-            "--from",
-            "billing@acme.example",
-            "--to",
-            "a@example.net",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "apikey",
-            "--auth-password",
-            KEY_A,
-        ],
+        "billing@acme.example",
+        "a@example.net",
+        KEY_A,
+        &[],
     );
     assert!(ok, "{out}");
     let msgs = wait_messages(&up, 1);

@@ -17,6 +17,8 @@ use smtpbind::webhook::{Endpoint, Webhook};
 
 #[path = "webhook/props.rs"]
 mod props;
+#[path = "support/proptest_runner.rs"]
+mod proptest_runner;
 #[path = "webhook/rules.rs"]
 mod rules;
 

@@ -18,27 +18,16 @@
 //!   printable ASCII of at most `MAX_ID` bytes.
 #![no_main]
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 
 use libfuzzer_sys::fuzz_target;
 use smtpbind::reconcile::events::MAX_EVENT_ID;
 use smtpbind::reconcile::{ParseError, Provider};
 use smtpbind::smtp::header::MessageIdScan;
 
-/// A reader returning at most `step` bytes a call.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.step.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
+#[path = "../../tests/support/reconcile_oracles.rs"]
+mod reconcile_oracles;
+use reconcile_oracles::{lines, Trickle};
 
 fn parse(p: Provider, r: &mut dyn std::io::BufRead) -> (Vec<String>, Result<u64, ParseError>) {
     let mut ids = Vec::new();
@@ -60,19 +49,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ids, ids2, "ids depend on the read size");
     assert_eq!(got, got2, "result depends on the read size");
 
-    let provider_is_csv = provider == Provider::M365;
     if let Err(e) = &got {
-        // CSV rows end at LF, CRLF or a lone CR (as the csv crate reads them).
-        let breaks = |cr: bool| {
-            input
-                .iter()
-                .enumerate()
-                .filter(|&(i, &b)| {
-                    b == b'\n' || (cr && b == b'\r' && input.get(i + 1) != Some(&b'\n'))
-                })
-                .count() as u64
-        };
-        let lines = breaks(provider_is_csv) + 1;
+        let lines = lines(input, provider == Provider::M365);
         assert!(
             e.line >= 1 && e.line <= lines,
             "line {} of {lines}: {e}",

@@ -362,6 +362,18 @@ impl Sidecar {
             .status();
     }
 
+    /// Asserts that an `upstream_error` line with a `[redacted]` part is
+    /// logged within 5 s (an upstream refusal that quoted a secret, scrubbed).
+    pub fn assert_scrubbed_upstream_error(&self) {
+        assert!(
+            self.wait_for(Duration::from_secs(5), |l| l
+                .iter()
+                .any(|l| l.contains("upstream_error") && l.contains("[redacted]"))),
+            "the echoed refusal is logged, scrubbed: {:?}",
+            self.output()
+        );
+    }
+
     /// Asserts that no test secret, raw or base64, appears in the output.
     pub fn assert_no_secrets(&self) {
         assert_no_secrets(&self.output().join("\n"));
@@ -547,6 +559,31 @@ pub fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// swaks from `from` to `to` with AUTH PLAIN as `apikey` / `password`, then
+/// `extra` arguments (body, headers); returns (ok, output).
+pub fn swaks_plain(
+    addr: SocketAddr,
+    from: &str,
+    to: &str,
+    password: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut args = vec![
+        "--from",
+        from,
+        "--to",
+        to,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "apikey",
+        "--auth-password",
+        password,
+    ];
+    args.extend_from_slice(extra);
+    swaks(addr, &args)
 }
 
 /// Python smtplib script with ADDR/PORT substituted; returns (ok, output).

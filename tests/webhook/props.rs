@@ -14,17 +14,7 @@ use smtpbind::webhook::Endpoint;
 
 use super::{answer, dir, webhook};
 
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        ..ProptestConfig::default()
-    }
-}
+use crate::proptest_runner::config;
 
 fn golden_pod(name: &str) -> Value {
     let path = dir().join(format!("golden/{name}.request.json"));
